@@ -1,0 +1,7 @@
+"""All mmloss_ext losses; importing this module registers every one of them.
+
+One module per family; each exports its functionals (snake case) and registered classes.
+"""
+from .base import BaseLoss, functional_hparams
+from .reduction import REDUCTIONS, reduce_loss, weight_reduce_loss
+from .regression import *  # noqa: F401,F403

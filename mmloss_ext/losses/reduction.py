@@ -1,0 +1,105 @@
+"""The one weighting/reduction core: ``weight_reduce_loss`` with mmdet 3.x semantics.
+
+Every loss in the package reduces through :func:`weight_reduce_loss`; no loss writes its own
+``if reduction == ...``.
+
+Semantics (identical to ``mmdet.models.losses.utils.weight_reduce_loss``):
+
+* ``weight`` multiplies the elementwise loss;
+* ``'none'`` returns the (weighted) elementwise loss;
+* ``'mean'`` without ``avg_factor`` is the mean over all elements;
+* ``'mean'`` with ``avg_factor`` is ``sum / (avg_factor + finfo(float32).eps)``;
+* ``'sum'`` is the sum; ``'sum'`` with ``avg_factor`` raises ``ValueError``.
+
+Additions: the reduction is validated, ``weight``'s shape is checked (a per-sample ``(N,)`` weight
+broadcasts over the trailing dims of an ``(N, ...)`` loss), and the mean of an empty loss is a zero
+that stays connected to the graph instead of ``nan``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .inputs import check_tensor
+
+REDUCTIONS = ('none', 'mean', 'sum')
+_FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+AvgFactor = Optional[Union[float, int, Tensor]]
+
+
+def check_reduction(loss: str, reduction: str, avg_factor: AvgFactor = None) -> None:
+    """``reduction`` must be one of ``REDUCTIONS``; ``avg_factor`` is refused with ``'sum'``."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{loss}: `reduction` expected one of 'none', 'mean', 'sum', got {reduction!r}")
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError(f"{loss}: `avg_factor` can not be used with reduction='sum' "
+                         f"(expected reduction='mean' or 'none'), got avg_factor={avg_factor!r}")
+
+
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Reduce an elementwise loss; the mean of an empty loss is a connected zero."""
+    if reduction == 'none':
+        return loss
+    if reduction == 'sum' or loss.numel() == 0:
+        return loss.sum()
+    return loss.mean()
+
+
+def adapt_weight(loss_name: str, weight: Tensor, loss: Tensor) -> Tensor:
+    """Return ``weight`` viewed so that it broadcasts to ``loss`` without changing its shape.
+
+    Accepted: the loss's own shape; any shape that broadcasts to it; and a per-sample ``(N,)``
+    weight for an ``(N, ...)`` loss (viewed as ``(N, 1, ...)``).
+    """
+    check_tensor(loss_name, 'weight', weight, floating=False)
+    if weight.shape == loss.shape:
+        return weight
+    if weight.dim() == 1 and loss.dim() > 1 and weight.shape[0] == loss.shape[0]:
+        return weight.view(-1, *([1] * (loss.dim() - 1)))
+    try:
+        if torch.broadcast_shapes(weight.shape, loss.shape) == loss.shape:
+            return weight
+    except RuntimeError:
+        pass
+    raise ValueError(f'{loss_name}: `weight` expected shape {tuple(loss.shape)} (or one that broadcasts '
+                     f'to it, or ({loss.shape[0] if loss.dim() else 1},) per sample), '
+                     f'got {tuple(weight.shape)}')
+
+
+def per_box_weight(loss_name: str, weight: Optional[Tensor], boxes: Tensor) -> Optional[Tensor]:
+    """mmdet's rule for box losses: an ``(N, 4)`` weight is averaged over the 4 coordinates."""
+    if weight is not None and weight.dim() == boxes.dim() and weight.shape == boxes.shape:
+        return weight.mean(-1)
+    return weight
+
+
+def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                       avg_factor: AvgFactor = None, *, name: str = 'loss') -> Tensor:
+    """Apply an elementwise ``weight`` and reduce, with mmdet 3.x semantics.
+
+    Args:
+        loss: elementwise loss of any shape.
+        weight: elementwise weight, see :func:`adapt_weight` for the accepted shapes.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        avg_factor: divisor for ``'mean'`` (``sum / (avg_factor + eps)``), e.g. the number of
+            positive samples. Not allowed with ``'sum'``.
+        name: the loss's name, used in error messages.
+
+    Example:
+        >>> loss = torch.tensor([1.0, 2.0, 3.0])
+        >>> weight_reduce_loss(loss, torch.tensor([1.0, 0.0, 1.0]), 'sum')
+        tensor(4.)
+        >>> round(float(weight_reduce_loss(loss, reduction='mean', avg_factor=2)), 5)
+        3.0
+    """
+    check_reduction(name, reduction, avg_factor)
+    if weight is not None:
+        loss = loss * adapt_weight(name, weight, loss)
+    if avg_factor is None:
+        return reduce_loss(loss, reduction)
+    if reduction == 'mean':
+        return loss.sum() / (avg_factor + _FLOAT32_EPS)
+    return loss

@@ -1,0 +1,334 @@
+r"""Regression losses: elementwise functions of the residual ``d = pred - target``.
+
+Every functional takes ``pred`` and ``target`` of the same shape (any shape, floating point),
+computes in float32 for half-precision inputs and returns the input dtype. ``'none'`` returns the
+elementwise loss in ``pred``'s shape (RMSE: see :func:`rmse_loss`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..registry import register_loss
+from .base import BaseLoss
+from .inputs import check_range, check_same_device, check_same_shape, check_tensor, upcast
+from .reduction import AvgFactor, weight_reduce_loss
+
+__all__ = [
+    'l1_loss', 'mse_loss', 'sse_loss', 'rmse_loss', 'smooth_l1_loss', 'huber_loss', 'log_cosh_loss',
+    'quantile_loss', 'charbonnier_loss', 'balanced_l1_loss',
+    'L1Loss', 'MSELoss', 'SSELoss', 'RMSELoss', 'SmoothL1Loss', 'HuberLoss', 'LogCoshLoss',
+    'QuantileLoss', 'CharbonnierLoss', 'BalancedL1Loss',
+]
+
+
+def _residual(name: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Validate a (pred, target) pair and return ``pred - target`` (float32 for half inputs)."""
+    check_tensor(name, 'pred', pred)
+    check_tensor(name, 'target', target)
+    check_same_shape(name, pred, target)
+    check_same_device(name, pred, target)
+    pred32, target32 = upcast(pred, target)
+    return pred32 - target32
+
+
+def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor], Tensor],
+                 weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor) -> Tensor:
+    """The shared body of a residual loss: validate, ``fn(d)``, weight, reduce, cast back."""
+    loss = fn(_residual(name, pred, target))
+    return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
+
+
+def l1_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
+            avg_factor: AvgFactor = None) -> Tensor:
+    r"""L1 loss.
+
+    .. math:: \ell(d) = |d|
+
+    Args:
+        pred, target: tensors of the same shape.
+        weight: elementwise (or per-sample ``(N,)``) weight.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        avg_factor: divisor of the ``'mean'`` reduction.
+
+    Returns:
+        The loss; ``pred``'s shape for ``'none'``, a scalar otherwise.
+
+    Example:
+        >>> l1_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
+        tensor(1.5000)
+    """
+    return _elementwise('L1Loss', pred, target, torch.abs, weight, reduction, avg_factor)
+
+
+def mse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
+             avg_factor: AvgFactor = None) -> Tensor:
+    r"""Mean squared error.
+
+    .. math:: \ell(d) = d^2
+
+    Args and returns as :func:`l1_loss`.
+
+    Example:
+        >>> mse_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
+        tensor(2.5000)
+    """
+    return _elementwise('MSELoss', pred, target, torch.square, weight, reduction, avg_factor)
+
+
+def sse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'sum',
+             avg_factor: AvgFactor = None) -> Tensor:
+    r"""Sum of squared errors: :func:`mse_loss` with ``reduction='sum'`` by default.
+
+    .. math:: L = \sum_i d_i^2
+
+    Example:
+        >>> sse_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
+        tensor(5.)
+    """
+    return _elementwise('SSELoss', pred, target, torch.square, weight, reduction, avg_factor)
+
+
+def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Optional[Tensor] = None,
+              reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Root mean squared error; the root is taken after the reduction.
+
+    .. math:: L = \sqrt{\operatorname{reduce}(w\, d^2) + \epsilon}
+
+    ``'none'`` gives the elementwise :math:`\sqrt{w\, d^2 + \epsilon}`. ``eps`` keeps the gradient
+    finite at a zero error (it is :math:`1/(2\sqrt{\epsilon})`-bounded there).
+
+    Example:
+        >>> rmse_loss(torch.tensor([3.0, 5.0]), torch.tensor([0.0, 0.0]), eps=0.0)  # sqrt((9+25)/2)
+        tensor(4.1231)
+    """
+    name = 'RMSELoss'
+    check_range(name, 'eps', eps, 0.0)
+    squared = torch.square(_residual(name, pred, target))
+    return torch.sqrt(weight_reduce_loss(squared, weight, reduction, avg_factor, name=name) + eps).to(pred.dtype)
+
+
+def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, weight: Optional[Tensor] = None,
+                   reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Smooth L1 loss (Fast R-CNN, Girshick 2015).
+
+    .. math::
+        \ell(d) = \begin{cases} 0.5\, d^2 / \beta & |d| < \beta \\ |d| - 0.5\,\beta & \text{otherwise}\end{cases}
+
+    As ``beta -> 0`` the loss tends to L1. For ``beta < 1e-5`` the L1 form is used directly: the
+    quadratic branch would divide by ~0, and although ``torch.where`` does not select it, its
+    ``inf`` still reaches the gradient as ``0 * inf = nan``.
+
+    Example:
+        >>> smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction='none')
+        tensor([0.1250, 2.5000])
+    """
+    name = 'SmoothL1Loss'
+    check_range(name, 'beta', beta, 0.0)
+
+    def fn(d: Tensor) -> Tensor:
+        ad = d.abs()
+        if beta < 1e-5:
+            return ad
+        return torch.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
+
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+
+
+def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Optional[Tensor] = None,
+               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Huber loss (Huber 1964); equals ``delta * smooth_l1_loss(beta=delta)``.
+
+    .. math::
+        \ell(d) = \begin{cases} 0.5\, d^2 & |d| \le \delta \\ \delta\,(|d| - 0.5\,\delta) & \text{otherwise}\end{cases}
+
+    Example:
+        >>> huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction='none')
+        tensor([0.1250, 2.5000])
+    """
+    name = 'HuberLoss'
+    check_range(name, 'delta', delta, 0.0, low_open=True)
+
+    def fn(d: Tensor) -> Tensor:
+        ad = d.abs()
+        return torch.where(ad <= delta, 0.5 * d * d, delta * (ad - 0.5 * delta))
+
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+
+
+def log_cosh_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                  avg_factor: AvgFactor = None) -> Tensor:
+    r"""Log-cosh loss: quadratic near zero, linear far away, smooth everywhere.
+
+    .. math:: \ell(d) = \log\cosh d = |d| + \operatorname{log1p}(e^{-2|d|}) - \log 2
+
+    The right-hand form never evaluates ``cosh`` (which overflows float32 past
+    :math:`|d| \approx 89`), so the loss and its gradient :math:`\tanh d` stay finite for any
+    finite residual.
+
+    Example:
+        >>> log_cosh_loss(torch.tensor([1e4]), torch.zeros(1))  # 1e4 - log 2, where cosh overflows
+        tensor(9999.3066)
+    """
+    def fn(d: Tensor) -> Tensor:
+        ad = d.abs()
+        return ad + torch.log1p(torch.exp(-2.0 * ad)) - math.log(2.0)
+
+    return _elementwise('LogCoshLoss', pred, target, fn, weight, reduction, avg_factor)
+
+
+def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight: Optional[Tensor] = None,
+                  reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Quantile (pinball) loss; its minimiser is the ``quantile``-th quantile of the target.
+
+    .. math:: \ell = \max(q\,e,\ (q - 1)\,e), \quad e = \text{target} - \text{pred}
+
+    ``quantile=0.5`` is half the L1 loss.
+
+    Example:
+        >>> quantile_loss(torch.tensor([0.0, 0.0]), torch.tensor([1.0, -1.0]), quantile=0.9,
+        ...               reduction='none')
+        tensor([0.9000, 0.1000])
+    """
+    name = 'QuantileLoss'
+    check_range(name, 'quantile', quantile, 0.0, 1.0)
+
+    def fn(d: Tensor) -> Tensor:
+        e = -d
+        return torch.maximum(quantile * e, (quantile - 1.0) * e)
+
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+
+
+def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+                     reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Charbonnier loss, a differentiable L1 (Charbonnier et al., 1994).
+
+    .. math:: \ell(d) = \sqrt{d^2 + \epsilon}
+
+    Example:
+        >>> charbonnier_loss(torch.tensor([3.0]), torch.tensor([0.0]), eps=16.0)
+        tensor(5.)
+    """
+    name = 'CharbonnierLoss'
+    check_range(name, 'eps', eps, 0.0)
+    return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
+
+
+def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
+                     beta: float = 1.0, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                     avg_factor: AvgFactor = None) -> Tensor:
+    r"""Balanced L1 loss (Libra R-CNN, Pang et al. 2019).
+
+    With :math:`b = e^{\gamma/\alpha} - 1` (so that :math:`\alpha \ln(b + 1) = \gamma` and the
+    gradient is continuous at :math:`|d| = \beta`):
+
+    .. math::
+        \ell(d) = \begin{cases}
+            \frac{\alpha}{b}(b|d| + 1)\ln\!\left(\frac{b|d|}{\beta} + 1\right) - \alpha|d| & |d| < \beta \\
+            \gamma|d| + \frac{\gamma}{b} - \alpha\beta & \text{otherwise}
+        \end{cases}
+
+    Example:
+        >>> balanced_l1_loss(torch.tensor([0.0, 2.0]), torch.zeros(2), reduction='none')
+        tensor([0.0000, 2.5786])
+    """
+    name = 'BalancedL1Loss'
+    check_range(name, 'alpha', alpha, 0.0, low_open=True)
+    check_range(name, 'gamma', gamma, 0.0, low_open=True)
+    check_range(name, 'beta', beta, 0.0, low_open=True)
+    b = math.exp(gamma / alpha) - 1.0
+
+    def fn(d: Tensor) -> Tensor:
+        ad = d.abs()
+        inner = alpha / b * (b * ad + 1.0) * torch.log1p(b * ad / beta) - alpha * ad
+        outer = gamma * ad + gamma / b - alpha * beta
+        return torch.where(ad < beta, inner, outer)
+
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+
+
+# --- registered modules ---------------------------------------------------------------------------
+
+@register_loss
+class L1Loss(BaseLoss):
+    """L1 loss module; see :func:`l1_loss`."""
+    loss_fn = staticmethod(l1_loss)
+
+
+@register_loss
+class MSELoss(BaseLoss):
+    """Mean squared error module; see :func:`mse_loss`."""
+    loss_fn = staticmethod(mse_loss)
+
+
+@register_loss
+class SSELoss(BaseLoss):
+    """Sum of squared errors module (``reduction='sum'`` by default); see :func:`sse_loss`."""
+    loss_fn = staticmethod(sse_loss)
+
+    def __init__(self, reduction: str = 'sum', **base) -> None:
+        super().__init__(reduction=reduction, **base)
+
+
+@register_loss
+class RMSELoss(BaseLoss):
+    """Root mean squared error module; see :func:`rmse_loss`."""
+    loss_fn = staticmethod(rmse_loss)
+
+    def __init__(self, eps: float = 1e-8, **base) -> None:
+        super().__init__(eps=eps, **base)
+
+
+@register_loss
+class SmoothL1Loss(BaseLoss):
+    """Smooth L1 module; see :func:`smooth_l1_loss`."""
+    loss_fn = staticmethod(smooth_l1_loss)
+
+    def __init__(self, beta: float = 1.0, **base) -> None:
+        super().__init__(beta=beta, **base)
+
+
+@register_loss
+class HuberLoss(BaseLoss):
+    """Huber module; see :func:`huber_loss`."""
+    loss_fn = staticmethod(huber_loss)
+
+    def __init__(self, delta: float = 1.0, **base) -> None:
+        super().__init__(delta=delta, **base)
+
+
+@register_loss
+class LogCoshLoss(BaseLoss):
+    """Log-cosh module; see :func:`log_cosh_loss`."""
+    loss_fn = staticmethod(log_cosh_loss)
+
+
+@register_loss
+class QuantileLoss(BaseLoss):
+    """Quantile (pinball) module; see :func:`quantile_loss`."""
+    loss_fn = staticmethod(quantile_loss)
+
+    def __init__(self, quantile: float = 0.5, **base) -> None:
+        super().__init__(quantile=quantile, **base)
+
+
+@register_loss
+class CharbonnierLoss(BaseLoss):
+    """Charbonnier module; see :func:`charbonnier_loss`."""
+    loss_fn = staticmethod(charbonnier_loss)
+
+    def __init__(self, eps: float = 1e-6, **base) -> None:
+        super().__init__(eps=eps, **base)
+
+
+@register_loss
+class BalancedL1Loss(BaseLoss):
+    """Balanced L1 module (Libra R-CNN); see :func:`balanced_l1_loss`."""
+    loss_fn = staticmethod(balanced_l1_loss)
+
+    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, **base) -> None:
+        super().__init__(alpha=alpha, gamma=gamma, beta=beta, **base)

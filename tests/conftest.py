@@ -1,0 +1,13 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def gen():
+    """A seeded generator: every test draws its random inputs from it."""
+    return torch.Generator().manual_seed(0)
