@@ -23,7 +23,7 @@ from typing import Callable, ClassVar, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from .inputs import check_choice, check_hparam, check_tensor
+from .inputs import check_choice, check_hparam, check_ranges, check_tensor
 from .reduction import AvgFactor, check_reduction
 
 _PLUMBING = ('weight', 'reduction', 'avg_factor')
@@ -52,6 +52,8 @@ class BaseLoss(nn.Module):
     takes_target: ClassVar[bool] = True
     #: build-time choices for string hyper-parameters, e.g. ``{'mode': ('log', 'linear')}``
     hparam_choices: ClassVar[Dict[str, tuple]] = {}
+    #: build-time numeric ranges, ``{'gamma': dict(low=0.0)}`` (see :func:`inputs.check_ranges`)
+    hparam_ranges: ClassVar[Dict[str, dict]] = {}
 
     def __init__(self, *, reduction: str = 'mean', loss_weight: float = 1.0, **hparams) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ class BaseLoss(nn.Module):
             check_hparam(name, key, value, spec[key])
             if key in self.hparam_choices:
                 check_choice(name, key, value, self.hparam_choices[key])
+            check_ranges(name, self.hparam_ranges, **{key: value})
             setattr(self, key, value)
         self._hparam_names = tuple(hparams)
         self.reduction = reduction

@@ -87,27 +87,37 @@ def check_range(loss: str, arg: str, value, low: Optional[float] = None, high: O
         raise ValueError(f'{loss}: `{arg}` expected a value in {interval}, got {value!r}')
 
 
+def check_ranges(loss: str, ranges: dict, **values) -> None:
+    """:func:`check_range` for several hyper-parameters: ``ranges`` maps a name to the keyword
+    arguments of :func:`check_range` (e.g. ``{'gamma': dict(low=0.0)}``); ``None`` values pass.
+
+    A loss keeps its ranges in one module-level dict, used both by its functional (at call time)
+    and by its class (``BaseLoss.hparam_ranges``, at build time).
+    """
+    for arg, value in values.items():
+        if value is not None and arg in ranges:
+            check_range(loss, arg, value, **ranges[arg])
+
+
 def check_label_range(loss: str, arg: str, labels: Tensor, low: int, high: int,
                       ignore_index: Optional[int] = None) -> None:
     """Labels (other than ``ignore_index``) must lie in ``[low, high]``.
 
     On CPU the check is exact and raises ``ValueError``. On an accelerator it is enqueued as an
-    asynchronous device assert, so it never forces a host sync.
+    asynchronous device assert (no boolean indexing, no host read), so it never forces a sync.
     """
     if labels.numel() == 0:
         return
-    valid = labels if ignore_index is None else labels[labels != ignore_index]
-    if valid.numel() == 0:
-        return
-    if labels.device.type == 'cpu':
-        lo, hi = int(valid.min()), int(valid.max())
-        if lo < low or hi > high:
-            extra = '' if ignore_index is None else f' (or ignore_index={ignore_index})'
-            raise ValueError(f'{loss}: `{arg}` expected values in [{low}, {high}]{extra}, '
-                             f'got values in [{lo}, {hi}]')
-    else:
-        torch._assert_async(((valid >= low) & (valid <= high)).all(),
-                            f'{loss}: `{arg}` has values outside [{low}, {high}]')
+    ok = (labels >= low) & (labels <= high)
+    if ignore_index is not None:
+        ok |= labels == ignore_index
+    if labels.device.type != 'cpu':
+        torch._assert_async(ok.all(), f'{loss}: `{arg}` has values outside [{low}, {high}]')
+    elif not bool(ok.all()):
+        bad = labels[~ok]
+        extra = '' if ignore_index is None else f' (or ignore_index={ignore_index})'
+        raise ValueError(f'{loss}: `{arg}` expected values in [{low}, {high}]{extra}, '
+                         f'got values in [{int(bad.min())}, {int(bad.max())}] outside it')
 
 
 def check_hparam(loss: str, arg: str, value, default) -> None:

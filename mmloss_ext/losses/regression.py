@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import check_range, check_same_device, check_same_shape, check_tensor, upcast
+from .inputs import check_range, check_ranges, check_same_device, check_same_shape, check_tensor, upcast
 from .reduction import AvgFactor, weight_reduce_loss
 
 __all__ = [
@@ -218,6 +218,10 @@ def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight:
     return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
 
 
+_POSITIVE = dict(low=0.0, low_open=True)
+_BALANCED_L1_RANGES = dict(alpha=_POSITIVE, gamma=_POSITIVE, beta=_POSITIVE)
+
+
 def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
                      beta: float = 1.0, weight: Optional[Tensor] = None, reduction: str = 'mean',
                      avg_factor: AvgFactor = None) -> Tensor:
@@ -237,9 +241,7 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
         tensor([0.0000, 2.5786])
     """
     name = 'BalancedL1Loss'
-    check_range(name, 'alpha', alpha, 0.0, low_open=True)
-    check_range(name, 'gamma', gamma, 0.0, low_open=True)
-    check_range(name, 'beta', beta, 0.0, low_open=True)
+    check_ranges(name, _BALANCED_L1_RANGES, alpha=alpha, gamma=gamma, beta=beta)
     b = math.exp(gamma / alpha) - 1.0
 
     def fn(d: Tensor) -> Tensor:
@@ -329,6 +331,7 @@ class CharbonnierLoss(BaseLoss):
 class BalancedL1Loss(BaseLoss):
     """Balanced L1 module (Libra R-CNN); see :func:`balanced_l1_loss`."""
     loss_fn = staticmethod(balanced_l1_loss)
+    hparam_ranges = _BALANCED_L1_RANGES
 
     def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, **base) -> None:
         super().__init__(alpha=alpha, gamma=gamma, beta=beta, **base)
