@@ -1,0 +1,9 @@
+"""Classification losses (LOSSES.md, "Classification"): the cross-entropy family, the focal family
+and the margin losses. Class scores are on dim 1; integer labels have ``pred``'s shape without it.
+"""
+from . import cross_entropy, focal, margin
+from .cross_entropy import *  # noqa: F401,F403
+from .focal import *  # noqa: F401,F403
+from .margin import *  # noqa: F401,F403
+
+__all__ = [*cross_entropy.__all__, *focal.__all__, *margin.__all__]
