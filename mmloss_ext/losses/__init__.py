@@ -7,4 +7,5 @@ from .reduction import REDUCTIONS, reduce_loss, weight_reduce_loss
 from .regression import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
 from .segmentation import *  # noqa: F401,F403
+from .bbox import *  # noqa: F401,F403
 from .image import *  # noqa: F401,F403

@@ -99,6 +99,7 @@ class BaseLoss(nn.Module):
         check_tensor(name, 'pred', pred, floating=False)
         if reduction != 'none' and (pred.numel() == 0 or _all_zero_on_host(weight)):
             # Nothing to average: a zero that keeps pred's graph (and dtype) alive.
+            self.on_shortcut()
             return pred.sum() * 0.0
         if self.takes_target:
             args = (pred, target)
@@ -110,6 +111,13 @@ class BaseLoss(nn.Module):
         params = {**self.hparams(), **kwargs}
         loss = self.loss_fn(*args, weight=weight, reduction=reduction, avg_factor=avg_factor, **params)
         return loss * self.loss_weight
+
+    def on_shortcut(self) -> None:
+        """Called when the empty-input / zero-weight shortcut answers a call without the functional.
+
+        Stateless losses do nothing; a stateful loss overrides it to do what its functional would
+        have done for an empty batch (e.g. join a cross-rank all-reduce of its running statistics).
+        """
 
     def extra_repr(self) -> str:
         items = [f'{k}={v!r}' for k, v in self.hparams().items()]

@@ -336,7 +336,11 @@ def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image
 
     The elements of a group (one image when ``per_image``, else the whole batch) are sorted by
     error :math:`e` in decreasing order and :math:`L = \sum_i \mathrm{relu}(e_{(i)})\, g_i`, with
-    :math:`g` the gradient of the Lovász extension of the Jaccard loss.
+    :math:`g` the gradient of the Lovász extension of the Jaccard loss:
+
+    .. math::
+        L = \sum_i \mathrm{relu}(e_{(i)})\,\big(J_i - J_{i-1}\big),\qquad
+        J_i = 1 - \frac{|T| - \sum_{k \le i} t_{(k)}}{|T| + \sum_{k \le i} (1 - t_{(k)})}
 
     * binary: ``pred`` logits, ``target`` 0/1 mask; :math:`e = 1 - x\,(2t - 1)` (Lovász hinge).
     * multiclass: ``pred`` logits :math:`(N, C, *)`, ``target`` labels :math:`(N, *)`;

@@ -1,0 +1,273 @@
+r"""Shared geometry of aligned box pairs for the IoU family.
+
+:class:`BoxPair` computes, once and lazily, every term the box losses reuse: sizes, areas,
+intersection, union, IoU, the enclosing box, the centre offset and the CIoU aspect-ratio term.
+:func:`iou_penalties` turns a pair into ``(IoU, penalty terms)`` for one of :data:`IOU_MODES`,
+so that a loss built on an IoU variant (power, inner, focaler) writes only its own term and
+``1 - IoU + sum(penalties)`` is the plain variant.
+
+Numerics (shared by every loss):
+
+* half-precision boxes are computed in float32 (the caller casts the loss back);
+* widths and heights are clamped at 0 before they make an area, so an untrained head's
+  ``x2 < x1`` prediction has zero area instead of a negative one that could cancel the union;
+* every denominator carries ``eps`` (union, enclosing area, enclosing diagonal, aspect ratios);
+* no ``sqrt``/``asin``/``atan(w/h)`` is evaluated where its derivative is infinite.
+"""
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .inputs import check_boxes, check_choice, upcast
+from .reduction import AvgFactor, per_box_weight, weight_reduce_loss
+
+__all__ = ['BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost',
+           'NON_NEGATIVE', 'POSITIVE', 'UNIT', 'EPS_RANGES']
+
+#: the IoU variants a composable loss (Alpha/Inner/Focaler) can be built on
+IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
+
+_ASPECT = 4.0 / math.pi ** 2
+
+#: :func:`~mmloss_ext.losses.inputs.check_range` keywords shared by the box losses' range dicts
+NON_NEGATIVE = dict(low=0.0)
+POSITIVE = dict(low=0.0, low_open=True)
+UNIT = dict(low=0.0, high=1.0)
+EPS_RANGES = dict(eps=NON_NEGATIVE)
+
+
+class BoxPair:
+    r"""Geometry of aligned boxes ``pred``, ``target`` of shape ``(..., 4)`` as ``(x1, y1, x2, y2)``.
+
+    Every attribute is computed on first access and cached; all have shape ``(...)``.
+
+    Args:
+        pred, target: boxes (float16/bfloat16 are computed in float32).
+        eps: added to every denominator.
+
+    Example:
+        >>> g = BoxPair(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]]), eps=0.0)
+        >>> g.inter, g.union, g.iou, g.enclose_area, g.centre_dist2
+        (tensor([2.]), tensor([6.]), tensor([0.3333]), tensor([6.]), tensor([1.]))
+    """
+
+    def __init__(self, pred: Tensor, target: Tensor, eps: float) -> None:
+        self.pred, self.target = upcast(pred, target)
+        self.eps = eps
+
+    # --- sizes and areas -------------------------------------------------------------------------
+    @cached_property
+    def raw_wh(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(pred_w, pred_h, target_w, target_h)`` unclamped (negative for ``x2 < x1``)."""
+        p, t = self.pred, self.target
+        return p[..., 2] - p[..., 0], p[..., 3] - p[..., 1], t[..., 2] - t[..., 0], t[..., 3] - t[..., 1]
+
+    @cached_property
+    def wh(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(pred_w, pred_h, target_w, target_h)`` clamped at 0."""
+        return tuple(s.clamp(min=0) for s in self.raw_wh)
+
+    @cached_property
+    def areas(self) -> Tuple[Tensor, Tensor]:
+        pw, ph, tw, th = self.wh
+        return pw * ph, tw * th
+
+    # --- intersection / union --------------------------------------------------------------------
+    @cached_property
+    def inter_corners(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(ix1, iy1, ix2, iy2)`` of the intersection, unclamped (``ix2 < ix1`` when disjoint)."""
+        p, t = self.pred, self.target
+        lt = torch.maximum(p[..., :2], t[..., :2])
+        rb = torch.minimum(p[..., 2:], t[..., 2:])
+        return lt[..., 0], lt[..., 1], rb[..., 0], rb[..., 1]
+
+    @cached_property
+    def inter(self) -> Tensor:
+        ix1, iy1, ix2, iy2 = self.inter_corners
+        return (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
+
+    @cached_property
+    def union(self) -> Tensor:
+        """``area_p + area_t - inter + eps`` (at least ``eps``)."""
+        ap, at = self.areas
+        return ap + at - self.inter + self.eps
+
+    @cached_property
+    def iou(self) -> Tensor:
+        return self.inter / self.union
+
+    # --- enclosing box ---------------------------------------------------------------------------
+    @cached_property
+    def enclose_corners(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        p, t = self.pred, self.target
+        lt = torch.minimum(p[..., :2], t[..., :2])
+        rb = torch.maximum(p[..., 2:], t[..., 2:])
+        return lt[..., 0], lt[..., 1], rb[..., 0], rb[..., 1]
+
+    @cached_property
+    def enclose_wh(self) -> Tuple[Tensor, Tensor]:
+        ex1, ey1, ex2, ey2 = self.enclose_corners
+        return (ex2 - ex1).clamp(min=0), (ey2 - ey1).clamp(min=0)
+
+    @cached_property
+    def enclose_area(self) -> Tensor:
+        """``C_w * C_h + eps``."""
+        cw, ch = self.enclose_wh
+        return cw * ch + self.eps
+
+    @cached_property
+    def enclose_diag2(self) -> Tensor:
+        """``C_w^2 + C_h^2 + eps``: the squared diagonal of the enclosing box."""
+        cw, ch = self.enclose_wh
+        return cw * cw + ch * ch + self.eps
+
+    # --- centres and shapes ----------------------------------------------------------------------
+    @cached_property
+    def centre_delta(self) -> Tuple[Tensor, Tensor]:
+        """Target centre minus pred centre, ``(dx, dy)``.
+
+        As a sum of corner differences: exactly 0 for identical boxes, and no cancellation of large
+        coordinates for far-apart ones.
+        """
+        p, t = self.pred, self.target
+        d = ((t[..., :2] - p[..., :2]) + (t[..., 2:] - p[..., 2:])) * 0.5
+        return d[..., 0], d[..., 1]
+
+    @cached_property
+    def centre_dist2(self) -> Tensor:
+        """:math:`\\rho^2`: squared distance between the centres."""
+        dx, dy = self.centre_delta
+        return dx * dx + dy * dy
+
+    @cached_property
+    def aspect_v(self) -> Tensor:
+        r"""CIoU's :math:`v = \frac{4}{\pi^2}(\arctan\frac{w_t}{h_t+\epsilon} - \arctan\frac{w_p}{h_p+\epsilon})^2`.
+
+        On clamped sizes with ``eps`` in the denominator: ``atan(w/h)`` at ``h = 0`` would be
+        ``atan(inf)`` forward and ``nan`` backward.
+        """
+        pw, ph, tw, th = self.wh
+        return _ASPECT * (torch.atan(tw / (th + self.eps)) - torch.atan(pw / (ph + self.eps))) ** 2
+
+
+# --- penalty terms of the IoU variants -------------------------------------------------------------
+
+def shape_cost(omega_w: Tensor, omega_h: Tensor, theta: float = 4.0) -> Tensor:
+    r"""SIoU / Shape-IoU shape cost :math:`\sum_{t=w,h} (1 - e^{-\omega_t})^\theta`."""
+    return (-torch.expm1(-omega_w)) ** theta + (-torch.expm1(-omega_h)) ** theta
+
+
+def size_mismatch(g: BoxPair, eps: float) -> Tuple[Tensor, Tensor]:
+    r""":math:`\omega_w = |w_p - w_t| / \max(w_p, w_t)` and :math:`\omega_h`, on clamped sizes."""
+    pw, ph, tw, th = g.wh
+    return (pw - tw).abs() / (torch.maximum(pw, tw) + eps), (ph - th).abs() / (torch.maximum(ph, th) + eps)
+
+
+def giou_penalty(g: BoxPair) -> Tensor:
+    r"""GIoU: :math:`(|C| - |A \cup B|) / |C|`."""
+    return (g.enclose_area - g.union) / g.enclose_area
+
+
+def diou_penalty(g: BoxPair) -> Tensor:
+    r"""DIoU: :math:`\rho^2 / c^2` (centre distance over the enclosing diagonal)."""
+    return g.centre_dist2 / g.enclose_diag2
+
+
+def ciou_tradeoff(g: BoxPair) -> Tensor:
+    r"""mmdet's CIoU trade-off :math:`\alpha = [IoU > 0.5]\, v / (1 - IoU + v)`, without gradient.
+
+    ``eps`` in the denominator: for identical boxes ``1 - IoU`` and ``v`` are both 0. (The cached
+    terms are read outside ``no_grad``: a first access inside it would cache them without graph.)
+    """
+    iou, v = g.iou.detach(), g.aspect_v.detach()
+    return (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + g.eps)
+
+
+def efficient_penalties(g: BoxPair) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Efficient-IoU: :math:`\rho^2/c^2,\ (w_p-w_t)^2/C_w^2,\ (h_p-h_t)^2/C_h^2`.
+
+    The width/height terms use the raw sizes: an ``x2 < x1`` prediction is pulled back.
+    """
+    pw, ph, tw, th = g.raw_wh
+    cw, ch = g.enclose_wh
+    return (diou_penalty(g), (pw - tw) ** 2 / (cw * cw + g.eps), (ph - th) ** 2 / (ch * ch + g.eps))
+
+
+def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
+    r"""SIoU (Gevorgyan 2022): :math:`(\Delta + \Omega) / 2`.
+
+    Angle cost :math:`\Lambda = \cos(2\arcsin s - \pi/2) = \sin(2\arcsin s) = 2 s\sqrt{1-s^2}` with
+    :math:`s = \min(|s_x|, |s_y|)/\sigma`, :math:`\sigma^2 = s_x^2 + s_y^2`; since
+    :math:`\sqrt{1-s^2}` is the other sine, :math:`\Lambda = 2|s_x s_y| / (s_x^2 + s_y^2)`, which
+    avoids ``asin`` (infinite slope at 1) and the ``sqrt`` at 0. Distance cost
+    :math:`\Delta = \sum_{t=x,y} (1 - e^{\gamma \rho_t})`, :math:`\rho_t = (s_t / C_t)^2`, with
+    :math:`\gamma = \Lambda - 2` (the paper, ``neg_gamma=True``) or :math:`2 - \Lambda` (mmdet's
+    default). Shape cost :math:`\Omega` from :func:`shape_cost`.
+    """
+    eps = g.eps
+    dx, dy = g.centre_delta
+    sx, sy = dx + eps, dy + eps  # mmdet's offsets
+    angle = 2.0 * (sx * sy).abs() / (sx * sx + sy * sy).clamp(min=eps * eps)
+    gamma = angle - 2.0 if neg_gamma else 2.0 - angle
+    cw, ch = g.enclose_wh
+    rho_x = (sx / cw.clamp(min=eps)) ** 2
+    rho_y = (sy / ch.clamp(min=eps)) ** 2
+    distance = -torch.expm1(gamma * rho_x) - torch.expm1(gamma * rho_y)
+    return 0.5 * (distance + shape_cost(*size_mismatch(g, eps)))
+
+
+def iou_penalties(g: BoxPair, mode: str, name: str = 'loss',
+                  arg: str = 'iou_mode') -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    r"""``(IoU, penalty terms)`` of an IoU variant; the variant's loss is ``1 - IoU + sum(terms)``.
+
+    ============  ==========================================================================
+    ``'iou'``     no penalty
+    ``'giou'``    :func:`giou_penalty`
+    ``'diou'``    :func:`diou_penalty`
+    ``'ciou'``    :func:`diou_penalty`, :math:`\alpha v` (:func:`ciou_tradeoff`, mmdet's form)
+    ``'eiou'``    Efficient-IoU, :func:`efficient_penalties`
+    ``'siou'``    :func:`siou_penalty` as in the paper (``neg_gamma=True``: every term >= 0)
+    ============  ==========================================================================
+    """
+    check_choice(name, arg, mode, IOU_MODES)
+    if mode == 'iou':
+        terms = ()
+    elif mode == 'giou':
+        terms = (giou_penalty(g),)
+    elif mode == 'diou':
+        terms = (diou_penalty(g),)
+    elif mode == 'ciou':
+        terms = (diou_penalty(g), ciou_tradeoff(g) * g.aspect_v)
+    elif mode == 'eiou':
+        terms = efficient_penalties(g)
+    else:
+        terms = (siou_penalty(g, neg_gamma=True),)
+    return g.iou, terms
+
+
+def variant_loss(g: BoxPair, mode: str, name: str = 'loss', arg: str = 'iou_mode',
+                 clamp: bool = False) -> Tensor:
+    """``1 - IoU + sum(penalties)`` of an IoU variant; ``clamp`` clamps ``IoU - sum`` to [-1, 1] (mmdet)."""
+    iou, terms = iou_penalties(g, mode, name, arg)
+    score = iou - sum(terms)
+    return 1.0 - (score.clamp(min=-1.0, max=1.0) if clamp else score)
+
+
+def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[BoxPair], Tensor],
+             weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, *,
+             per_box: bool = True) -> Tensor:
+    """The shared body of a box loss: validate, ``fn(BoxPair)``, weight, reduce, cast back.
+
+    ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
+    per-box loss of shape ``(...)``.
+    """
+    check_boxes(name, pred, target)
+    loss = fn(BoxPair(pred, target, eps))
+    if per_box:
+        weight = per_box_weight(name, weight, pred)
+    return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)

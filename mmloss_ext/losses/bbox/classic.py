@@ -1,0 +1,310 @@
+r"""The box losses mmdet ships, with mmdet's parameter names, defaults and values.
+
+IoU, Bounded-IoU, GIoU, DIoU, CIoU, Extended-IoU and SIoU. Each functional takes boxes
+``(..., 4)`` as ``(x1, y1, x2, y2)``; see :mod:`mmloss_ext.losses._boxes` for the shared geometry
+and its numerics. Differences from mmdet are confined to degenerate boxes (clamped sizes, ``eps``
+where mmdet divides by a possible zero) and to where ``eps`` enters the union
+(``union + eps`` everywhere, where mmdet's ``bbox_overlaps`` uses ``max(union, eps)``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ...registry import register_loss
+from .._boxes import EPS_RANGES, NON_NEGATIVE, POSITIVE, BoxPair, box_loss, siou_penalty, variant_loss
+from ..base import BaseLoss
+from ..inputs import check_boxes, check_choice, check_ranges
+from ..reduction import AvgFactor
+
+__all__ = [
+    'iou_loss', 'bounded_iou_loss', 'giou_loss', 'diou_loss', 'ciou_loss', 'eiou_loss', 'siou_loss',
+    'IoULoss', 'BoundedIoULoss', 'GIoULoss', 'DIoULoss', 'CIoULoss', 'EIoULoss', 'SIoULoss',
+]
+
+IOU_LOSS_MODES = ('log', 'linear', 'square')
+_OVERLAPS_EPS = 1e-6  # the union's eps in mmdet's bbox_overlaps, whatever IoULoss's eps
+_BOUNDED_RANGES = dict(beta=POSITIVE, eps=NON_NEGATIVE)
+_EIOU_RANGES = dict(eps=NON_NEGATIVE, smooth_point=POSITIVE)
+
+
+def _smooth(x: Tensor, beta: float) -> Tensor:
+    """Smooth-L1 of a non-negative ``x``: quadratic below ``beta``, linear above."""
+    return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
+
+
+def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = False, eps: float = 1e-6,
+             weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""IoU loss (Yu et al., UnitBox 2016), as mmdet's ``iou_loss``.
+
+    .. math::
+        \ell = -\log \mathrm{IoU} \;(\texttt{'log'}),\quad 1 - \mathrm{IoU} \;(\texttt{'linear'}),
+        \quad 1 - \mathrm{IoU}^2 \;(\texttt{'square'}),\qquad \mathrm{IoU} \leftarrow \max(\mathrm{IoU}, \epsilon)
+
+    Args:
+        pred, target: boxes ``(..., 4)`` as ``(x1, y1, x2, y2)``.
+        mode: ``'log'`` | ``'linear'`` | ``'square'``.
+        linear: mmdet's deprecated alias of ``mode='linear'``.
+        eps: lower bound of the IoU (the union carries mmdet's fixed ``1e-6``, as ``bbox_overlaps``).
+        weight: ``(...)`` or ``(..., 4)`` (averaged over the coordinates).
+        reduction, avg_factor: see :func:`~mmloss_ext.losses.reduction.weight_reduce_loss`.
+
+    Returns:
+        ``(...)`` for ``'none'``, a scalar otherwise.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]])  # IoU = 2/6
+        >>> iou_loss(p, t, mode='linear'), iou_loss(p, t)
+        (tensor(0.6667), tensor(1.0986))
+    """
+    name = 'IoULoss'
+    check_choice(name, 'mode', mode, IOU_LOSS_MODES)
+    check_ranges(name, EPS_RANGES, eps=eps)
+    mode = 'linear' if linear else mode
+
+    def fn(g: BoxPair) -> Tensor:
+        iou = g.iou.clamp(min=eps)
+        if mode == 'linear':
+            return 1.0 - iou
+        if mode == 'square':
+            return 1.0 - iou * iou
+        return -iou.log()
+
+    return box_loss(name, pred, target, _OVERLAPS_EPS, fn, weight, reduction, avg_factor)
+
+
+def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3,
+                     weight: Optional[Tensor] = None, reduction: str = 'mean',
+                     avg_factor: AvgFactor = None) -> Tensor:
+    r"""Bounded IoU loss (Tychsen-Smith & Petersson 2018), as mmdet's ``bounded_iou_loss``.
+
+    Per coordinate, with the target fixed (no gradient) and :math:`\Delta` the centre offsets,
+
+    .. math::
+        \ell_x = 1 - \max\Big(0, \frac{w_t - 2|\Delta x|}{w_t + 2|\Delta x| + \epsilon}\Big),\quad
+        \ell_w = 1 - \min\Big(\frac{w_t}{w_p + \epsilon}, \frac{w_p}{w_t + \epsilon}\Big)
+
+    (likewise :math:`y, h`), each passed through a smooth-L1 with ``beta``. ``w_p`` is clamped at
+    0 (mmdet's ``w_t / (w_p + eps)`` is ``inf``/``nan`` at ``w_p = -eps``).
+
+    Returns:
+        ``(..., 4)`` for ``'none'`` (``dx, dy, dw, dh``); an ``(...)`` weight broadcasts over them.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]])
+        >>> bounded_iou_loss(p, t, eps=0.0, reduction='none')  # dx: 1 - (2 - 2) / (2 + 2), then 1 - beta / 2
+        tensor([[0.9000, 0.0000, 0.0000, 0.0000]])
+    """
+    name = 'BoundedIoULoss'
+    check_ranges(name, _BOUNDED_RANGES, beta=beta, eps=eps)
+    check_boxes(name, pred, target)
+
+    def fn(g: BoxPair) -> Tensor:
+        pw, ph, tw, th = g.wh
+        dx, dy = (2.0 * d.abs() for d in g.centre_delta)
+        loss_dx = 1.0 - ((tw - dx) / (tw + dx + eps)).clamp(min=0)
+        loss_dy = 1.0 - ((th - dy) / (th + dy + eps)).clamp(min=0)
+        loss_dw = 1.0 - torch.minimum(tw / (pw + eps), pw / (tw + eps))
+        loss_dh = 1.0 - torch.minimum(th / (ph + eps), ph / (th + eps))
+        return _smooth(torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1), beta)
+
+    return box_loss(name, pred, target.detach(), eps, fn, weight, reduction, avg_factor, per_box=False)
+
+
+def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: float,
+                      weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, clamp: bool = False) -> Tensor:
+    check_ranges(name, EPS_RANGES, eps=eps)
+    return box_loss(name, pred, target, eps, lambda g: variant_loss(g, mode, clamp=clamp), weight, reduction,
+                    avg_factor)
+
+
+def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+              reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Generalized IoU loss (Rezatofighi et al. 2019).
+
+    .. math:: \ell = 1 - \mathrm{IoU} + \frac{|C| - |A \cup B|}{|C|}
+
+    with :math:`C` the smallest box enclosing both. Args and returns as :func:`iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # IoU 0, |C| = 3
+        >>> giou_loss(p, t, eps=0.0)
+        tensor(1.3333)
+    """
+    return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor)
+
+
+def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+              reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Distance-IoU loss (Zheng et al. 2020).
+
+    .. math:: \ell = 1 - \mathrm{IoU} + \frac{\rho^2(b_p, b_t)}{c^2}
+
+    with :math:`\rho` the distance between the centres and :math:`c` the diagonal of the
+    enclosing box. Args and returns as :func:`iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # rho^2 4, c^2 10
+        >>> diou_loss(p, t, eps=0.0)
+        tensor(1.4000)
+    """
+    return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor)
+
+
+def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+              reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Complete-IoU loss (Zheng et al. 2021), mmdet's form.
+
+    .. math::
+        \ell = 1 - \operatorname{clamp}\Big(\mathrm{IoU} - \frac{\rho^2}{c^2} - \alpha v, -1, 1\Big),\quad
+        v = \frac{4}{\pi^2}\Big(\arctan\frac{w_t}{h_t} - \arctan\frac{w_p}{h_p}\Big)^2,\quad
+        \alpha = [\mathrm{IoU} > 0.5]\,\frac{v}{1 - \mathrm{IoU} + v}
+
+    The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). Args and
+    returns as :func:`iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])  # IoU 0.5: alpha 0
+        >>> ciou_loss(p, t, eps=0.0)  # 1 - 0.5 + rho^2 / c^2 = 0.25 / 8
+        tensor(0.5312)
+    """
+    return _variant_box_loss('CIoULoss', 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True)
+
+
+def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1,
+              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Extended-IoU loss (Peng & Yu 2021), as mmdet's ``eiou_loss``.
+
+    The intersection is extended to a signed area that keeps decreasing (below 0) as the boxes
+    move apart, so the IoU keeps a gradient for disjoint boxes; with
+    :math:`\ell_0 = 1 - \mathrm{EIoU}` the loss is a smooth-L1 of :math:`\ell_0` with knee
+    ``smooth_point``. Args and returns as :func:`iou_loss`.
+
+    .. math::
+        \ell_0 = 1 - \frac{I_e}{|A| + |B| - I_e + \epsilon},\qquad
+        \ell = \begin{cases} 0.5\,\ell_0^2 / s & \ell_0 < s \\ \ell_0 - 0.5\,s & \text{otherwise}\end{cases}
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # extended inter -1
+        >>> eiou_loss(p, t, eps=0.0)  # 1 - (-1) / (1 + 1 + 1) - 0.05
+        tensor(1.2833)
+    """
+    name = 'EIoULoss'
+    check_ranges(name, _EIOU_RANGES, eps=eps, smooth_point=smooth_point)
+
+    def fn(g: BoxPair) -> Tensor:
+        ex1, ey1 = g.enclose_corners[:2]
+        ix1, iy1, ix2, iy2 = g.inter_corners
+        xmin, xmax = torch.minimum(ix1, ix2), torch.maximum(ix1, ix2)
+        ymin, ymax = torch.minimum(iy1, iy2), torch.maximum(iy1, iy2)
+        inter = ((ix2 - ex1) * (iy2 - ey1) + (xmin - ex1) * (ymin - ey1)
+                 - (ix1 - ex1) * (ymax - ey1) - (xmax - ex1) * (iy1 - ey1))
+        ap, at = g.areas
+        # inter <= 0 whenever either box is inverted, so the union stays >= eps
+        return _smooth(1.0 - inter / (ap + at - inter + eps), smooth_point)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False,
+              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""SCYLLA-IoU loss (Gevorgyan 2022), as mmdet's ``siou_loss``.
+
+    .. math:: \ell = 1 - \operatorname{clamp}\big(\mathrm{IoU} - (\Delta + \Omega)/2, -1, 1\big)
+
+    with the angle-aware distance cost :math:`\Delta` and the shape cost :math:`\Omega` of
+    :func:`~mmloss_ext.losses._boxes.siou_penalty`. ``neg_gamma=True`` is the paper's
+    :math:`\gamma = \Lambda - 2`; mmdet's default ``False`` uses :math:`2 - \Lambda`. The angle
+    cost is evaluated in closed form (no ``asin``), so it is finite for coincident centres.
+    Args and returns as :func:`iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> siou_loss(p, t, neg_gamma=True)  # angle ~0, Delta = 1 - exp(-2 (0.5/2)^2), Omega = (1 - exp(-0.5))^4
+        tensor(0.5707)
+    """
+    name = 'SIoULoss'
+    check_ranges(name, EPS_RANGES, eps=eps)
+
+    def fn(g: BoxPair) -> Tensor:
+        return 1.0 - (g.iou - siou_penalty(g, neg_gamma)).clamp(min=-1.0, max=1.0)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+# --- registered modules ---------------------------------------------------------------------------
+
+@register_loss
+class IoULoss(BaseLoss):
+    """IoU loss module (mmdet's parameters); see :func:`iou_loss`. ``linear=True`` is deprecated."""
+    loss_fn = staticmethod(iou_loss)
+    hparam_choices = {'mode': IOU_LOSS_MODES}
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, linear: bool = False, eps: float = 1e-6, mode: str = 'log', **base) -> None:
+        if linear:
+            warnings.warn('IoULoss: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
+        super().__init__(mode=mode, linear=linear, eps=eps, **base)
+
+
+@register_loss
+class BoundedIoULoss(BaseLoss):
+    """Bounded IoU module; see :func:`bounded_iou_loss`."""
+    loss_fn = staticmethod(bounded_iou_loss)
+    hparam_ranges = _BOUNDED_RANGES
+
+    def __init__(self, beta: float = 0.2, eps: float = 1e-3, **base) -> None:
+        super().__init__(beta=beta, eps=eps, **base)
+
+
+@register_loss
+class GIoULoss(BaseLoss):
+    """Generalized IoU module; see :func:`giou_loss`."""
+    loss_fn = staticmethod(giou_loss)
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, eps: float = 1e-6, **base) -> None:
+        super().__init__(eps=eps, **base)
+
+
+@register_loss
+class DIoULoss(BaseLoss):
+    """Distance-IoU module; see :func:`diou_loss`."""
+    loss_fn = staticmethod(diou_loss)
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, eps: float = 1e-6, **base) -> None:
+        super().__init__(eps=eps, **base)
+
+
+@register_loss
+class CIoULoss(BaseLoss):
+    """Complete-IoU module; see :func:`ciou_loss`."""
+    loss_fn = staticmethod(ciou_loss)
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, eps: float = 1e-6, **base) -> None:
+        super().__init__(eps=eps, **base)
+
+
+@register_loss
+class EIoULoss(BaseLoss):
+    """Extended-IoU module (mmdet's); see :func:`eiou_loss`."""
+    loss_fn = staticmethod(eiou_loss)
+    hparam_ranges = _EIOU_RANGES
+
+    def __init__(self, eps: float = 1e-6, smooth_point: float = 0.1, **base) -> None:
+        super().__init__(eps=eps, smooth_point=smooth_point, **base)
+
+
+@register_loss
+class SIoULoss(BaseLoss):
+    """SIoU module; see :func:`siou_loss`."""
+    loss_fn = staticmethod(siou_loss)
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, eps: float = 1e-6, neg_gamma: bool = False, **base) -> None:
+        super().__init__(eps=eps, neg_gamma=neg_gamma, **base)

@@ -1,0 +1,439 @@
+r"""Newer IoU variants: Efficient-, Alpha-, Wise-, MPD-, Inner-, Focaler-, Shape-IoU and NWD.
+
+The composable losses (:func:`alpha_iou_loss`, :func:`inner_iou_loss`, :func:`focaler_iou_loss`)
+are built on any of the IoU variants of :data:`~mmloss_ext.losses._boxes.IOU_MODES` through
+:func:`~mmloss_ext.losses._boxes.iou_penalties`, so each adds only its own term. Losses whose
+contract has no ``eps`` use ``1e-7`` in their denominators.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ...registry import register_loss
+from .._boxes import (EPS_RANGES, IOU_MODES, NON_NEGATIVE, POSITIVE, UNIT, BoxPair, box_loss, iou_penalties,
+                      shape_cost, size_mismatch, variant_loss)
+from ..base import BaseLoss
+from ..inputs import check_choice, check_ranges, check_tensor
+from ..reduction import AvgFactor
+
+__all__ = [
+    'efficient_iou_loss', 'alpha_iou_loss', 'wiou_loss', 'mpdiou_loss', 'inner_iou_loss',
+    'focaler_iou_loss', 'shape_iou_loss', 'nwd_loss',
+    'EfficientIoULoss', 'AlphaIoULoss', 'WIoULoss', 'MPDIoULoss', 'InnerIoULoss', 'FocalerIoULoss',
+    'ShapeIoULoss', 'NWDLoss',
+]
+
+_EPS = 1e-7
+WIOU_VERSIONS = ('v1', 'v2', 'v3')
+_EFFICIENT_RANGES = dict(eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
+_ALPHA_RANGES = dict(alpha=POSITIVE, eps=NON_NEGATIVE)
+_WIOU_RANGES = dict(alpha=POSITIVE, delta=POSITIVE, momentum=UNIT)
+_INNER_RANGES = dict(ratio=POSITIVE)
+_FOCALER_RANGES = dict(d=UNIT, u=UNIT)
+_SHAPE_RANGES = dict(scale=NON_NEGATIVE)
+_NWD_RANGES = dict(constant=POSITIVE, eps=NON_NEGATIVE)
+
+
+def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal_gamma: float = 0.0,
+                       weight: Optional[Tensor] = None, reduction: str = 'mean',
+                       avg_factor: AvgFactor = None) -> Tensor:
+    r"""Efficient-IoU loss and Focal-EIoU (Zhang et al. 2021, "Focal and Efficient IOU Loss").
+
+    .. math::
+        \ell_{EIoU} = 1 - \mathrm{IoU} + \frac{\rho^2(b_p, b_t)}{c^2} + \frac{(w_p - w_t)^2}{C_w^2}
+            + \frac{(h_p - h_t)^2}{C_h^2},\qquad \ell = \mathrm{IoU}_*^{\gamma}\, \ell_{EIoU}
+
+    with :math:`C_w, C_h, c` the width, height and diagonal of the enclosing box and
+    :math:`\mathrm{IoU}_*` the IoU without gradient (the focal weight only re-weights boxes).
+    Args and returns as :func:`~mmloss_ext.losses.bbox.classic.iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> efficient_iou_loss(p, t)  # 1 - 0.5 + 0.25/8 + 0/4 + 1/4
+        tensor(0.7812)
+        >>> efficient_iou_loss(p, t, focal_gamma=1.0)  # times IoU = 0.5
+        tensor(0.3906)
+    """
+    name = 'EfficientIoULoss'
+    check_ranges(name, _EFFICIENT_RANGES, eps=eps, focal_gamma=focal_gamma)
+
+    def fn(g: BoxPair) -> Tensor:
+        loss = variant_loss(g, 'eiou')
+        return loss if focal_gamma == 0 else g.iou.detach() ** focal_gamma * loss
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: str = 'iou', eps: float = 1e-9,
+                   weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Alpha-IoU, a power IoU loss (He et al. 2021).
+
+    .. math:: \ell = 1 - \mathrm{IoU}^\alpha + \sum_k \mathcal{R}_k^\alpha
+
+    with :math:`\mathcal{R}_k` the penalty terms of the ``mode`` variant (e.g. for ``'ciou'``,
+    :math:`\rho^{2\alpha}/c^{2\alpha} + (\beta v)^\alpha` as in the paper). IoU and penalties
+    are clamped at ``eps`` before the power, so :math:`\alpha < 1` keeps a finite gradient at 0.
+    ``mode`` is any of ``'iou', 'giou', 'diou', 'ciou', 'eiou', 'siou'``.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> alpha_iou_loss(p, t)  # 1 - 0.5 ** 3
+        tensor(0.8750)
+    """
+    name = 'AlphaIoULoss'
+    check_ranges(name, _ALPHA_RANGES, alpha=alpha, eps=eps)
+    check_choice(name, 'mode', mode, IOU_MODES)
+
+    def fn(g: BoxPair) -> Tensor:
+        iou, terms = iou_penalties(g, mode, name, 'mode')
+        return 1.0 - iou.clamp(min=eps) ** alpha + sum(t.clamp(min=eps) ** alpha for t in terms)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool, momentum: float) -> Tensor:
+    """The normaliser of Wise-IoU v2/v3 (no gradient); updates ``running_mean`` in place when training.
+
+    The batch mean is all-reduced across ranks (as the sum and count, so that ranks with no
+    boxes count for nothing) when ``torch.distributed`` is initialised.
+    """
+    with torch.no_grad():
+        if running_mean is None:
+            return loss_iou.mean()
+        if training:
+            stats = torch.stack([loss_iou.sum(), loss_iou.new_tensor(float(loss_iou.numel()))])
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(stats)
+            blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=1.0)
+            running_mean.copy_(torch.where(stats[1] > 0, blended, running_mean))
+        return running_mean.clone()
+
+
+def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = None, training: bool = False, *,
+              version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
+              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Wise-IoU v1/v2/v3 (Tong et al. 2023, "Wise-IoU: Bounding Box Regression Loss with Dynamic
+    Focusing Mechanism").
+
+    .. math::
+        \ell_{v1} = \exp\Big(\frac{\rho^2(b_p, b_t)}{(C_w^2 + C_h^2)_*}\Big)\, \mathcal{L}_{IoU},\quad
+        \ell_{v2} = \Big(\frac{\mathcal{L}_{IoU}^*}{\overline{\mathcal{L}}_{IoU}}\Big)^{1/2} \ell_{v1},\quad
+        \ell_{v3} = \frac{\beta}{\delta\,\alpha^{\beta - \delta}}\, \ell_{v1},\ \
+        \beta = \frac{\mathcal{L}_{IoU}^*}{\overline{\mathcal{L}}_{IoU}}
+
+    with :math:`\mathcal{L}_{IoU} = 1 - \mathrm{IoU}`; starred quantities carry no gradient (the
+    enclosing-box normaliser and the focusing coefficients). :math:`\overline{\mathcal{L}}_{IoU}`
+    is, like ``F.batch_norm``'s statistics:
+
+    * ``running_mean=None``: the mean of :math:`\mathcal{L}_{IoU}` over this batch;
+    * a 0-d tensor and ``training=False``: that value;
+    * a 0-d tensor and ``training=True``: first updated in place,
+      :math:`m \leftarrow (1 - \text{momentum})\, m + \text{momentum} \cdot \text{batch mean}` (the
+      batch mean averaged over ranks under ``torch.distributed``), then used, as the authors' code.
+
+    :class:`WIoULoss` keeps that running mean in a buffer. Args and returns otherwise as
+    :func:`~mmloss_ext.losses.bbox.classic.iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> wiou_loss(p, t, version='v1')  # exp(rho^2 / c^2 = 0.25 / 8) * (1 - 0.5)
+        tensor(0.5159)
+        >>> wiou_loss(p, t, torch.tensor(0.25), version='v2')  # sqrt(0.5 / 0.25) * v1
+        tensor(0.7296)
+    """
+    name = 'WIoULoss'
+    check_choice(name, 'version', version, WIOU_VERSIONS)
+    check_ranges(name, _WIOU_RANGES, alpha=alpha, delta=delta, momentum=momentum)
+    if running_mean is not None:
+        check_tensor(name, 'running_mean', running_mean)
+        if running_mean.numel() != 1:
+            raise ValueError(f'{name}: `running_mean` expected a tensor of one element, '
+                             f'got shape {tuple(running_mean.shape)}')
+
+    def fn(g: BoxPair) -> Tensor:
+        loss_iou = 1.0 - g.iou
+        loss = torch.exp(g.centre_dist2 / g.enclose_diag2.detach()) * loss_iou
+        if version == 'v1':
+            return loss
+        beta = loss_iou.detach() / _wiou_mean(loss_iou.detach(), running_mean, training, momentum).clamp(min=_EPS)
+        return loss * (beta.sqrt() if version == 'v2' else beta / (delta * alpha ** (beta - delta)))
+
+    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
+
+
+def _check_img_shape(name: str, img_shape) -> None:
+    if img_shape is not None and (
+            not isinstance(img_shape, (tuple, list)) or len(img_shape) != 2
+            or not all(isinstance(s, numbers.Real) and not isinstance(s, bool) and s > 0 for s in img_shape)):
+        raise ValueError(f'{name}: `img_shape` expected None or (height, width) of two positive numbers, '
+                         f'got {img_shape!r}')
+
+
+def mpdiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, img_shape: Optional[Sequence[float]] = None,
+                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Minimum-point-distance IoU loss (Ma & Xu 2023).
+
+    .. math:: \ell = 1 - \mathrm{IoU} + \frac{d_1^2 + d_2^2}{D^2}
+
+    with :math:`d_1, d_2` the distances between the top-left and between the bottom-right
+    corners, and :math:`D^2 = h^2 + w^2` for ``img_shape=(h, w)`` (the paper), else the squared
+    diagonal of the enclosing box (scale-free, usable without the image size).
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> mpdiou_loss(p, t), mpdiou_loss(p, t, img_shape=(10, 10))  # 1 - 0.5 + 1/8, + 1/200
+        (tensor(0.6250), tensor(0.5050))
+    """
+    name = 'MPDIoULoss'
+    check_ranges(name, EPS_RANGES, eps=eps)
+    _check_img_shape(name, img_shape)
+    if img_shape is not None:
+        img_diag2 = float(img_shape[0]) ** 2 + float(img_shape[1]) ** 2
+
+    def fn(g: BoxPair) -> Tensor:
+        corner2 = ((g.pred - g.target) ** 2).sum(-1)  # d1^2 + d2^2
+        return 1.0 - g.iou + corner2 / (g.enclose_diag2 if img_shape is None else img_diag2)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+def _scale_boxes(boxes: Tensor, ratio: float) -> Tensor:
+    """Boxes scaled by ``ratio`` about their centres."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * ratio)
+    return torch.cat([centre - half, centre + half], dim=-1)
+
+
+def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mode: str = 'iou',
+                   weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Inner-IoU loss (Zhang et al. 2023): an IoU variant corrected by the IoU of auxiliary boxes.
+
+    .. math:: \ell = \ell_{mode} + \mathrm{IoU} - \mathrm{IoU}^{inner}
+
+    with :math:`\mathrm{IoU}^{inner}` the IoU of both boxes scaled by ``ratio`` about their
+    centres (``ratio < 1`` speeds up high-IoU samples, ``> 1`` low-IoU ones) and
+    :math:`\ell_{mode} = 1 - \mathrm{IoU} + \sum \mathcal{R}` the ``iou_mode`` variant.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> inner_iou_loss(p, t, ratio=0.5)  # inner boxes (.5,.5,1.5,1.5), (.5,.25,1.5,.75): IoU 1/5
+        tensor(0.8000)
+    """
+    name = 'InnerIoULoss'
+    check_ranges(name, _INNER_RANGES, ratio=ratio)
+    check_choice(name, 'iou_mode', iou_mode, IOU_MODES)
+
+    def fn(g: BoxPair) -> Tensor:
+        inner = BoxPair(_scale_boxes(g.pred, ratio), _scale_boxes(g.target, ratio), g.eps).iou
+        return variant_loss(g, iou_mode, name) + g.iou - inner
+
+    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
+
+
+def _check_band(name: str, d: float, u: float) -> None:
+    if not d < u:
+        raise ValueError(f'{name}: `d` and `u` expected d < u, got d={d!r}, u={u!r}')
+
+
+def focaler_iou_loss(pred: Tensor, target: Tensor, *, d: float = 0.0, u: float = 0.95, iou_mode: str = 'iou',
+                     weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Focaler-IoU loss (Zhang & Zhang 2024): an IoU variant with a linearly re-mapped IoU.
+
+    .. math::
+        \ell = \ell_{mode} + \mathrm{IoU} - \mathrm{IoU}^{focaler},\quad
+        \mathrm{IoU}^{focaler} = \operatorname{clamp}\Big(\frac{\mathrm{IoU} - d}{u - d}, 0, 1\Big)
+
+    ``0 <= d < u <= 1`` select the IoU range the loss focuses on; :math:`\ell_{mode}` as in
+    :func:`inner_iou_loss`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> focaler_iou_loss(p, t, d=0.25, u=0.75)  # 1 - (0.5 - 0.25) / 0.5
+        tensor(0.5000)
+    """
+    name = 'FocalerIoULoss'
+    check_ranges(name, _FOCALER_RANGES, d=d, u=u)
+    _check_band(name, d, u)
+    check_choice(name, 'iou_mode', iou_mode, IOU_MODES)
+
+    def fn(g: BoxPair) -> Tensor:
+        focaler = ((g.iou - d) / (u - d)).clamp(min=0.0, max=1.0)
+        return variant_loss(g, iou_mode, name) + g.iou - focaler
+
+    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
+
+
+def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: Optional[Tensor] = None,
+                   reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Shape-IoU loss (Zhang & Zhang 2023): distance and shape costs weighted by the target's shape.
+
+    .. math::
+        ww = \frac{2 w_t^s}{w_t^s + h_t^s},\ hh = \frac{2 h_t^s}{w_t^s + h_t^s},\quad
+        \ell = 1 - \mathrm{IoU} + \frac{hh\,\Delta x^2 + ww\,\Delta y^2}{c^2}
+            + \tfrac12 \sum_{t=w,h} (1 - e^{-\omega_t})^4
+
+    with :math:`s` = ``scale`` (the dataset's object scale factor), :math:`\Delta` the centre
+    offsets, :math:`c` the enclosing diagonal, :math:`\omega_w = hh\,|w_p - w_t| / \max(w_p, w_t)`
+    and :math:`\omega_h = ww\,|h_p - h_t| / \max(h_p, h_t)`.
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> shape_iou_loss(p, t)  # 1 - 0.5 + 0.25 / 8 + 0.5 * (1 - exp(-0.5)) ** 4
+        tensor(0.5432)
+    """
+    name = 'ShapeIoULoss'
+    check_ranges(name, _SHAPE_RANGES, scale=scale)
+
+    def fn(g: BoxPair) -> Tensor:
+        tw, th = g.wh[2:]
+        ws, hs = tw ** scale, th ** scale
+        ww, hh = 2.0 * ws / (ws + hs + _EPS), 2.0 * hs / (ws + hs + _EPS)
+        dx, dy = g.centre_delta
+        omega_w, omega_h = size_mismatch(g, _EPS)
+        distance = (hh * dx * dx + ww * dy * dy) / g.enclose_diag2
+        return 1.0 - g.iou + distance + 0.5 * shape_cost(hh * omega_w, ww * omega_h)
+
+    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
+
+
+def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float = 1e-7,
+             weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    r"""Normalized Gaussian Wasserstein distance loss (Wang et al. 2021), for tiny objects.
+
+    A box is the Gaussian :math:`\mathcal{N}((c_x, c_y), \operatorname{diag}(w^2, h^2)/4)`; the
+    2-Wasserstein distance of two such Gaussians is
+    :math:`W_2^2 = \|(c_x, c_y, w/2, h/2)_p - (c_x, c_y, w/2, h/2)_t\|^2`, and
+
+    .. math:: \ell = 1 - \exp(-W_2 / C),\quad W_2 = \sqrt{W_2^2 + \epsilon} - \sqrt{\epsilon}
+
+    The ``eps`` shift keeps the gradient of the root finite at :math:`W_2 = 0` while identical
+    boxes still give exactly 0. ``C`` = ``constant`` is a dataset-dependent scale (pixels).
+
+    Example:
+        >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
+        >>> nwd_loss(p, t, constant=1.0, eps=0.0)  # W2^2 = 0.5^2 + 1^2 / 4 = 0.5, 1 - exp(-sqrt(0.5))
+        tensor(0.5069)
+    """
+    name = 'NWDLoss'
+    check_ranges(name, _NWD_RANGES, constant=constant, eps=eps)
+
+    def fn(g: BoxPair) -> Tensor:
+        pw, ph, tw, th = g.raw_wh
+        dx, dy = g.centre_delta
+        w2 = dx * dx + dy * dy + ((pw - tw) ** 2 + (ph - th) ** 2) * 0.25
+        return -torch.expm1(-(torch.sqrt(w2 + eps) - eps ** 0.5) / constant)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+
+
+# --- registered modules ---------------------------------------------------------------------------
+
+@register_loss
+class EfficientIoULoss(BaseLoss):
+    """Efficient-IoU / Focal-EIoU module; see :func:`efficient_iou_loss`."""
+    loss_fn = staticmethod(efficient_iou_loss)
+    hparam_ranges = _EFFICIENT_RANGES
+
+    def __init__(self, eps: float = 1e-7, focal_gamma: float = 0.0, **base) -> None:
+        super().__init__(eps=eps, focal_gamma=focal_gamma, **base)
+
+
+@register_loss
+class AlphaIoULoss(BaseLoss):
+    """Alpha-IoU module; see :func:`alpha_iou_loss`."""
+    loss_fn = staticmethod(alpha_iou_loss)
+    hparam_choices = {'mode': IOU_MODES}
+    hparam_ranges = _ALPHA_RANGES
+
+    def __init__(self, alpha: float = 3.0, mode: str = 'iou', eps: float = 1e-9, **base) -> None:
+        super().__init__(alpha=alpha, mode=mode, eps=eps, **base)
+
+
+@register_loss
+class WIoULoss(BaseLoss):
+    """Wise-IoU module; see :func:`wiou_loss`.
+
+    The running mean of the IoU loss is the buffer ``iou_mean`` (initialised to 1 as the authors'
+    code, saved in the ``state_dict``), updated in training mode only. Under ``torch.distributed``
+    the update all-reduces the batch statistics, so, as with ``SyncBatchNorm``, every rank must call
+    the loss in every training step (v2/v3); a rank whose call takes the empty-input or zero-weight
+    shortcut still joins the all-reduce, counting no boxes.
+    """
+    loss_fn = staticmethod(wiou_loss)
+    hparam_choices = {'version': WIOU_VERSIONS}
+    hparam_ranges = _WIOU_RANGES
+
+    def __init__(self, version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
+                 **base) -> None:
+        super().__init__(version=version, alpha=alpha, delta=delta, momentum=momentum, **base)
+        self.register_buffer('iou_mean', torch.tensor(1.0))
+
+    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+                reduction_override: Optional[str] = None, **kwargs) -> Tensor:
+        kwargs.setdefault('running_mean', self.iou_mean)
+        kwargs.setdefault('training', self.training)
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+
+    def on_shortcut(self) -> None:
+        # BaseLoss answers this call without the functional: join the ranks' update anyway
+        if self.training and self.version != 'v1':
+            _wiou_mean(self.iou_mean.new_zeros(0), self.iou_mean, True, self.momentum)
+
+
+@register_loss
+class MPDIoULoss(BaseLoss):
+    """MPDIoU module; see :func:`mpdiou_loss`."""
+    loss_fn = staticmethod(mpdiou_loss)
+    hparam_ranges = EPS_RANGES
+
+    def __init__(self, eps: float = 1e-7, img_shape: Optional[Sequence[float]] = None, **base) -> None:
+        _check_img_shape(type(self).__name__, img_shape)
+        super().__init__(eps=eps, img_shape=img_shape, **base)
+
+
+@register_loss
+class InnerIoULoss(BaseLoss):
+    """Inner-IoU module; see :func:`inner_iou_loss`."""
+    loss_fn = staticmethod(inner_iou_loss)
+    hparam_choices = {'iou_mode': IOU_MODES}
+    hparam_ranges = _INNER_RANGES
+
+    def __init__(self, ratio: float = 0.75, iou_mode: str = 'iou', **base) -> None:
+        super().__init__(ratio=ratio, iou_mode=iou_mode, **base)
+
+
+@register_loss
+class FocalerIoULoss(BaseLoss):
+    """Focaler-IoU module; see :func:`focaler_iou_loss`."""
+    loss_fn = staticmethod(focaler_iou_loss)
+    hparam_choices = {'iou_mode': IOU_MODES}
+    hparam_ranges = _FOCALER_RANGES
+
+    def __init__(self, d: float = 0.0, u: float = 0.95, iou_mode: str = 'iou', **base) -> None:
+        super().__init__(d=d, u=u, iou_mode=iou_mode, **base)
+        _check_band(type(self).__name__, d, u)
+
+
+@register_loss
+class ShapeIoULoss(BaseLoss):
+    """Shape-IoU module; see :func:`shape_iou_loss`."""
+    loss_fn = staticmethod(shape_iou_loss)
+    hparam_ranges = _SHAPE_RANGES
+
+    def __init__(self, scale: float = 0.0, **base) -> None:
+        super().__init__(scale=scale, **base)
+
+
+@register_loss
+class NWDLoss(BaseLoss):
+    """Normalized Wasserstein distance module; see :func:`nwd_loss`."""
+    loss_fn = staticmethod(nwd_loss)
+    hparam_ranges = _NWD_RANGES
+
+    def __init__(self, constant: float = 12.8, eps: float = 1e-7, **base) -> None:
+        super().__init__(constant=constant, eps=eps, **base)
