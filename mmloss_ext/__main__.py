@@ -1,0 +1,46 @@
+"""Command line: ``python -m mmloss_ext list [--family F]`` and ``python -m mmloss_ext show NAME``."""
+from __future__ import annotations
+
+import argparse
+import pprint
+import sys
+from typing import List, Optional
+
+from .catalogue import FAMILIES, entries, entry
+from .registry import MODELS
+
+
+def _list(family: Optional[str]) -> str:
+    rows = [(e.name, e.family, e.summary) for e in entries(family)]
+    width = max((len(r[0]) for r in rows), default=4)
+    lines = [f'{"name":{width}}  {"family":14}  summary', f'{"-" * width}  {"-" * 14}  {"-" * 7}']
+    lines += [f'{n:{width}}  {f:14}  {s}' for n, f, s in rows]
+    return '\n'.join(lines)
+
+
+def _show(name: str) -> str:
+    import mmloss_ext.losses  # noqa: F401
+    if name not in MODELS.module_dict:
+        known = ', '.join(sorted(MODELS.module_dict))
+        raise SystemExit(f'mmloss_ext: no loss named {name!r}; known: {known}')
+    e = entry(name)
+    return '\n'.join([f'{e.name} ({e.family})', '', e.doc, '',
+                      f'defaults: {e.params}, reduction={e.reduction!r}, loss_weight=1.0',
+                      f'tested against: {e.meta.reference}' + (f'; paper: {e.meta.paper}' if e.meta.paper else ''),
+                      '', 'config:', pprint.pformat(e.config(), sort_dicts=False)])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m mmloss_ext', description='The mmloss_ext loss catalogue.')
+    sub = parser.add_subparsers(dest='cmd', required=True)
+    p_list = sub.add_parser('list', help='print the catalogue as a table')
+    p_list.add_argument('--family', choices=FAMILIES)
+    p_show = sub.add_parser('show', help="print a loss's doc, defaults and a config dict")
+    p_show.add_argument('name')
+    args = parser.parse_args(argv)
+    print(_list(args.family) if args.cmd == 'list' else _show(args.name))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
