@@ -23,7 +23,9 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .inputs import check_boxes, check_choice, upcast
+from ..kernels import use_fused
+from ..kernels import cpu as fused
+from .inputs import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL as UNIT, check_boxes, check_choice, upcast
 from .reduction import AvgFactor, per_box_weight, weight_reduce_loss
 
 __all__ = ['BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost',
@@ -35,9 +37,7 @@ IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
 _ASPECT = 4.0 / math.pi ** 2
 
 #: :func:`~mmloss_ext.losses.inputs.check_range` keywords shared by the box losses' range dicts
-NON_NEGATIVE = dict(low=0.0)
-POSITIVE = dict(low=0.0, low_open=True)
-UNIT = dict(low=0.0, high=1.0)
+#: (``NON_NEGATIVE``, ``POSITIVE``, ``UNIT`` come from :mod:`~mmloss_ext.losses.inputs`)
 EPS_RANGES = dict(eps=NON_NEGATIVE)
 
 
@@ -260,14 +260,18 @@ def variant_loss(g: BoxPair, mode: str, name: str = 'loss', arg: str = 'iou_mode
 
 def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[BoxPair], Tensor],
              weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, *,
-             per_box: bool = True) -> Tensor:
+             per_box: bool = True, kernel: Optional[tuple] = None, impl: str = 'eager') -> Tensor:
     """The shared body of a box loss: validate, ``fn(BoxPair)``, weight, reduce, cast back.
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
-    per-box loss of shape ``(...)``.
+    per-box loss of shape ``(...)``. ``kernel``: ``(kind, iou_floor)`` of the fused kernel of
+    ``fn`` (:func:`mmloss_ext.kernels.cpu.box_family`), taken when ``use_fused`` says so for ``impl``.
     """
     check_boxes(name, pred, target)
-    loss = fn(BoxPair(pred, target, eps))
     if per_box:
         weight = per_box_weight(name, weight, pred)
+    if kernel is not None and use_fused(name, impl, pred, others=(target, weight)):
+        return fused.box_family(name, kernel[0], pred, target, eps=eps, floor=kernel[1], weight=weight,
+                                reduction=reduction, avg_factor=avg_factor)
+    loss = fn(BoxPair(pred, target, eps))
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)

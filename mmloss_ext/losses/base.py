@@ -13,6 +13,17 @@ zero-weight and empty-input shortcuts, build-time type checks of the hyper-param
 
 ``BaseLoss.forward(pred, target, weight, avg_factor, reduction_override, **kwargs)`` calls
 ``loss_weight * loss_fn(pred, target, weight=..., reduction=..., avg_factor=..., **hparams)``.
+
+Non-finite inputs are not masked. A NaN in ``pred`` or ``target`` gives a NaN loss (no loss
+clamps, filters or replaces it away, so a diverging model shows at once instead of training on
+silently); the one exception is a float target whose range the loss checks
+(``DistributionFocalLoss``), where a NaN is an input error. ``±inf`` gives a non-finite loss
+wherever the loss is unbounded in that input (residuals, log-likelihoods, box coordinates, images);
+the overlap losses in ``mode='binary'`` (Dice, Jaccard, Tversky, focal Tversky: a sigmoid into
+a bounded ratio) and the arg-max of ``ZeroOneLoss`` read an infinite logit as its limit, a
+certain prediction, and stay finite. Checking finiteness is left to the caller (e.g. mmengine's ``OptimWrapper`` or
+``torch.autograd.detect_anomaly``): a check inside the loss would read the values on the host,
+a device sync on every step.
 """
 from __future__ import annotations
 
@@ -96,7 +107,7 @@ class BaseLoss(nn.Module):
         name = type(self).__name__
         reduction = self.reduction if reduction_override is None else reduction_override
         check_reduction(name, reduction, avg_factor)
-        check_tensor(name, 'pred', pred, floating=False)
+        check_tensor(name, 'pred', pred)  # floating: every loss takes float predictions
         if reduction != 'none' and (pred.numel() == 0 or _all_zero_on_host(weight)):
             # Nothing to average: a zero that keeps pred's graph (and dtype) alive.
             self.on_shortcut()

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import (check_choice, check_ndim, check_range, check_same_device, check_same_shape, check_tensor,
-                     upcast)
+from .inputs import (NON_NEGATIVE, ODD_POSITIVE_INT, POSITIVE, check_choice, check_ndim, check_ranges,
+                     check_same_device, check_same_shape, check_tensor, upcast)
 from .reduction import AvgFactor, adapt_weight, weight_reduce_loss
 
 __all__ = [
@@ -26,6 +26,11 @@ __all__ = [
 _Y_COEFFS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 #: kornia's floor of the SSIM denominator; also the floor of the weighted-TV normalisers
 _TINY = 1e-12
+#: hyper-parameter ranges: checked by each functional and at build time by each class (``hparam_ranges``)
+_RANGES = {
+    'PSNRLoss': dict(max_val=POSITIVE, eps=NON_NEGATIVE),
+    'SSIMLoss': dict(window_size=ODD_POSITIVE_INT, sigma=POSITIVE, max_val=POSITIVE),
+}
 
 
 def _image(name: str, pred: Tensor) -> Tensor:
@@ -170,8 +175,7 @@ def psnr_loss(pred: Tensor, target: Tensor, *, max_val: float = 1.0, eps: float 
         tensor(-20.)
     """
     name = 'PSNRLoss'
-    check_range(name, 'max_val', max_val, 0.0, low_open=True)
-    check_range(name, 'eps', eps, 0.0)
+    check_ranges(name, _RANGES[name], max_val=max_val, eps=eps)
     p, t = _image_pair(name, pred, target)
     if to_y:
         p, t = _rgb_to_y(p, name), _rgb_to_y(t, name)
@@ -243,10 +247,7 @@ def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: flo
         tensor(True)
     """
     name = 'SSIMLoss'
-    if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1 or window_size % 2 == 0:
-        raise ValueError(f'{name}: `window_size` expected an odd positive int, got {window_size!r}')
-    check_range(name, 'sigma', sigma, 0.0, low_open=True)
-    check_range(name, 'max_val', max_val, 0.0, low_open=True)
+    check_ranges(name, _RANGES[name], window_size=window_size, sigma=sigma, max_val=max_val)
     check_choice(name, 'padding', padding, ('same', 'valid'))
     x, y = _image_pair(name, pred, target)
     if padding == 'valid' and min(x.shape[-2:]) < window_size:
@@ -283,6 +284,7 @@ class WeightedTVLoss(BaseLoss):
 class PSNRLoss(BaseLoss):
     """Negative-PSNR module; see :func:`psnr_loss`."""
     loss_fn = staticmethod(psnr_loss)
+    hparam_ranges = _RANGES['PSNRLoss']
 
     def __init__(self, max_val: float = 1.0, eps: float = 1e-8, to_y: bool = False, **base) -> None:
         super().__init__(max_val=max_val, eps=eps, to_y=to_y, **base)
@@ -292,6 +294,7 @@ class PSNRLoss(BaseLoss):
 class SSIMLoss(BaseLoss):
     """1 − SSIM module; see :func:`ssim_loss`."""
     loss_fn = staticmethod(ssim_loss)
+    hparam_ranges = _RANGES['SSIMLoss']
     hparam_choices = {'padding': ('same', 'valid')}
 
     def __init__(self, window_size: int = 11, sigma: float = 1.5, max_val: float = 1.0, padding: str = 'same',

@@ -7,6 +7,7 @@ value checks run on CPU tensors and are enqueued as asynchronous device asserts 
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Iterable, Optional, Sequence
 
@@ -24,6 +25,8 @@ def check_tensor(loss: str, arg: str, x, *, floating: bool = True) -> Tensor:
     """``x`` must be a tensor, and a floating-point one when ``floating``."""
     if not isinstance(x, Tensor):
         raise TypeError(f'{loss}: `{arg}` expected a torch.Tensor, got {type(x).__name__}')
+    if x.is_complex():  # no loss takes complex input; casting would silently drop the imaginary part
+        raise TypeError(f'{loss}: `{arg}` expected a real tensor, got dtype {x.dtype}')
     if floating and not x.is_floating_point():
         raise TypeError(f'{loss}: `{arg}` expected a floating-point tensor, got dtype {x.dtype}')
     return x
@@ -73,18 +76,36 @@ def check_choice(loss: str, arg: str, value, choices: Iterable) -> None:
         raise ValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, choices))}, got {value!r}')
 
 
+def check_ignore_index(loss: str, ignore_index) -> None:
+    """``ignore_index`` must be an int (not a bool) or None."""
+    if ignore_index is not None and (isinstance(ignore_index, bool)
+                                     or not isinstance(ignore_index, numbers.Integral)):
+        raise TypeError(f'{loss}: `ignore_index` expected an int or None, '
+                        f'got {type(ignore_index).__name__} {ignore_index!r}')
+
+
+#: ``check_range`` keyword sets shared by the losses' range tables
+NON_NEGATIVE = dict(low=0.0)
+POSITIVE = dict(low=0.0, low_open=True)
+UNIT_INTERVAL = dict(low=0.0, high=1.0)
+ODD_POSITIVE_INT = dict(low=1, odd=True)
+
+
 def check_range(loss: str, arg: str, value, low: Optional[float] = None, high: Optional[float] = None,
-                *, low_open: bool = False, high_open: bool = False) -> None:
-    """A number in ``[low, high]`` (``(`` / ``)`` with ``low_open`` / ``high_open``)."""
+                *, low_open: bool = False, high_open: bool = False, odd: bool = False) -> None:
+    """A finite number in ``[low, high]`` (``(`` / ``)`` with ``low_open`` / ``high_open``); an odd
+    int with ``odd``. NaN and infinities are refused (they pass every comparison test silently)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f'{loss}: `{arg}` expected a number, got {type(value).__name__} {value!r}')
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and (value >= high if high_open else value > high)
-    if bad_low or bad_high:
+    bad_odd = odd and not (isinstance(value, numbers.Integral) and value % 2 == 1)
+    if bad_low or bad_high or bad_odd or not math.isfinite(value):
         lo = '-inf' if low is None else repr(low)
         hi = 'inf' if high is None else repr(high)
         interval = f'{"(" if low_open or low is None else "["}{lo}, {hi}{")" if high_open or high is None else "]"}'
-        raise ValueError(f'{loss}: `{arg}` expected a value in {interval}, got {value!r}')
+        kind = 'an odd int' if odd else 'a value'
+        raise ValueError(f'{loss}: `{arg}` expected {kind} in {interval}, got {value!r}')
 
 
 def check_ranges(loss: str, ranges: dict, **values) -> None:

@@ -17,12 +17,14 @@ that stays connected to the graph instead of ``nan``.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .inputs import check_tensor
+from .inputs import check_same_device, check_tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
 _FLOAT32_EPS = torch.finfo(torch.float32).eps
@@ -34,9 +36,26 @@ def check_reduction(loss: str, reduction: str, avg_factor: AvgFactor = None) -> 
     """``reduction`` must be one of ``REDUCTIONS``; ``avg_factor`` is refused with ``'sum'``."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"{loss}: `reduction` expected one of 'none', 'mean', 'sum', got {reduction!r}")
+    _check_avg_factor(loss, avg_factor)
     if avg_factor is not None and reduction == 'sum':
         raise ValueError(f"{loss}: `avg_factor` can not be used with reduction='sum' "
                          f"(expected reduction='mean' or 'none'), got avg_factor={avg_factor!r}")
+
+
+def _check_avg_factor(loss: str, avg_factor: AvgFactor) -> None:
+    """A number >= 0 (finite), or a one-element tensor (not read: that would sync an accelerator)."""
+    if avg_factor is None:
+        return
+    if isinstance(avg_factor, Tensor):
+        if avg_factor.numel() != 1 or avg_factor.is_complex() or avg_factor.dtype == torch.bool:
+            raise ValueError(f'{loss}: `avg_factor` expected a number or a one-element real tensor, '
+                             f'got a {avg_factor.dtype} tensor of shape {tuple(avg_factor.shape)}')
+        return
+    if isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real):
+        raise TypeError(f'{loss}: `avg_factor` expected a number or a tensor, '
+                        f'got {type(avg_factor).__name__} {avg_factor!r}')
+    if not (math.isfinite(avg_factor) and avg_factor >= 0):
+        raise ValueError(f'{loss}: `avg_factor` expected a finite value >= 0, got {avg_factor!r}')
 
 
 def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
@@ -55,6 +74,7 @@ def adapt_weight(loss_name: str, weight: Tensor, loss: Tensor) -> Tensor:
     weight for an ``(N, ...)`` loss (viewed as ``(N, 1, ...)``).
     """
     check_tensor(loss_name, 'weight', weight, floating=False)
+    check_same_device(loss_name, loss, weight, ('pred', 'weight'))
     if weight.shape == loss.shape:
         return weight
     if weight.dim() == 1 and loss.dim() > 1 and weight.shape[0] == loss.shape[0]:

@@ -12,9 +12,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..kernels import IMPLS, use_fused
+from ..kernels import cpu as fused
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import check_range, check_ranges, check_same_device, check_same_shape, check_tensor, upcast
+from .inputs import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges, check_same_device, check_same_shape,
+                     check_tensor, upcast)
 from .reduction import AvgFactor, weight_reduce_loss
 
 __all__ = [
@@ -25,25 +28,48 @@ __all__ = [
 ]
 
 
-def _residual(name: str, pred: Tensor, target: Tensor) -> Tensor:
-    """Validate a (pred, target) pair and return ``pred - target`` (float32 for half inputs)."""
+#: build-time (class ``hparam_ranges``) and call-time (functional) ranges of the hyper-parameters
+_RANGES = {
+    'RMSELoss': dict(eps=NON_NEGATIVE),
+    'SmoothL1Loss': dict(beta=NON_NEGATIVE),  # mmdet asserts beta > 0; beta = 0 is the L1 limit here
+    'HuberLoss': dict(delta=POSITIVE),
+    'QuantileLoss': dict(quantile=UNIT_INTERVAL),
+    'CharbonnierLoss': dict(eps=NON_NEGATIVE),
+    'BalancedL1Loss': dict(alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE),
+}
+
+
+def _check_pair(name: str, pred: Tensor, target: Tensor) -> None:
     check_tensor(name, 'pred', pred)
     check_tensor(name, 'target', target)
     check_same_shape(name, pred, target)
     check_same_device(name, pred, target)
+
+
+def _residual(name: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Validate a (pred, target) pair and return ``pred - target`` (float32 for half inputs)."""
+    _check_pair(name, pred, target)
     pred32, target32 = upcast(pred, target)
     return pred32 - target32
 
 
 def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor], Tensor],
-                 weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor) -> Tensor:
-    """The shared body of a residual loss: validate, ``fn(d)``, weight, reduce, cast back."""
+                 weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, *,
+                 kernel: Optional[tuple] = None, impl: str = 'eager') -> Tensor:
+    """The shared body of a residual loss: validate, ``fn(d)``, weight, reduce, cast back.
+
+    ``kernel``: ``(kind, hparams)`` of the fused kernel of ``fn`` (see :mod:`mmloss_ext.kernels`),
+    taken when :func:`~mmloss_ext.kernels.use_fused` says so for ``impl``."""
+    if kernel is not None and use_fused(name, impl, pred, supported=pred.dim() >= 1, others=(target, weight)):
+        _check_pair(name, pred, target)
+        return fused.residual_family(name, *kernel, pred, target, weight=weight, reduction=reduction,
+                                     avg_factor=avg_factor)
     loss = fn(_residual(name, pred, target))
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
 
-def l1_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
-            avg_factor: AvgFactor = None) -> Tensor:
+def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optional[Tensor] = None,
+            reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""L1 loss.
 
     .. math:: \ell(d) = |d|
@@ -61,7 +87,8 @@ def l1_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, re
         >>> l1_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
         tensor(1.5000)
     """
-    return _elementwise('L1Loss', pred, target, torch.abs, weight, reduction, avg_factor)
+    return _elementwise('L1Loss', pred, target, torch.abs, weight, reduction, avg_factor,
+                        kernel=(fused.SMOOTH_L1, (0.0,)), impl=impl)
 
 
 def mse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
@@ -106,13 +133,13 @@ def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Option
         tensor(4.1231)
     """
     name = 'RMSELoss'
-    check_range(name, 'eps', eps, 0.0)
+    check_ranges(name, _RANGES[name], eps=eps)
     squared = torch.square(_residual(name, pred, target))
     return torch.sqrt(weight_reduce_loss(squared, weight, reduction, avg_factor, name=name) + eps).to(pred.dtype)
 
 
-def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, weight: Optional[Tensor] = None,
-                   reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str = 'auto',
+                   weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Smooth L1 loss (Fast R-CNN, Girshick 2015).
 
     .. math::
@@ -127,7 +154,7 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, weight: O
         tensor([0.1250, 2.5000])
     """
     name = 'SmoothL1Loss'
-    check_range(name, 'beta', beta, 0.0)
+    check_ranges(name, _RANGES[name], beta=beta)
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -135,7 +162,8 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, weight: O
             return ad
         return torch.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
 
-    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor, kernel=(fused.SMOOTH_L1, (beta,)),
+                        impl=impl)
 
 
 def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Optional[Tensor] = None,
@@ -150,7 +178,7 @@ def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Opti
         tensor([0.1250, 2.5000])
     """
     name = 'HuberLoss'
-    check_range(name, 'delta', delta, 0.0, low_open=True)
+    check_ranges(name, _RANGES[name], delta=delta)
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -194,7 +222,7 @@ def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight
         tensor([0.9000, 0.1000])
     """
     name = 'QuantileLoss'
-    check_range(name, 'quantile', quantile, 0.0, 1.0)
+    check_ranges(name, _RANGES[name], quantile=quantile)
 
     def fn(d: Tensor) -> Tensor:
         e = -d
@@ -214,17 +242,13 @@ def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight:
         tensor(5.)
     """
     name = 'CharbonnierLoss'
-    check_range(name, 'eps', eps, 0.0)
+    check_ranges(name, _RANGES[name], eps=eps)
     return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
 
 
-_POSITIVE = dict(low=0.0, low_open=True)
-_BALANCED_L1_RANGES = dict(alpha=_POSITIVE, gamma=_POSITIVE, beta=_POSITIVE)
-
-
 def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
-                     beta: float = 1.0, weight: Optional[Tensor] = None, reduction: str = 'mean',
-                     avg_factor: AvgFactor = None) -> Tensor:
+                     beta: float = 1.0, impl: str = 'auto', weight: Optional[Tensor] = None,
+                     reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Balanced L1 loss (Libra R-CNN, Pang et al. 2019).
 
     With :math:`b = e^{\gamma/\alpha} - 1` (so that :math:`\alpha \ln(b + 1) = \gamma` and the
@@ -241,7 +265,7 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
         tensor([0.0000, 2.5786])
     """
     name = 'BalancedL1Loss'
-    check_ranges(name, _BALANCED_L1_RANGES, alpha=alpha, gamma=gamma, beta=beta)
+    check_ranges(name, _RANGES[name], alpha=alpha, gamma=gamma, beta=beta)
     b = math.exp(gamma / alpha) - 1.0
 
     def fn(d: Tensor) -> Tensor:
@@ -250,7 +274,8 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
         outer = gamma * ad + gamma / b - alpha * beta
         return torch.where(ad < beta, inner, outer)
 
-    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
+    return _elementwise(name, pred, target, fn, weight, reduction, avg_factor,
+                        kernel=(fused.BALANCED_L1, (alpha, gamma, beta)), impl=impl)
 
 
 # --- registered modules ---------------------------------------------------------------------------
@@ -259,6 +284,10 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
 class L1Loss(BaseLoss):
     """L1 loss module; see :func:`l1_loss`."""
     loss_fn = staticmethod(l1_loss)
+    hparam_choices = {'impl': IMPLS}
+
+    def __init__(self, impl: str = 'auto', **base) -> None:
+        super().__init__(impl=impl, **base)
 
 
 @register_loss
@@ -280,6 +309,7 @@ class SSELoss(BaseLoss):
 class RMSELoss(BaseLoss):
     """Root mean squared error module; see :func:`rmse_loss`."""
     loss_fn = staticmethod(rmse_loss)
+    hparam_ranges = _RANGES['RMSELoss']
 
     def __init__(self, eps: float = 1e-8, **base) -> None:
         super().__init__(eps=eps, **base)
@@ -289,15 +319,18 @@ class RMSELoss(BaseLoss):
 class SmoothL1Loss(BaseLoss):
     """Smooth L1 module; see :func:`smooth_l1_loss`."""
     loss_fn = staticmethod(smooth_l1_loss)
+    hparam_ranges = _RANGES['SmoothL1Loss']
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, beta: float = 1.0, **base) -> None:
-        super().__init__(beta=beta, **base)
+    def __init__(self, beta: float = 1.0, impl: str = 'auto', **base) -> None:
+        super().__init__(beta=beta, impl=impl, **base)
 
 
 @register_loss
 class HuberLoss(BaseLoss):
     """Huber module; see :func:`huber_loss`."""
     loss_fn = staticmethod(huber_loss)
+    hparam_ranges = _RANGES['HuberLoss']
 
     def __init__(self, delta: float = 1.0, **base) -> None:
         super().__init__(delta=delta, **base)
@@ -313,6 +346,7 @@ class LogCoshLoss(BaseLoss):
 class QuantileLoss(BaseLoss):
     """Quantile (pinball) module; see :func:`quantile_loss`."""
     loss_fn = staticmethod(quantile_loss)
+    hparam_ranges = _RANGES['QuantileLoss']
 
     def __init__(self, quantile: float = 0.5, **base) -> None:
         super().__init__(quantile=quantile, **base)
@@ -322,6 +356,7 @@ class QuantileLoss(BaseLoss):
 class CharbonnierLoss(BaseLoss):
     """Charbonnier module; see :func:`charbonnier_loss`."""
     loss_fn = staticmethod(charbonnier_loss)
+    hparam_ranges = _RANGES['CharbonnierLoss']
 
     def __init__(self, eps: float = 1e-6, **base) -> None:
         super().__init__(eps=eps, **base)
@@ -331,7 +366,10 @@ class CharbonnierLoss(BaseLoss):
 class BalancedL1Loss(BaseLoss):
     """Balanced L1 module (Libra R-CNN); see :func:`balanced_l1_loss`."""
     loss_fn = staticmethod(balanced_l1_loss)
-    hparam_ranges = _BALANCED_L1_RANGES
+    hparam_ranges = _RANGES['BalancedL1Loss']
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, **base) -> None:
-        super().__init__(alpha=alpha, gamma=gamma, beta=beta, **base)
+    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, impl: str = 'auto',
+                 **base) -> None:
+        super().__init__(alpha=alpha, gamma=gamma, beta=beta, impl=impl, **base)
+

@@ -20,7 +20,6 @@ Half-precision inputs are computed in float32 and the loss is returned in ``pred
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -29,8 +28,9 @@ from torch import Tensor
 
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import (check_choice, check_int_tensor, check_label_range, check_range, check_same_device,
-                     check_tensor, upcast)
+from .inputs import (NON_NEGATIVE, POSITIVE, check_choice, check_int_tensor, check_label_range, check_ranges,
+                     check_same_device, check_tensor, upcast)
+from .inputs import check_ignore_index as _check_ignore_index
 from .reduction import AvgFactor, weight_reduce_loss
 
 __all__ = [
@@ -41,16 +41,17 @@ __all__ = [
 MODES = ('binary', 'multiclass')
 #: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0)
 _TINY = 1e-12
+_TVERSKY_RANGES = dict(alpha=NON_NEGATIVE, beta=NON_NEGATIVE, smooth=NON_NEGATIVE)
+#: hyper-parameter ranges: checked by each functional and at build time by each class (``hparam_ranges``)
+_RANGES = {
+    'DiceLoss': dict(eps=NON_NEGATIVE),
+    'JaccardLoss': dict(smooth=NON_NEGATIVE, eps=NON_NEGATIVE),
+    'TverskyLoss': _TVERSKY_RANGES,
+    'FocalTverskyLoss': dict(_TVERSKY_RANGES, gamma=POSITIVE),
+}
 
 
 # --- shared input handling ------------------------------------------------------------------------
-
-def _check_ignore_index(name: str, ignore_index) -> None:
-    if ignore_index is not None and (isinstance(ignore_index, bool)
-                                     or not isinstance(ignore_index, numbers.Integral)):
-        raise TypeError(f'{name}: `ignore_index` expected an int or None, '
-                        f'got {type(ignore_index).__name__} {ignore_index!r}')
-
 
 def _prepare(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: Optional[int],
              activation: Optional[str]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
@@ -121,9 +122,7 @@ def _reduce(name: str, loss: Tensor, mode: str, pred: Tensor, weight: Optional[T
 def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: float, smooth: float, mode: str,
                    ignore_index: Optional[int]) -> Tensor:
     r""":math:`(TP + s) / (TP + \alpha FP + \beta FN + s)` of the sigmoid / softmax, shape (N, K)."""
-    check_range(name, 'alpha', alpha, 0.0)
-    check_range(name, 'beta', beta, 0.0)
-    check_range(name, 'smooth', smooth, 0.0)
+    check_ranges(name, _TVERSKY_RANGES, alpha=alpha, beta=beta, smooth=smooth)
     check_choice(name, 'mode', mode, MODES)
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index,
                                   'sigmoid' if mode == 'binary' else 'softmax')
@@ -176,7 +175,7 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
         tensor(0.5000)
     """
     name = 'DiceLoss'
-    check_range(name, 'eps', eps, 0.0)
+    check_ranges(name, _RANGES[name], eps=eps)
     check_choice(name, 'mode', mode, MODES)
     activation = None
     if activate:
@@ -220,8 +219,7 @@ def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: 
         tensor(0.6667)
     """
     name = 'JaccardLoss'
-    check_range(name, 'smooth', smooth, 0.0)
-    check_range(name, 'eps', eps, 0.0)
+    check_ranges(name, _RANGES[name], smooth=smooth, eps=eps)
     check_choice(name, 'mode', mode, MODES)
     activation = ('sigmoid' if mode == 'binary' else 'softmax') if from_logits else None
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
@@ -293,7 +291,7 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
         tensor(0.2500)
     """
     name = 'FocalTverskyLoss'
-    check_range(name, 'gamma', gamma, 0.0, low_open=True)
+    check_ranges(name, _RANGES[name], gamma=gamma)
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, (1.0 - index).clamp_min(_TINY) ** gamma, mode, pred, weight, reduction, avg_factor)
 
@@ -407,6 +405,7 @@ class DiceLoss(BaseLoss):
     mmdet's is ``(pred, target, weight, reduction_override, avg_factor)``: pass those two by keyword.
     """
     loss_fn = staticmethod(dice_loss)
+    hparam_ranges = _RANGES['DiceLoss']
     hparam_choices = {'mode': MODES}
 
     def __init__(self, use_sigmoid: bool = True, activate: bool = True, reduction: str = 'mean',
@@ -421,6 +420,7 @@ class DiceLoss(BaseLoss):
 class JaccardLoss(BaseLoss):
     """Jaccard (soft IoU) loss module; see :func:`jaccard_loss`."""
     loss_fn = staticmethod(jaccard_loss)
+    hparam_ranges = _RANGES['JaccardLoss']
     hparam_choices = {'mode': MODES}
 
     def __init__(self, mode: str = 'binary', smooth: float = 0.0, eps: float = 1e-7, from_logits: bool = True,
@@ -434,6 +434,7 @@ class JaccardLoss(BaseLoss):
 class TverskyLoss(BaseLoss):
     """Tversky loss module; see :func:`tversky_loss`."""
     loss_fn = staticmethod(tversky_loss)
+    hparam_ranges = _RANGES['TverskyLoss']
     hparam_choices = {'mode': MODES}
 
     def __init__(self, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5, mode: str = 'binary',
@@ -446,6 +447,7 @@ class TverskyLoss(BaseLoss):
 class FocalTverskyLoss(BaseLoss):
     """Focal Tversky loss module; see :func:`focal_tversky_loss`."""
     loss_fn = staticmethod(focal_tversky_loss)
+    hparam_ranges = _RANGES['FocalTverskyLoss']
     hparam_choices = {'mode': MODES}
 
     def __init__(self, alpha: float = 0.5, beta: float = 0.5, gamma: float = 0.75, smooth: float = 1e-5,

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ...kernels import IMPLS
 from ...registry import register_loss
 from .._boxes import EPS_RANGES, NON_NEGATIVE, POSITIVE, BoxPair, box_loss, siou_penalty, variant_loss
 from ..base import BaseLoss
@@ -37,7 +38,8 @@ def _smooth(x: Tensor, beta: float) -> Tensor:
 
 
 def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = False, eps: float = 1e-6,
-             weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+             impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
+             avg_factor: AvgFactor = None) -> Tensor:
     r"""IoU loss (Yu et al., UnitBox 2016), as mmdet's ``iou_loss``.
 
     .. math::
@@ -49,6 +51,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         mode: ``'log'`` | ``'linear'`` | ``'square'``.
         linear: mmdet's deprecated alias of ``mode='linear'``.
         eps: lower bound of the IoU (the union carries mmdet's fixed ``1e-6``, as ``bbox_overlaps``).
+        impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (see :mod:`mmloss_ext.kernels.dispatch`).
         weight: ``(...)`` or ``(..., 4)`` (averaged over the coordinates).
         reduction, avg_factor: see :func:`~mmloss_ext.losses.reduction.weight_reduce_loss`.
 
@@ -73,7 +76,8 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
             return 1.0 - iou * iou
         return -iou.log()
 
-    return box_loss(name, pred, target, _OVERLAPS_EPS, fn, weight, reduction, avg_factor)
+    return box_loss(name, pred, target, _OVERLAPS_EPS, fn, weight, reduction, avg_factor,
+                    kernel=(f'iou_{mode}', eps), impl=impl)
 
 
 def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3,
@@ -115,13 +119,14 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
 
 
 def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: float,
-                      weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, clamp: bool = False) -> Tensor:
+                      weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, clamp: bool = False,
+                      impl: str = 'eager') -> Tensor:
     check_ranges(name, EPS_RANGES, eps=eps)
     return box_loss(name, pred, target, eps, lambda g: variant_loss(g, mode, clamp=clamp), weight, reduction,
-                    avg_factor)
+                    avg_factor, kernel=(mode, 0.0), impl=impl)
 
 
-def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Generalized IoU loss (Rezatofighi et al. 2019).
 
@@ -134,10 +139,10 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Option
         >>> giou_loss(p, t, eps=0.0)
         tensor(1.3333)
     """
-    return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor)
+    return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distance-IoU loss (Zheng et al. 2020).
 
@@ -151,10 +156,10 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Option
         >>> diou_loss(p, t, eps=0.0)
         tensor(1.4000)
     """
-    return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor)
+    return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
+def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Complete-IoU loss (Zheng et al. 2021), mmdet's form.
 
@@ -171,7 +176,8 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Option
         >>> ciou_loss(p, t, eps=0.0)  # 1 - 0.5 + rho^2 / c^2 = 0.25 / 8
         tensor(0.5312)
     """
-    return _variant_box_loss('CIoULoss', 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True)
+    return _variant_box_loss('CIoULoss', 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True,
+                             impl=impl)
 
 
 def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1,
@@ -241,13 +247,14 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 class IoULoss(BaseLoss):
     """IoU loss module (mmdet's parameters); see :func:`iou_loss`. ``linear=True`` is deprecated."""
     loss_fn = staticmethod(iou_loss)
-    hparam_choices = {'mode': IOU_LOSS_MODES}
+    hparam_choices = {'mode': IOU_LOSS_MODES, 'impl': IMPLS}
     hparam_ranges = EPS_RANGES
 
-    def __init__(self, linear: bool = False, eps: float = 1e-6, mode: str = 'log', **base) -> None:
+    def __init__(self, linear: bool = False, eps: float = 1e-6, mode: str = 'log', impl: str = 'auto',
+                 **base) -> None:
         if linear:
             warnings.warn('IoULoss: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
-        super().__init__(mode=mode, linear=linear, eps=eps, **base)
+        super().__init__(mode=mode, linear=linear, eps=eps, impl=impl, **base)
 
 
 @register_loss
@@ -265,9 +272,10 @@ class GIoULoss(BaseLoss):
     """Generalized IoU module; see :func:`giou_loss`."""
     loss_fn = staticmethod(giou_loss)
     hparam_ranges = EPS_RANGES
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, eps: float = 1e-6, **base) -> None:
-        super().__init__(eps=eps, **base)
+    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, impl=impl, **base)
 
 
 @register_loss
@@ -275,9 +283,10 @@ class DIoULoss(BaseLoss):
     """Distance-IoU module; see :func:`diou_loss`."""
     loss_fn = staticmethod(diou_loss)
     hparam_ranges = EPS_RANGES
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, eps: float = 1e-6, **base) -> None:
-        super().__init__(eps=eps, **base)
+    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, impl=impl, **base)
 
 
 @register_loss
@@ -285,9 +294,11 @@ class CIoULoss(BaseLoss):
     """Complete-IoU module; see :func:`ciou_loss`."""
     loss_fn = staticmethod(ciou_loss)
     hparam_ranges = EPS_RANGES
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, eps: float = 1e-6, **base) -> None:
-        super().__init__(eps=eps, **base)
+    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, impl=impl, **base)
+
 
 
 @register_loss

@@ -106,7 +106,8 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
         if running_mean is None:
             return loss_iou.mean()
         if training:
-            stats = torch.stack([loss_iou.sum(), loss_iou.new_tensor(float(loss_iou.numel()))])
+            # new_full is a fill kernel: new_tensor would be a host-to-device copy, a sync on CUDA
+            stats = torch.stack([loss_iou.sum(), loss_iou.new_full((), loss_iou.numel())])
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(stats)
             blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=1.0)

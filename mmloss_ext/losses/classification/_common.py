@@ -10,8 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
+from ..inputs import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_int_tensor, check_label_range,
+                      check_same_device, check_tensor, upcast)
 from ..reduction import AvgFactor, weight_reduce_loss
+
+#: hyper-parameter ranges of the family's losses: checked by each functional (``check_ranges``) and at
+#: build time by each class (``hparam_ranges``)
+RANGES = {
+    'CrossEntropyLoss': dict(label_smoothing=UNIT_INTERVAL),
+    'KLDivLoss': dict(temperature=POSITIVE),  # mmdet's KD loss asserts T >= 1; any T > 0 is valid here
+    'BalancedCrossEntropyLoss': dict(beta=dict(low=0.0, high=1.0, high_open=True)),
+    'FocalLoss': dict(gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL),
+    'QualityFocalLoss': dict(beta=NON_NEGATIVE),
+    'VarifocalLoss': dict(alpha=NON_NEGATIVE, gamma=NON_NEGATIVE),  # mmdet asserts alpha >= 0
+    'HingeLoss': dict(margin=NON_NEGATIVE),
+}
 
 #: torch's ``binary_cross_entropy`` clamps ``log`` at this value
 LOG_FLOOR = -100.0
@@ -87,7 +100,8 @@ def per_class(name: str, arg: str, value, ref: Tensor, length: int, *, allow_one
     if value is None:
         return None
     try:
-        w = torch.as_tensor(value, dtype=ref.dtype, device=ref.device).reshape(-1)
+        # built on the host, then an asynchronous copy: a blocking host-to-device copy syncs CUDA
+        w = torch.as_tensor(value, dtype=ref.dtype).to(ref.device, non_blocking=True).reshape(-1)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f'{name}: `{arg}` expected a list of numbers or a tensor, '
                         f'got {type(value).__name__} {value!r}') from err

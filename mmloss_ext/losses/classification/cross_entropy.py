@@ -15,9 +15,9 @@ from torch import Tensor
 
 from ...registry import register_loss
 from ..base import BaseLoss
-from ..inputs import check_int_tensor, check_label_range, check_range, check_tensor
+from ..inputs import check_ignore_index, check_int_tensor, check_label_range, check_ranges, check_tensor
 from ..reduction import AvgFactor
-from ._common import (along_dim1, bce, check_class_labels, check_label_values, check_logits,
+from ._common import (RANGES, along_dim1, bce, check_class_labels, check_label_values, check_logits,
                       check_target_like, check_values, class_mask, finish, gather_class, per_class)
 
 __all__ = [
@@ -108,6 +108,7 @@ def _mask_ce(name: str, x: Tensor, target: Tensor, label, class_weight, smoothin
 
 
 def _check_ce_modes(name: str, use_sigmoid: bool, use_mask: bool, ignore_index) -> None:
+    check_ignore_index(name, ignore_index)
     if use_sigmoid and use_mask:
         raise ValueError(f'{name}: `use_sigmoid` and `use_mask` expected at most one True, got both')
     if use_mask and ignore_index is not None:
@@ -155,7 +156,7 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     """
     name = 'CrossEntropyLoss'
     _check_ce_modes(name, use_sigmoid, use_mask, ignore_index)
-    check_range(name, 'label_smoothing', label_smoothing, 0.0, 1.0)
+    check_ranges(name, RANGES[name], label_smoothing=label_smoothing)
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     check_tensor(name, 'target', target, floating=False)
     if use_mask:
@@ -232,7 +233,7 @@ def kl_div_loss(pred: Tensor, target: Tensor, *, temperature: float = 1.0, targe
         tensor([0.1109])
     """
     name = 'KLDivLoss'
-    check_range(name, 'temperature', temperature, 0.0, low_open=True)
+    check_ranges(name, RANGES[name], temperature=temperature)
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target)
     t = check_target_like(name, x, target)
@@ -259,7 +260,6 @@ def _class_balance(name: str, x: Tensor, labels: Tensor, class_counts, beta: Opt
     if beta is None:  # the beta -> 1 limit: inverse frequency
         inverse = 1.0 / counts
     else:
-        check_range(name, 'beta', beta, 0.0, 1.0, high_open=True)
         inverse = (1.0 - beta) / (1.0 - beta ** counts)
     return inverse * (num_classes / inverse.sum())
 
@@ -289,6 +289,7 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
         tensor([0.5199, 0.1733, 0.1733, 0.1733])
     """
     name = 'BalancedCrossEntropyLoss'
+    check_ranges(name, RANGES[name], beta=beta)
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     if use_sigmoid:
         if class_counts is not None or beta is not None:
@@ -315,6 +316,7 @@ class CrossEntropyLoss(BaseLoss):
     with ``use_mask=True`` its third positional argument is the RoIs' class labels.
     """
     loss_fn = staticmethod(cross_entropy_loss)
+    hparam_ranges = RANGES['CrossEntropyLoss']
 
     def __init__(self, use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                  ignore_index: Optional[int] = None, avg_non_ignore: bool = False, label_smoothing: float = 0.0,
@@ -355,6 +357,7 @@ class NLLLoss(BaseLoss):
 class KLDivLoss(BaseLoss):
     """Distillation KL-divergence module; see :func:`kl_div_loss`."""
     loss_fn = staticmethod(kl_div_loss)
+    hparam_ranges = RANGES['KLDivLoss']
 
     def __init__(self, temperature: float = 1.0, target_logits: bool = True, **base) -> None:
         super().__init__(temperature=temperature, target_logits=target_logits, **base)
@@ -364,6 +367,7 @@ class KLDivLoss(BaseLoss):
 class BalancedCrossEntropyLoss(BaseLoss):
     """Class-balanced cross-entropy module; see :func:`balanced_cross_entropy_loss`."""
     loss_fn = staticmethod(balanced_cross_entropy_loss)
+    hparam_ranges = RANGES['BalancedCrossEntropyLoss']
 
     def __init__(self, use_sigmoid: bool = True, class_counts=None, beta: Optional[float] = None, **base) -> None:
         super().__init__(use_sigmoid=use_sigmoid, class_counts=class_counts, beta=beta, **base)

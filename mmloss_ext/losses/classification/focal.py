@@ -7,17 +7,19 @@ the background, an all-zero target row.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...kernels import IMPLS, use_fused
+from ...kernels import cpu as fused
 from ...registry import register_loss
 from ..base import BaseLoss
-from ..inputs import check_range, check_same_device, check_tensor
+from ..inputs import check_ranges, check_same_device, check_tensor
 from ..reduction import AvgFactor
-from ._common import (bce, check_class_labels, check_logits, check_target_like, check_values, clamped_log,
+from ._common import (RANGES, bce, check_class_labels, check_logits, check_target_like, check_values, clamped_log,
                       class_mask, finish, gather_class, per_class, require_sigmoid)
 
 __all__ = [
@@ -28,14 +30,19 @@ __all__ = [
 PosWeight = Optional[Union[Sequence[float], Tensor]]
 
 
-def _sigmoid_targets(name: str, x: Tensor, target) -> Tensor:
-    """Targets of ``pred``'s shape, from integer labels (N, ...) in ``[0, C]`` (one-hot on dim 1,
-    ``C`` = background) or given as such (one-hot, soft)."""
+def _checked_target(name: str, x: Tensor, target) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """``(labels, None)`` for integer labels (N, ...) in ``[0, C]`` (``C`` = background), or
+    ``(None, target)`` for a target of ``pred``'s shape (one-hot, soft), validated."""
     check_tensor(name, 'target', target, floating=False)
     if target.dim() == x.dim():
-        return check_target_like(name, x, target)
-    check_class_labels(name, x, target, x.shape[1] if x.dim() >= 2 else 0)
-    return class_mask(target, x.shape[1]).to(x.dtype)
+        return None, check_target_like(name, x, target)
+    return check_class_labels(name, x, target, x.shape[1] if x.dim() >= 2 else 0), None
+
+
+def _sigmoid_targets(name: str, x: Tensor, target) -> Tensor:
+    """Targets of ``pred``'s shape, from integer labels (one-hot on dim 1) or given as such."""
+    labels, dense = _checked_target(name, x, target)
+    return dense if labels is None else class_mask(labels, x.shape[1]).to(x.dtype)
 
 
 def _flattened_weight(weight: Optional[Tensor], loss: Tensor) -> Optional[Tensor]:
@@ -47,7 +54,7 @@ def _flattened_weight(weight: Optional[Tensor], loss: Tensor) -> Optional[Tensor
 
 
 def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma: float = 2.0,
-               alpha: float = 0.25, activated: bool = False, pos_weight: PosWeight = None,
+               alpha: float = 0.25, activated: bool = False, pos_weight: PosWeight = None, impl: str = 'auto',
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Focal loss (Lin et al., 2017, "Focal Loss for Dense Object Detection").
 
@@ -72,6 +79,10 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     Everything is computed in logit space (``binary_cross_entropy_with_logits``,
     ``log_softmax``): logits of :math:`\pm 10^4` give finite values and gradients.
 
+    ``impl``: ``'auto'`` | ``'eager'`` | ``'fused'`` (:mod:`mmloss_ext.kernels.dispatch`); the
+    sigmoid form on logits without ``pos_weight`` has a fused kernel (labels with 2-D logits, or
+    dense targets).
+
     Example:
         >>> logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
         >>> focal_loss(logits, torch.tensor([0, 2]), reduction='none')  # label 2 = background
@@ -81,9 +92,15 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
         tensor([0.0486, 0.0486])
     """
     name = 'FocalLoss'
-    check_range(name, 'gamma', gamma, 0.0)
-    check_range(name, 'alpha', alpha, 0.0, 1.0)
+    check_ranges(name, RANGES[name], gamma=gamma, alpha=alpha)
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
+    if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
+                                 others=(target, weight)):
+        labels, dense = _checked_target(name, x, target)
+        if labels is None or x.dim() == 2:
+            return fused.sigmoid_family(name, fused.FOCAL, (alpha, gamma), x, pred.dtype, target=dense, labels=labels,
+                                        weight=_flattened_weight(weight, x), reduction=reduction,
+                                        avg_factor=avg_factor)
     if use_sigmoid:
         t = _sigmoid_targets(name, x, target)
         pw = per_class(name, 'pos_weight', pos_weight, x, x.shape[-1] if x.dim() else 1, allow_one=True)
@@ -109,7 +126,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
 
 
 def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False,
-                       weight: Optional[Tensor] = None, reduction: str = 'mean',
+                       impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
     r"""Quality focal loss (Li et al., 2020, "Generalized Focal Loss").
 
@@ -118,7 +135,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     ``target`` is mmdet's ``(labels, scores)`` pair, labels ``(N,)`` in ``[0, C]`` (``C`` =
     background) and quality scores ``(N,)`` (the target is ``score`` at the label's class and 0
     elsewhere), or a soft one-hot tensor of ``pred``'s shape. ``activated=True`` takes
-    probabilities. ``'none'`` gives ``(N,)``.
+    probabilities. ``'none'`` gives ``(N,)``. ``impl``: see :func:`focal_loss` (fused for 2-D logits).
 
     Example:
         >>> quality_focal_loss(torch.zeros(2, 2), (torch.tensor([0, 2]), torch.tensor([0.5, 0.0])),
@@ -127,8 +144,9 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     """
     name = 'QualityFocalLoss'
     require_sigmoid(name, use_sigmoid)
-    check_range(name, 'beta', beta, 0.0)
+    check_ranges(name, RANGES[name], beta=beta)
     x = check_logits(name, pred, min_dim=2)
+    labels = scores = t = None
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
             raise ValueError(f'{name}: `target` expected a (labels, scores) pair, got {len(target)} items')
@@ -139,17 +157,22 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
             raise ValueError(f'{name}: `labels` and `scores` expected the same shape, '
                              f'got {tuple(labels.shape)} and {tuple(scores.shape)}')
         check_same_device(name, labels, scores, ('labels', 'scores'))
-        t = class_mask(labels, x.shape[1]).to(x.dtype) * scores.to(x.dtype).unsqueeze(1)
     else:
         check_tensor(name, 'target', target, floating=False)
         t = check_target_like(name, x, target)
+    if use_fused(name, impl, x, supported=not activated and x.dim() == 2, others=(scores, t, weight)):
+        return fused.sigmoid_family(name, fused.QUALITY_FOCAL, (beta,), x, pred.dtype, target=t, labels=labels,
+                                    score=scores, weight=weight, reduction=reduction, avg_factor=avg_factor,
+                                    row_sums=True)
+    if t is None:
+        t = class_mask(labels, x.shape[1]).to(x.dtype) * scores.to(x.dtype).unsqueeze(1)
     p = x if activated else torch.sigmoid(x)
     loss = (bce(x, t, activated=activated) * (t - p).abs().pow(beta)).sum(1)
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
 def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, alpha: float = 0.75,
-                   gamma: float = 2.0, iou_weighted: bool = True, weight: Optional[Tensor] = None,
+                   gamma: float = 2.0, iou_weighted: bool = True, impl: str = 'auto', weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Varifocal loss (Zhang et al., 2021, "VarifocalNet").
 
@@ -157,7 +180,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
               \alpha |\sigma(x) - t|^\gamma & t \le 0 \end{cases}
 
     Logits and IoU-aware soft targets ``(N, C)``; positives are weighted by their target when
-    ``iou_weighted``. ``'none'`` gives ``pred``'s shape.
+    ``iou_weighted``. ``'none'`` gives ``pred``'s shape. ``impl``: see :func:`focal_loss`.
 
     Example:
         >>> varifocal_loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.0]]), reduction='none')
@@ -165,11 +188,13 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
     """
     name = 'VarifocalLoss'
     require_sigmoid(name, use_sigmoid)
-    check_range(name, 'alpha', alpha, 0.0)
-    check_range(name, 'gamma', gamma, 0.0)
+    check_ranges(name, RANGES[name], alpha=alpha, gamma=gamma)
     x = check_logits(name, pred)
     check_tensor(name, 'target', target, floating=False)
     t = check_target_like(name, x, target)
+    if use_fused(name, impl, x, others=(t, weight)):
+        return fused.sigmoid_family(name, fused.VARIFOCAL, (alpha, gamma, float(iou_weighted)), x, pred.dtype,
+                                    target=t, weight=weight, reduction=reduction, avg_factor=avg_factor)
     negative = alpha * (torch.sigmoid(x) - t).abs().pow(gamma)
     focal = torch.where(t > 0, t if iou_weighted else torch.ones_like(t), negative)
     return finish(name, bce(x, t) * focal, pred, weight, reduction, avg_factor)
@@ -215,32 +240,42 @@ def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Te
 class FocalLoss(BaseLoss):
     """Focal loss module, a drop-in for mmdet's ``FocalLoss``; see :func:`focal_loss`."""
     loss_fn = staticmethod(focal_loss)
+    hparam_ranges = RANGES['FocalLoss']
+    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, use_sigmoid: bool = True, gamma: float = 2.0, alpha: float = 0.25, activated: bool = False,
-                 pos_weight: PosWeight = None, **base) -> None:
+                 pos_weight: PosWeight = None, impl: str = 'auto', **base) -> None:
         super().__init__(use_sigmoid=use_sigmoid, gamma=gamma, alpha=alpha, activated=activated,
-                         pos_weight=pos_weight, **base)
+                         pos_weight=pos_weight, impl=impl, **base)
 
 
 @register_loss
 class QualityFocalLoss(BaseLoss):
     """Quality focal loss module, a drop-in for mmdet's; see :func:`quality_focal_loss`."""
     loss_fn = staticmethod(quality_focal_loss)
+    hparam_ranges = RANGES['QualityFocalLoss']
+    hparam_choices = {'impl': IMPLS}
 
-    def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False, **base) -> None:
+    def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False, impl: str = 'auto',
+                 **base) -> None:
         require_sigmoid(type(self).__name__, use_sigmoid)
-        super().__init__(use_sigmoid=use_sigmoid, beta=beta, activated=activated, **base)
+        super().__init__(use_sigmoid=use_sigmoid, beta=beta, activated=activated, impl=impl, **base)
 
 
 @register_loss
 class VarifocalLoss(BaseLoss):
     """Varifocal loss module, a drop-in for mmdet's; see :func:`varifocal_loss`."""
     loss_fn = staticmethod(varifocal_loss)
+    hparam_ranges = RANGES['VarifocalLoss']
+    hparam_choices = {'impl': IMPLS}
+
 
     def __init__(self, use_sigmoid: bool = True, alpha: float = 0.75, gamma: float = 2.0, iou_weighted: bool = True,
-                 **base) -> None:
+                 impl: str = 'auto', **base) -> None:
         require_sigmoid(type(self).__name__, use_sigmoid)
-        super().__init__(use_sigmoid=use_sigmoid, alpha=alpha, gamma=gamma, iou_weighted=iou_weighted, **base)
+        super().__init__(use_sigmoid=use_sigmoid, alpha=alpha, gamma=gamma, iou_weighted=iou_weighted, impl=impl,
+                         **base)
+
 
 
 @register_loss

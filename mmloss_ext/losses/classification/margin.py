@@ -13,8 +13,9 @@ from torch import Tensor
 from ...registry import register_loss
 from ..base import BaseLoss
 from ..reduction import AvgFactor
-from ..inputs import check_tensor
-from ._common import check_class_labels, check_logits, check_target_like, check_values, class_mask, finish, gather_class
+from ..inputs import check_ranges, check_tensor
+from ._common import (RANGES, check_class_labels, check_logits, check_target_like, check_values, class_mask, finish,
+                      gather_class)
 
 __all__ = ['hinge_loss', 'zero_one_loss', 'HingeLoss', 'ZeroOneLoss']
 
@@ -56,6 +57,7 @@ def hinge_loss(pred: Tensor, target: Tensor, *, margin: float = 1.0, squared: bo
         tensor([0.1667])
     """
     name = 'HingeLoss'
+    check_ranges(name, RANGES[name], margin=margin)
     x = check_logits(name, pred)
     if _is_binary(name, x, target):
         y = _binary_labels(name, x, target, (-1, 0, 1)).to(x.dtype) * 2.0 - 1.0
@@ -80,7 +82,8 @@ def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
     shape (predicted positive when the logit is > 0).
 
     For monitoring only: the loss is piecewise constant, so it carries no gradient (the result
-    never requires grad) and must not be the only loss being optimised.
+    never requires grad) and must not be the only loss being optimised. A sample with a NaN score gets a
+    NaN loss (it is neither right nor wrong), so a diverged model shows in the metric.
 
     Example:
         >>> zero_one_loss(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
@@ -91,11 +94,12 @@ def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
     name = 'ZeroOneLoss'
     x = check_logits(name, pred).detach()
     if _is_binary(name, x, target):
-        wrong = (x > 0) != _binary_labels(name, x, target, (0, 1))
+        wrong, nan = (x > 0) != _binary_labels(name, x, target, (0, 1)), x.isnan()
     else:
         check_class_labels(name, x, target, x.shape[1] - 1 if x.dim() >= 2 else 0)
-        wrong = x.argmax(1) != target
-    return finish(name, wrong.to(x.dtype), pred, weight, reduction, avg_factor)
+        wrong, nan = x.argmax(1) != target, x.isnan().any(1)
+    # a NaN score is no prediction: propagate it rather than count it as right or wrong
+    return finish(name, wrong.to(x.dtype).masked_fill(nan, float('nan')), pred, weight, reduction, avg_factor)
 
 
 # --- registered modules ---------------------------------------------------------------------------
@@ -104,6 +108,7 @@ def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
 class HingeLoss(BaseLoss):
     """Hinge loss module; see :func:`hinge_loss`."""
     loss_fn = staticmethod(hinge_loss)
+    hparam_ranges = RANGES['HingeLoss']
 
     def __init__(self, margin: float = 1.0, squared: bool = False, **base) -> None:
         super().__init__(margin=margin, squared=squared, **base)

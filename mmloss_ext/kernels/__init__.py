@@ -1,0 +1,16 @@
+"""Fused fast paths of the hot losses.
+
+The readable eager functionals in :mod:`mmloss_ext.losses` are the spec; the fused paths compute
+the same losses in one pass over memory forward and one backward, saving only the inputs (a
+``torch.autograd.Function`` with the analytic gradient over the C++ kernels of
+``kernels/csrc/fused.cpp``, built by ``setup.py`` as ``mmloss_ext._fused``).
+
+* :mod:`.dispatch` — the one ``impl='auto'|'eager'|'fused'`` switch (and ``MMLOSS_EXT_IMPL``);
+* :mod:`.cpu` — the autograd Functions and the per-family entry points called by the losses.
+
+When the extension is missing (not built, or built for a vector ISA the running CPU lacks) every
+loss runs its eager path; :func:`fused_available` says which.
+"""
+from .dispatch import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, fused_available, resolve_impl, use_fused
+
+__all__ = ['ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'fused_available', 'resolve_impl', 'use_fused']

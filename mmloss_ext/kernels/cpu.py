@@ -1,0 +1,176 @@
+"""Fused CPU paths: autograd Functions over the C++ kernels of ``csrc/fused.cpp``.
+
+Each Function saves only its inputs. Its forward returns the weighted total (``'mean'``/``'sum'``:
+no elementwise loss is materialised), the elementwise loss (``'none'``) or the per-row sums
+(``'none'`` of QFL); its backward is one pass writing the gradient of ``pred``. Losses call the
+family entry points (:func:`sigmoid_family`, :func:`residual_family`, :func:`box_family`) after
+their own validation, and only when :func:`~.dispatch.use_fused` said so; these take care of
+weights (mmdet's shapes), ``avg_factor``, reductions and the half-precision policy (computed in
+float32, returned in ``pred``'s dtype).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..losses.reduction import _FLOAT32_EPS, AvgFactor, adapt_weight, check_reduction
+from .dispatch import EXT
+
+# kernel ids, as in csrc/fused.cpp
+FOCAL, QUALITY_FOCAL, VARIFOCAL, SMOOTH_L1, BALANCED_L1 = range(5)
+BOX_KINDS = {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5}
+
+_TOTAL, _ELEMENTS, _ROWS = 0, 1, 2
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor], Optional[Tensor]]:
+    """The upstream gradient as (scale, per row, per element) for the backward kernels."""
+    if out_mode == _TOTAL:
+        return float(grad), None, None
+    if out_mode == _ROWS:
+        return 1.0, grad.contiguous(), None
+    return 1.0, None, grad.contiguous()
+
+
+class _Elementwise(torch.autograd.Function):
+    """Loss of ``x`` (N, K) against a dense target or (N,) labels; gradient for ``x`` only."""
+
+    @staticmethod
+    def forward(ctx, x, kind, hp, target, labels, score, wrow, wfull, out_mode):
+        ctx.kind, ctx.hp, ctx.out_mode = kind, hp, out_mode
+        ctx.save_for_backward(x, target, labels, score, wrow, wfull)
+        return EXT.elementwise_forward(kind, hp, x, target, labels, score, wrow, wfull, out_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, target, labels, score, wrow, wfull = ctx.saved_tensors
+        scale, grow, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
+        dx = EXT.elementwise_backward(ctx.kind, ctx.hp, x, target, labels, score, wrow, wfull, scale, grow, gfull)
+        return (dx,) + (None,) * 8
+
+
+class _Boxes(torch.autograd.Function):
+    """Per-box loss of ``pred`` (N, 4) against ``target`` (N, 4); gradient for ``pred`` only."""
+
+    @staticmethod
+    def forward(ctx, pred, target, kind, eps, floor, w, out_mode):
+        ctx.kind, ctx.eps, ctx.floor, ctx.out_mode = kind, eps, floor, out_mode
+        ctx.save_for_backward(pred, target, w)
+        return EXT.box_forward(kind, eps, floor, pred, target, w, out_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        pred, target, w = ctx.saved_tensors
+        scale, _, per_box = _upstream(ctx.out_mode, grad.to(pred.dtype))
+        return (EXT.box_backward(ctx.kind, ctx.eps, ctx.floor, pred, target, w, scale, per_box),) + (None,) * 6
+
+
+def _prepare(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x.to(dtype).contiguous()
+
+
+def split_weight(name: str, weight: Optional[Tensor], shape: Sequence[int],
+                 dtype: torch.dtype) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """``weight`` (any shape :func:`~mmloss_ext.losses.reduction.adapt_weight` accepts for a loss
+    of ``shape``) as ``(per_row (N,), full)``, at most one of them set."""
+    if weight is None:
+        return None, None
+    w = adapt_weight(name, weight, weight.new_empty(()).expand(shape))  # shape only, no memory
+    shape = torch.Size(shape)
+    if w.dim() == len(shape) >= 1 and w.shape[0] == shape[0] > 0 and w[0].numel() == 1:
+        return _prepare(w.reshape(-1), dtype), None
+    return None, _prepare(w.expand(shape), dtype)
+
+
+def _reduce(run, shape: Sequence[int], reduction: str, avg_factor: AvgFactor, name: str) -> Tensor:
+    """``run(out_mode)`` gives the total or the unreduced loss; apply mmdet's reduction rules."""
+    check_reduction(name, reduction, avg_factor)
+    if reduction == 'none':
+        return run()
+    total = run(_TOTAL)
+    numel = torch.Size(shape).numel()
+    if reduction == 'sum' or numel == 0:
+        return total
+    return total / (numel if avg_factor is None else avg_factor + _FLOAT32_EPS)
+
+
+def sigmoid_family(name: str, kind: int, hp: Sequence[float], x: Tensor, pred_dtype: torch.dtype, *,
+                   target: Optional[Tensor] = None, labels: Optional[Tensor] = None,
+                   score: Optional[Tensor] = None, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                   avg_factor: AvgFactor = None, row_sums: bool = False) -> Tensor:
+    """Focal / quality focal / varifocal on logits ``x``: dense ``target`` of ``x``'s shape, or
+    ``labels`` (N,) in ``[0, K]`` (one-hot, ``K`` = background) times an optional ``score`` (N,).
+    ``row_sums``: the loss of a sample is the sum over its classes (QFL)."""
+    dtype = _compute_dtype(x)
+    x = _prepare(x, dtype)
+    shape = (x.shape[0],) if row_sums else tuple(x.shape)
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    args = (None if target is None else _prepare(target, dtype), None if labels is None else labels.long().contiguous(),
+            None if score is None else _prepare(score, dtype), wrow, wfull)
+    hp = [float(h) for h in hp]
+
+    def run(out_mode: int = _ROWS if row_sums else _ELEMENTS) -> Tensor:
+        return _Elementwise.apply(x, kind, hp, *args, out_mode)
+
+    return _reduce(run, shape, reduction, avg_factor, name).to(pred_dtype)
+
+
+def residual_family(name: str, kind: int, hp: Sequence[float], pred: Tensor, target: Tensor, *,
+                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    """Smooth L1 / L1 / balanced L1 of ``pred - target`` (same shape, at least 1-D)."""
+    dtype = _compute_dtype(pred)
+    shape = tuple(pred.shape)
+    x = _prepare(pred, dtype)
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    t = _prepare(target, dtype)
+    hp = [float(h) for h in hp]
+    if x.numel() // max(x.shape[0], 1) < _WIDE:
+        # narrow rows (boxes: N x 4) waste the vector lanes: run on a flat (R, _WIDE) view
+        wfull = None if wrow is None and wfull is None else _prepare(
+            (wrow.view(-1, *[1] * (x.dim() - 1)) if wfull is None else wfull).expand(shape), dtype)
+        x, t, wfull, wrow = (_wide(a) for a in (x, t, wfull, None))
+
+    def run(out_mode: int = _ELEMENTS) -> Tensor:
+        out = _Elementwise.apply(x, kind, hp, t, None, None, wrow, wfull, out_mode)
+        return out if out_mode == _TOTAL else out.reshape(shape)
+
+    return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
+
+
+#: rows narrower than this are regrouped into rows of this width (when the size allows)
+_WIDE = 64
+
+
+def _wide(a: Optional[Tensor]) -> Optional[Tensor]:
+    """A contiguous tensor viewed as ``(numel / _WIDE, _WIDE)`` (one flat row if it does not divide)."""
+    if a is None:
+        return None
+    flat = a.reshape(-1)
+    return flat.view(-1, _WIDE) if flat.numel() % _WIDE == 0 else flat.view(1, -1)
+
+
+def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float, floor: float = 0.0,
+               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    """IoU-family loss of ``(N, 4)`` boxes; ``weight`` already per box (mmdet's (N, 4) rule applied).
+    ``floor``: the lower clamp of the IoU of :func:`~mmloss_ext.losses.bbox.iou_loss`."""
+    dtype = _compute_dtype(pred)
+    p = _prepare(pred, dtype).reshape(-1, 4)
+    t = _prepare(target.detach(), dtype).reshape(-1, 4)
+    shape = tuple(pred.shape[:-1])
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    w = wrow if wfull is None else wfull.reshape(-1)
+
+    def run(out_mode: int = _ELEMENTS) -> Tensor:
+        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), float(floor), w, out_mode)
+        return out if out_mode == _TOTAL else out.view(shape)
+
+    return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)

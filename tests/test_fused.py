@@ -1,0 +1,230 @@
+"""The fused kernels (mmloss_ext/kernels) against the eager functionals, which are the spec.
+
+Values and gradients for every fused loss, reduction, weight shape, ``avg_factor``, empty input,
+degenerate boxes, extreme logits and half precision; then the ``impl`` dispatch and its
+environment variables. Tensors are small: ``impl='fused'`` forces the kernel at any size.
+"""
+import pytest
+import torch
+
+import mmloss_ext  # noqa: F401
+from mmloss_ext import kernels
+from mmloss_ext.kernels import dispatch
+from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, giou_loss, iou_loss
+from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss, varifocal_loss
+from mmloss_ext.losses.regression import balanced_l1_loss, l1_loss, smooth_l1_loss
+from mmloss_ext.registry import MODELS
+
+N, C = 37, 11  # 37 rows: not a multiple of the vector width, so the tails are exercised
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
+       torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
+
+
+def _boxes(n, gen, dtype):
+    xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 10
+    wh = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 5
+    p = torch.cat([xy, xy + wh], 1)
+    t = p + torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    p[:4] = t[:4]                 # identical boxes
+    p[4:8, 2] = p[4:8, 0] - 1.0   # inverted (x2 < x1), an untrained head
+    p[8:12, 0] = t[8:12, 0]       # ties in max/min
+    p[12:14, 3] = p[12:14, 1]     # zero height
+    p[14:16] += 100.0             # far apart
+    return p.to(dtype), t.to(dtype)
+
+
+def _logits_and_targets(kind, gen, dtype):
+    x = (torch.randn(N, C, generator=gen, dtype=torch.float64) * 3)
+    x[0, :3] = torch.tensor([1e4, -1e4, 0.0], dtype=torch.float64)  # extreme logits
+    labels = torch.randint(0, C + 1, (N,), generator=gen)            # C = background
+    soft = torch.rand(N, C, generator=gen, dtype=torch.float64) * (torch.rand(N, C, generator=gen) > 0.7)
+    scores = torch.rand(N, generator=gen, dtype=torch.float64)
+    target = {'labels': labels, 'soft': soft.to(dtype), 'pair': (labels, scores.to(dtype))}[kind]
+    return x.to(dtype), target
+
+
+# (functional, kwargs, input maker, weight shapes to try)
+def _cases():
+    for kind in ('labels', 'soft'):
+        yield f'focal-{kind}', focal_loss, dict(gamma=2.0), ('logits', kind), ('row', 'full', 'flat')
+    yield 'focal-gamma1.5', focal_loss, dict(gamma=1.5, alpha=0.4), ('logits', 'labels'), ('full',)
+    yield 'focal-gamma0', focal_loss, dict(gamma=0.0), ('logits', 'soft'), ('row',)
+    yield 'qfl-pair', quality_focal_loss, dict(), ('logits', 'pair'), ('row',)
+    yield 'qfl-soft', quality_focal_loss, dict(beta=1.5), ('logits', 'soft'), ('row',)
+    yield 'vfl', varifocal_loss, dict(), ('logits', 'soft'), ('row', 'full')
+    yield 'vfl-plain', varifocal_loss, dict(iou_weighted=False, gamma=1.5), ('logits', 'soft'), ('full',)
+    yield 'smooth_l1', smooth_l1_loss, dict(beta=0.5), ('residual',), ('row', 'full')
+    yield 'smooth_l1-beta0', smooth_l1_loss, dict(beta=0.0), ('residual',), ('full',)
+    yield 'l1', l1_loss, dict(), ('residual',), ('row',)
+    yield 'balanced_l1', balanced_l1_loss, dict(), ('residual',), ('row', 'full')
+    for mode in ('linear', 'square', 'log'):
+        yield f'iou-{mode}', iou_loss, dict(mode=mode), ('boxes',), ('row', 'full')
+    for fn in (giou_loss, diou_loss, ciou_loss):
+        yield fn.__name__, fn, dict(), ('boxes',), ('row', 'full')
+
+
+CASES = {name: (fn, kw, make, weights) for name, fn, kw, make, weights in _cases()}
+
+
+def _inputs(name, gen, dtype):
+    make = CASES[name][2]
+    if make[0] == 'logits':
+        return _logits_and_targets(make[1], gen, dtype)
+    if make[0] == 'residual':
+        x = torch.randn(N, 4, generator=gen, dtype=torch.float64)
+        t = x + torch.randn(N, 4, generator=gen, dtype=torch.float64) * 1.5
+        t[:3] = x[:3]  # zero residual: the subgradient of |d| at 0
+        return x.to(dtype), t.to(dtype)
+    return _boxes(N, gen, dtype)
+
+
+def _weight(kind, pred, gen):
+    full = torch.rand(pred.shape, generator=gen, dtype=torch.float64).to(pred.dtype)
+    return {'row': full[:, 0].contiguous(), 'full': full, 'flat': full.reshape(-1)}[kind]
+
+
+def _run(fn, kw, pred, target, impl, reduction, weight=None, avg_factor=None):
+    x = pred.detach().clone().requires_grad_()
+    out = fn(x, target, impl=impl, weight=weight, reduction=reduction, avg_factor=avg_factor, **kw)
+    upstream = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view(out.shape)  # a non-uniform grad_output
+    (out * upstream).sum().backward()
+    return out.detach(), x.grad
+
+
+def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None):
+    fn, kw, _, _ = CASES[name]
+    pred, target = _inputs(name, gen, dtype)
+    w = None if weight_kind is None else _weight(weight_kind, pred, gen)
+    if w is not None and CASES[name][2][0] == 'boxes' and weight_kind == 'full':
+        w = torch.rand(pred.shape, generator=gen, dtype=torch.float64).to(dtype)  # (N, 4): mmdet averages it
+    v_e, g_e = _run(fn, kw, pred, target, 'eager', reduction, w, avg_factor)
+    v_f, g_f = _run(fn, kw, pred, target, 'fused', reduction, w, avg_factor)
+    assert v_f.dtype == v_e.dtype and v_f.shape == v_e.shape
+    assert torch.isfinite(v_f).all() and torch.isfinite(g_f).all()
+    torch.testing.assert_close(v_f, v_e, **TOL[dtype])
+    torch.testing.assert_close(g_f, g_e, **TOL[dtype])
+
+
+def _fused_in_graph(out):
+    """Whether a fused autograd Function produced ``out`` (searched through the cast nodes)."""
+    todo, seen = [out.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ('_ElementwiseBackward', '_BoxesBackward'):
+            return True
+        todo.extend(n for n, _ in node.next_functions)
+    return False
+
+
+def test_extension_is_built_and_used():
+    # `make install` builds mmloss_ext._fused; without it every loss silently runs eagerly
+    assert kernels.fused_available(), 'mmloss_ext._fused is missing: run `make install`'
+    x = torch.randn(8, 3, requires_grad=True)
+    out = focal_loss(x, torch.randint(0, 4, (8,)), impl='fused', reduction='sum')
+    assert _fused_in_graph(out)
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_fused_equals_eager(name, dtype, reduction, gen):
+    _assert_same(name, gen, dtype, reduction)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_fused_equals_eager_with_weights_and_avg_factor(name, gen):
+    for weight_kind in CASES[name][3]:
+        _assert_same(name, gen, torch.float64, 'none', weight_kind)
+        _assert_same(name, gen, torch.float64, 'mean', weight_kind, avg_factor=7.5)
+        _assert_same(name, gen, torch.float32, 'sum', weight_kind)
+
+
+@pytest.mark.parametrize('weight_kind', ['row', 'full'])
+@pytest.mark.parametrize('name', ['smooth_l1', 'balanced_l1'])
+def test_fused_narrow_rows_regrouped(name, weight_kind, gen):
+    # (160, 4): 640 elements, regrouped into rows of 64 by the kernel wrapper (N=37 above gives one flat row)
+    fn, kw, _, _ = CASES[name]
+    x = torch.randn(160, 4, generator=gen, dtype=torch.float64)
+    t = x + torch.randn(160, 4, generator=gen, dtype=torch.float64)
+    w = _weight(weight_kind, x, gen)
+    for reduction in ('none', 'mean'):
+        v_e, g_e = _run(fn, kw, x, t, 'eager', reduction, w)
+        v_f, g_f = _run(fn, kw, x, t, 'fused', reduction, w)
+        torch.testing.assert_close(v_f, v_e, **TOL[torch.float64])
+        torch.testing.assert_close(g_f, g_e, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'giou_loss', 'ciou_loss'])
+def test_fused_half_precision(name, dtype, gen):
+    _assert_same(name, gen, dtype, 'mean')
+    _assert_same(name, gen, dtype, 'none', 'row')
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_fused_empty_input_is_connected(name, reduction, gen):
+    fn, kw, make, _ = CASES[name]
+    pred, target = _inputs(name, gen, torch.float32)
+    target = tuple(t[:0] for t in target) if isinstance(target, tuple) else target[:0]
+    x = pred[:0].detach().requires_grad_()
+    out = fn(x, target, impl='fused', reduction=reduction, **kw)
+    ref = fn(x, target, impl='eager', reduction=reduction, **kw)
+    assert out.shape == ref.shape and (out == 0).all()
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_module_impl_is_config_settable_and_validated():
+    loss = MODELS.build(dict(type='mmloss_ext.FocalLoss', impl='eager'))
+    assert loss.impl == 'eager' and "impl='eager'" in repr(loss)
+    with pytest.raises(ValueError, match='impl'):
+        MODELS.build(dict(type='mmloss_ext.GIoULoss', impl='fast'))
+
+
+def _path(impl='auto', n=8):
+    x = torch.randn(n, 3, requires_grad=True)
+    return 'fused' if _fused_in_graph(smooth_l1_loss(x, torch.zeros(n, 3), impl=impl, reduction='sum')) else 'eager'
+
+
+def test_auto_dispatch_threshold_and_env(monkeypatch):
+    monkeypatch.delenv(dispatch.ENV_IMPL, raising=False)
+    monkeypatch.setenv(dispatch.ENV_MIN_NUMEL, '100')
+    assert _path(n=8) == 'eager'        # 24 elements < 100: eager
+    assert _path(n=40) == 'fused'       # 120 elements: fused
+    assert _path('eager', n=40) == 'eager'
+    assert _path('fused', n=8) == 'fused'
+    monkeypatch.setenv(dispatch.ENV_IMPL, 'eager')     # replaces 'auto' everywhere ...
+    assert _path(n=40) == 'eager'
+    assert _path('fused', n=8) == 'fused'  # ... but not an explicit choice
+    monkeypatch.setenv(dispatch.ENV_IMPL, 'fused')
+    assert _path(n=8) == 'fused'
+    monkeypatch.setenv(dispatch.ENV_IMPL, 'bogus')
+    with pytest.raises(ValueError, match='MMLOSS_EXT_IMPL'):
+        _path()
+
+
+def test_unsupported_options_and_grad_targets_fall_back_to_eager(gen):
+    x = torch.randn(6, 3, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 4, (6,), generator=gen)
+    for kw in (dict(pos_weight=[1.0, 2.0, 3.0]), dict(use_sigmoid=False, gamma=2.0)):
+        out = focal_loss(x, labels.clamp(max=2), impl='fused', reduction='sum', **kw)
+        assert not _fused_in_graph(out)
+        torch.testing.assert_close(out, focal_loss(x, labels.clamp(max=2), impl='eager', reduction='sum', **kw))
+    t = torch.rand(6, 3, generator=gen, requires_grad=True)  # a target that needs a gradient
+    out = smooth_l1_loss(x, t, impl='fused', reduction='sum')
+    out.backward()
+    assert t.grad is not None and torch.isfinite(t.grad).all()
+
+
+def test_fused_errors_match_eager(gen):
+    x = torch.randn(6, 3, generator=gen)
+    with pytest.raises(ValueError, match='FocalLoss'):
+        focal_loss(x, torch.full((6,), 4), impl='fused')      # label > C
+    with pytest.raises(ValueError, match='weight'):
+        smooth_l1_loss(x, x, weight=torch.ones(5), impl='fused')
+    with pytest.raises(ValueError, match='avg_factor'):
+        giou_loss(*_boxes(6, gen, torch.float32), impl='fused', reduction='sum', avg_factor=2.0)

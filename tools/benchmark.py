@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Benchmark the hot losses: mmdet's implementation, mmloss_ext eager, mmloss_ext fused.
+
+For each case (detector-scale inputs) the table gives the median forward+backward time over
+repeated runs after warm-up, its ratio to mmdet's in the same run, its ratio to one
+``torch.sigmoid`` pass over the same ``pred`` (the memory-bandwidth floor), the extra peak memory
+of one forward+backward call and the time of that first call, both measured in a fresh process
+(peak reset with ``/proc/self/clear_refs``, read from ``VmHWM``; the extra is ``VmHWM`` after the
+call minus the resident size before it, inputs already allocated).
+
+    python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
+    python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
+    python tools/benchmark.py --cases focal giou
+
+CE and Dice have no fused kernel (torch's cross-entropy is already a fused kernel): their
+fused column is the eager path. Losses run with ``impl='eager'`` / ``impl='fused'`` explicitly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# name: (mmdet type, mmloss_ext type, input kind, size, has a fused path, extra config)
+CASES = {
+    'focal': ('FocalLoss', 'FocalLoss', 'labels', (200_000, 80), True, {}),
+    'qfl': ('QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80), True, {}),
+    'vfl': ('VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80), True, {}),
+    'iou': ('IoULoss', 'IoULoss', 'boxes', (1_000_000,), True, {}),
+    'giou': ('GIoULoss', 'GIoULoss', 'boxes', (1_000_000,), True, {}),
+    'diou': ('DIoULoss', 'DIoULoss', 'boxes', (1_000_000,), True, {}),
+    'ciou': ('CIoULoss', 'CIoULoss', 'boxes', (1_000_000,), True, {}),
+    'smooth_l1': ('SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), True, {}),
+    'l1': ('L1Loss', 'L1Loss', 'residual', (1_000_000, 4), True, {}),
+    'balanced_l1': ('BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4), True, {}),
+    'ce': ('CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), False, {}),
+    'dice': ('DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512), False, {}),
+}
+IMPLS = ('mmdet', 'eager', 'fused')
+
+
+def make_inputs(kind, size, scale=1.0):
+    gen = torch.Generator().manual_seed(0)
+    size = (max(1, int(size[0] * scale)),) + tuple(size[1:]) if kind != 'dice' else size
+    if kind in ('labels', 'pair', 'soft'):
+        n, c = size
+        x = torch.randn(n, c, generator=gen)
+        labels = torch.randint(0, c + 1, (n,), generator=gen)
+        if kind == 'labels':
+            return x, labels
+        scores = torch.rand(n, generator=gen)
+        if kind == 'pair':
+            return x, (labels, scores)
+        t = torch.zeros(n, c)
+        pos = labels < c
+        t[pos.nonzero()[:, 0], labels[pos]] = scores[pos]
+        return x, t
+    if kind == 'boxes':
+        n = size[0]
+        xy = torch.rand(n, 2, generator=gen) * 100
+        t = torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=gen) * 50], 1)
+        return t + torch.randn(n, 4, generator=gen) * 5, t
+    if kind == 'residual':
+        return torch.randn(*size, generator=gen), torch.randn(*size, generator=gen)
+    if kind == 'ce':
+        n, c = size
+        return torch.randn(n, c, generator=gen), torch.randint(0, c, (n,), generator=gen)
+    return torch.randn(*size, generator=gen), (torch.rand(*size, generator=gen) > 0.5).float()  # dice
+
+
+def build(case, impl):
+    mm_type, ours_type, _, _, has_fused, extra = CASES[case]
+    if impl == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        return MODELS.build(dict(type=mm_type, **extra))
+    import mmloss_ext  # noqa: F401
+    from mmloss_ext.registry import MODELS
+    cfg = dict(type=f'mmloss_ext.{ours_type}', **extra)
+    if has_fused:
+        cfg['impl'] = impl
+    return MODELS.build(cfg)
+
+
+def step(loss, x, target):
+    x = x.detach().requires_grad_()
+    loss(x, target).backward()
+
+
+def median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _vm(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_fresh(case, impl, scale):
+    """In this (fresh) process: first-call time and extra peak memory of one fwd+bwd."""
+    loss = build(case, impl)
+    x, target = make_inputs(CASES[case][2], CASES[case][3], scale)
+    x = x.detach().requires_grad_()
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current resident size
+    before = _vm('VmRSS')
+    t0 = time.perf_counter()
+    loss(x, target).backward()
+    first = time.perf_counter() - t0
+    return dict(peak=_vm('VmHWM') - before, first=first)
+
+
+def fresh(case, impl, scale):
+    out = subprocess.run([sys.executable, __file__, '--_fresh', case, impl, str(scale)], capture_output=True,
+                         text=True, check=True, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_case(case, scale, repeat, out):
+    _, _, kind, size, has_fused, _ = CASES[case]
+    x, target = make_inputs(kind, size, scale)
+    floor = median_time(lambda: torch.sigmoid(x), repeat)
+    rows = {}
+    for impl in IMPLS:
+        if impl == 'fused' and not has_fused:
+            continue
+        loss = build(case, impl)
+        step(loss, x, target)  # warm-up
+        step(loss, x, target)
+        rows[impl] = dict(time=median_time(lambda: step(loss, x, target), repeat), **fresh(case, impl, scale))
+    shape = 'x'.join(map(str, x.shape))
+    out.write(f'\n{case} ({shape}; one sigmoid pass {floor * 1e3:.1f} ms)\n')
+    out.write(f'  {"impl":<6} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
+              f'{"1st call ms":>12}\n')
+    for impl, r in rows.items():
+        out.write(f'  {impl:<6} {r["time"] * 1e3:>11.1f} {rows["mmdet"]["time"] / r["time"]:>8.2f}x '
+                  f'{r["time"] / floor:>8.1f}x {r["peak"] / 2 ** 20:>14.0f} {r["first"] * 1e3:>12.1f}\n')
+    out.flush()
+    return dict(case=case, shape=shape, sigmoid=floor, **{k: v for k, v in rows.items()})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='1/10 of the sizes, 3 repeats')
+    parser.add_argument('--repeat', type=int, default=None, help='timed runs per implementation (default 7)')
+    parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--_fresh', nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._fresh:
+        case, impl, scale = args._fresh
+        print(json.dumps(measure_fresh(case, impl, float(scale))))
+        return
+    scale = 0.1 if args.quick else 1.0
+    repeat = args.repeat or (3 if args.quick else 7)
+    from mmloss_ext.kernels import fused_available
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability '
+          f'{torch.backends.cpu.get_cpu_capability()}, fused kernels available: {fused_available()}')
+    results = [run_case(c, scale, repeat, sys.stdout) for c in args.cases]
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
