@@ -33,7 +33,7 @@ install:
 	  || { echo "[install] mmdet 3.3.0"; $(PIP) install -q -r requirements/runtime.txt; }
 	@$(PY) -c "import kornia, monai, pytest, hypothesis" 2>/dev/null \
 	  || { echo "[install] test references and runner"; $(PIP) install -q -r requirements/tests.txt; }
-	@$(PY) -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != os.path.abspath('mmloss_ext'))" 2>/dev/null \
+	@$(PY) -I -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != '$(CURDIR)/mmloss_ext')" 2>/dev/null \
 	  || { echo "[install] mmloss_ext (editable)"; $(PIP) install -q --no-build-isolation --no-deps -e .; }
 	@$(PY) -c "import mmloss_ext._fused" 2>/dev/null \
 	  || { echo "[install] fused C++ kernels mmloss_ext._fused (~1 min)"; \
