@@ -3,7 +3,7 @@
 #   make install   create .venv/ and install the stack (idempotent: each step is skipped when its
 #                  check passes; the first run builds mmcv's ops from source, ~15 min on 2 cores)
 #   make test      install if needed, then pytest over tests/ and the doctests of mmloss_ext/
-#   make demo      install if needed, then run the demo
+#   make demo      install if needed, then a usage example and the training demo (shapes RetinaNet)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3.11
@@ -45,6 +45,7 @@ test: install
 
 demo: install
 	$(PY) tools/demo.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/train_demo.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,6 @@
+# Cascade-RPN Faster R-CNN R50-caffe-FPN 1x COCO: the RPN stages regress with mmloss_ext.CIoULoss (CIoU).
+_base_ = './cascade-rpn_faster-rcnn_r50-caffe_fpn_iou_1x_coco.py'
+
+rpn_weight = 0.7
+_base_.model.rpn_head.stages[0].loss_bbox = dict(type='mmloss_ext.CIoULoss', loss_weight=10.0 * rpn_weight)
+_base_.model.rpn_head.stages[1].loss_bbox = dict(type='mmloss_ext.CIoULoss', loss_weight=10.0 * rpn_weight)

@@ -1,0 +1,5 @@
+# Cascade RPN (RPN only) R50-caffe-FPN 1x COCO: both stages regress with mmloss_ext.WIoULoss (Wise-IoU-v3).
+_base_ = './cascade-rpn_r50-caffe_fpn_iou_1x_coco.py'
+
+_base_.model.rpn_head.stages[0].loss_bbox = dict(type='mmloss_ext.WIoULoss', loss_weight=10.0)
+_base_.model.rpn_head.stages[1].loss_bbox = dict(type='mmloss_ext.WIoULoss', loss_weight=10.0)

@@ -1,0 +1,7 @@
+# RetinaNet R50-FPN 1x COCO: mmloss_ext FocalLoss + GIoU (Rezatofighi et al. 2019) on decoded boxes (reg_decoded_bbox=True).
+_base_ = './retinanet_r50_fpn_focal_1x_coco.py'
+
+model = dict(
+    bbox_head=dict(
+        reg_decoded_bbox=True,
+        loss_bbox=dict(_delete_=True, type='mmloss_ext.GIoULoss', loss_weight=2.0)))

@@ -1,0 +1,245 @@
+"""End to end on the bundled shapes data, with tiny settings: tools/train.py and tools/test.py on the
+shapes RetinaNet and Cascade-RPN, checkpoint + --resume restoring the Wise-IoU running mean, and a
+2-process gloo run (tools/dist_train.sh) whose ranks keep identical Wise-IoU running means."""
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmloss_ext.datasets.shapes import generate_shapes
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(ROOT, 'tools')
+SHAPES = osp.join(ROOT, 'configs', 'shapes')
+RETINANET = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_giou.py')
+RETINANET_WIOU = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_wiou.py')
+CASCADE_RPN = osp.join(SHAPES, 'cascade-rpn_faster-rcnn_r18s_fpn_shapes_giou.py')
+WIOU_BUFFER = 'bbox_head.loss_bbox.iou_mean'  # WIoULoss keeps its running mean in the buffer `iou_mean`
+TIMEOUT = 240
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    """A tiny shapes dataset: 16 train and 8 val images of 128 px."""
+    return generate_shapes(str(tmp_path_factory.mktemp('shapes')), num_train=16, num_val=8, verbose=False)
+
+
+def tiny(epochs, batch_size=4, val=True):
+    """cfg-options: a few iterations of the shapes configs, in-process data loading, per-iteration logs."""
+    opts = [f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=1',
+            f'train_dataloader.batch_size={batch_size}', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'param_scheduler.0.end=2',
+            f'param_scheduler.1.T_max={epochs}', f'param_scheduler.1.end={epochs}',
+            'default_hooks.logger.interval=1', 'log_processor.window_size=1',
+            'default_hooks.checkpoint.interval=1', 'randomness.seed=0',
+            'shapes_data.num_train=16', 'shapes_data.num_val=8']  # what the data_root fixture made
+    for loader in ('val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.batch_size=4', f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
+    return opts
+
+
+def run(cmd, env=None, timeout=TIMEOUT):
+    env = dict(os.environ if env is None else env)
+    env.setdefault('OMP_NUM_THREADS', '2')
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def train(config, work_dir, data_root, *extra):
+    return run([sys.executable, osp.join(TOOLS, 'train.py'), config, '--work-dir', str(work_dir),
+                '--data-root', data_root, *extra])
+
+
+def scalars(work_dir):
+    sys.path.insert(0, TOOLS)
+    try:
+        from plot_curves import load_scalars
+    finally:
+        sys.path.remove(TOOLS)
+    return load_scalars(str(work_dir))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_shapes_dataset_is_deterministic_and_well_formed(tmp_path):
+    a = generate_shapes(str(tmp_path / 'a'), num_train=6, num_val=3, seed=3, verbose=False)
+    b = generate_shapes(str(tmp_path / 'b'), num_train=6, num_val=3, seed=3, verbose=False)
+    c = generate_shapes(str(tmp_path / 'c'), num_train=6, num_val=3, seed=4, verbose=False)
+    files = sorted(os.path.relpath(os.path.join(d, f), a) for d, _, fs in os.walk(a) for f in fs)
+    same = [open(osp.join(a, f), 'rb').read() == open(osp.join(b, f), 'rb').read() for f in files]
+    assert len(files) == 6 + 3 + 3 and all(same)  # images, annotations and meta.json, byte for byte
+    assert open(osp.join(a, 'train', '000000.png'), 'rb').read() != open(osp.join(c, 'train', '000000.png'), 'rb').read()
+    with open(osp.join(a, 'annotations', 'train.json')) as f:
+        coco = json.load(f)
+    assert [cat['name'] for cat in coco['categories']] == ['rectangle', 'ellipse', 'triangle']
+    assert len(coco['images']) == 6 and len(coco['annotations']) >= 6  # at least one object per image
+    for ann in coco['annotations']:
+        x, y, w, h = ann['bbox']
+        assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w >= 8 and h >= 8
+        assert ann['category_id'] in (1, 2, 3) and ann['area'] == w * h and ann['iscrowd'] == 0
+    # an existing, identical dataset is reused, not rewritten
+    stamp = os.path.getmtime(osp.join(a, 'meta.json'))
+    generate_shapes(a, num_train=6, num_val=3, seed=3, verbose=False)
+    assert os.path.getmtime(osp.join(a, 'meta.json')) == stamp
+
+
+def test_shapes_boxes_are_tight():
+    """Each object's box is exactly the extent of the pixels drawn for it."""
+    from mmloss_ext.datasets.shapes import make_image
+    yy, xx = np.mgrid[0:128, 0:128]
+    design = np.stack([np.ones(128 * 128), xx.ravel(), yy.ravel()], axis=1)
+    for i in range(30):
+        img, objects = make_image(0, 'train', i, max_objects=1, noise_std=0.0)
+        (label, (x, y, w, h)), = objects
+        x, y, w, h = map(int, (x, y, w, h))
+        # the background is a linear ramp per channel: fit it outside the box, then the shape is what
+        # departs from it (the shape colours are chosen far from the background)
+        outside = np.ones((128, 128), bool)
+        outside[y:y + h, x:x + w] = False
+        pixels = img.reshape(-1, 3).astype(float)
+        coef, *_ = np.linalg.lstsq(design[outside.ravel()], pixels[outside.ravel()], rcond=None)
+        mask = np.abs(pixels - design @ coef).sum(1).reshape(128, 128) > 40
+        rows, cols = np.nonzero(mask)
+        assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x, y, x + w, y + h), (i, label)
+
+
+@pytest.mark.slow
+def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
+    out = train(RETINANET, tmp_path, data_root, '--cfg-options', *tiny(epochs=2))
+    train_log, val_log = scalars(tmp_path)
+    losses = [r['loss'] for r in train_log]
+    assert len(losses) == 8  # 2 epochs x 16 images / batch 4, logged every iteration
+    assert all(map(lambda v: v == v and v < 1e3, losses))
+    assert sum(losses[-2:]) < sum(losses[:2])  # it learns: the last iterations beat the first
+    assert {'loss_cls', 'loss_bbox'} <= set(train_log[-1])
+    assert [r['iter'] for r in val_log] == [4, 8]  # validated after each epoch, placed at its iteration
+    assert all(0.0 <= r['coco/bbox_mAP'] <= 1.0 for r in val_log)
+    assert 'coco/bbox_mAP' in out
+    assert osp.isfile(tmp_path / 'epoch_2.pth')
+    assert osp.getsize(tmp_path / 'curves.png') > 10_000
+
+    test_out = run([sys.executable, osp.join(TOOLS, 'test.py'), RETINANET, str(tmp_path / 'epoch_2.pth'),
+                    '--work-dir', str(tmp_path / 'test'), '--data-root', data_root, '--cfg-options',
+                    *tiny(epochs=1)[-3:]])
+    test_map = float(re.findall(r'coco/bbox_mAP: ([-0-9.]+)', test_out)[-1])  # the line test.py prints last
+    assert 0.0 <= test_map <= 1.0
+    assert 'Load checkpoint from' in test_out and 'epoch_2.pth' in test_out
+
+
+@pytest.mark.slow
+def test_shapes_cascade_rpn_trains_and_evaluates(tmp_path, data_root):
+    train(CASCADE_RPN, tmp_path, data_root, '--no-plot', '--cfg-options', *tiny(epochs=1))
+    train_log, val_log = scalars(tmp_path)
+    assert len(train_log) == 4
+    keys = {k for k in train_log[-1] if k.startswith(('s0.', 's1.', 'loss'))}
+    # both RPN stages (s0: GIoU only, s1: objectness + GIoU) and the RoI head report their losses
+    assert {'s0.loss_rpn_reg', 's1.loss_rpn_cls', 's1.loss_rpn_reg', 'loss_cls', 'loss_bbox'} <= keys, keys
+    assert all(train_log[-1][k] == train_log[-1][k] for k in keys)  # finite, not NaN
+    assert len(val_log) == 1 and 0.0 <= val_log[0]['coco/bbox_mAP'] <= 1.0
+
+
+@pytest.mark.slow
+def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
+    first = train(RETINANET_WIOU, tmp_path, data_root, '--no-plot', '--cfg-options', *tiny(epochs=1))
+    ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    saved = ckpt['state_dict'][WIOU_BUFFER]
+    assert ckpt['meta']['iter'] == 4
+    assert not torch.equal(saved, torch.tensor(1.0)), 'the running mean never moved from its initial value'
+    assert 'coco/bbox_mAP' in first
+
+    sys.path.insert(0, TOOLS)
+    try:
+        import train as train_tool
+    finally:
+        sys.path.remove(TOOLS)
+    from mmengine.hooks import Hook
+
+    seen = {}
+
+    class Probe(Hook):
+        """What the resumed run starts from: its first training iteration runs right after this."""
+
+        def before_train(self, runner):
+            seen.update(iter=runner.iter, epoch=runner.epoch,
+                        buffer=runner.model.bbox_head.loss_bbox.iou_mean.clone(),
+                        conv=runner.model.bbox_head.retina_reg.weight.detach().clone())
+
+    # the command line `tools/train.py CONFIG --resume`, in this process so that the probe can watch
+    runner = train_tool.build_runner([RETINANET_WIOU, '--work-dir', str(tmp_path), '--data-root', data_root,
+                                      '--resume', '--no-plot', '--cfg-options', *tiny(epochs=2)])
+    assert torch.equal(runner.model.bbox_head.loss_bbox.iou_mean, torch.tensor(1.0))  # fresh, before loading
+    runner.register_hook(Probe(), priority='LOWEST')
+    runner.train()
+    assert (seen['iter'], seen['epoch']) == (4, 1)  # continued after epoch 1, not from scratch
+    assert torch.equal(seen['buffer'], saved)  # the loss state, restored from epoch_1.pth
+    assert torch.equal(seen['conv'], ckpt['state_dict']['bbox_head.retina_reg.weight'])
+    assert runner.iter == 8
+    final = runner.model.bbox_head.loss_bbox.iou_mean
+    assert not torch.equal(final, saved)  # and the resumed run kept updating it
+    resumed = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert torch.equal(resumed['state_dict'][WIOU_BUFFER], final)
+
+
+DUMP_HOOK = '''
+import os
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpWIoUMean(Hook):
+    """Record every rank's Wise-IoU running mean after each training iteration."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.history = out_dir, []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        model = getattr(runner.model, 'module', runner.model)
+        self.history.append(model.bbox_head.loss_bbox.iou_mean.detach().clone())
+
+    def after_train(self, runner):
+        torch.save(dict(history=self.history, world_size=runner.world_size),
+                   os.path.join(self.out_dir, f'rank{runner.rank}.pt'))
+'''
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_keeps_the_wiou_mean_in_sync(tmp_path, data_root):
+    (tmp_path / 'dump_wiou_mean.py').write_text(DUMP_HOOK)
+    config = tmp_path / 'wiou_dist.py'
+    config.write_text(textwrap.dedent(f'''
+        _base_ = {RETINANET_WIOU!r}
+        custom_imports = dict(imports=['mmloss_ext', 'dump_wiou_mean'], allow_failed_imports=False)
+        custom_hooks = [dict(type='DumpWIoUMean', out_dir={str(tmp_path)!r})]
+    '''))
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get('PYTHONPATH')])),
+               PYTHON=sys.executable)
+    run(['bash', osp.join(TOOLS, 'dist_train.sh'), str(config), '2', '--work-dir', str(tmp_path / 'work'),
+         '--data-root', data_root, '--no-plot', '--no-validate', '--cfg-options', *tiny(epochs=1, batch_size=2)],
+        env=env, timeout=180)
+    ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    assert [r['world_size'] for r in ranks] == [2, 2]
+    h0, h1 = ranks[0]['history'], ranks[1]['history']
+    assert len(h0) == len(h1) == 4  # 16 images / 2 ranks / batch 2
+    assert all(torch.equal(a, b) for a, b in zip(h0, h1)), (h0, h1)
+    assert not torch.equal(h0[-1], torch.tensor(1.0))  # it did move
+    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    assert torch.equal(ckpt['state_dict'][WIOU_BUFFER], h0[-1])
