@@ -437,3 +437,27 @@ def test_box_pair_is_computed_once():
     g = _boxes.BoxPair(P, T, eps=0.0)
     assert g.iou is g.iou and g.enclose_diag2 is g.enclose_diag2
     assert float(g.iou) == pytest.approx(IOU) and float(g.enclose_area) == 25.0
+
+
+def test_wiou_running_mean_ignores_zero_weight_boxes():
+    """A dense head passes every anchor with zero weight on the negatives (reg_decoded_bbox=True):
+    only the weighted boxes may move Wise-IoU's running mean (found in the shapes RetinaNet run)."""
+    from mmloss_ext.losses import WIoULoss
+    gen = torch.Generator().manual_seed(0)
+    pos_pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]], dtype=torch.float64)
+    pos_target = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 1.0, 3.0, 3.0]], dtype=torch.float64)
+    negatives = torch.rand(6, 4, generator=gen, dtype=torch.float64) * 10
+    pred = torch.cat([pos_pred, negatives])
+    target = torch.cat([pos_target, torch.zeros(6, 4, dtype=torch.float64)])  # all-zero targets
+    weight = torch.cat([torch.ones(2), torch.zeros(6)]).double()
+    alone, padded = WIoULoss(momentum=0.5).double(), WIoULoss(momentum=0.5).double()
+    alone(pos_pred, pos_target)
+    padded(pred, target, weight)
+    # 1 - IoU of the two positives: 1 - 2/4 = 0.5 and 1 - 4/6 = 1/3 -> batch mean 5/12;
+    # running mean 0.5 * 1 + 0.5 * 5/12
+    torch.testing.assert_close(padded.iou_mean, torch.tensor(0.5 + 0.5 * 5 / 12, dtype=torch.float64))
+    torch.testing.assert_close(padded.iou_mean, alone.iou_mean)
+    # and the loss of the positives is the same with or without the zero-weight padding
+    a = WIoULoss().double().eval()
+    torch.testing.assert_close(a(pred, target, weight, reduction_override='sum'),
+                               a(pos_pred, pos_target, reduction_override='sum'))

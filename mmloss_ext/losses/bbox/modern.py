@@ -19,7 +19,7 @@ from .._boxes import (EPS_RANGES, IOU_MODES, NON_NEGATIVE, POSITIVE, UNIT, BoxPa
                       shape_cost, size_mismatch, variant_loss)
 from ..base import BaseLoss
 from ..inputs import check_choice, check_ranges, check_tensor
-from ..reduction import AvgFactor
+from ..reduction import AvgFactor, adapt_weight, per_box_weight
 
 __all__ = [
     'efficient_iou_loss', 'alpha_iou_loss', 'wiou_loss', 'mpdiou_loss', 'inner_iou_loss',
@@ -96,21 +96,25 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: st
     return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
 
 
-def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool, momentum: float) -> Tensor:
+def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool, momentum: float,
+               weight: Optional[Tensor] = None) -> Tensor:
     """The normaliser of Wise-IoU v2/v3 (no gradient); updates ``running_mean`` in place when training.
 
-    The batch mean is all-reduced across ranks (as the sum and count, so that ranks with no
-    boxes count for nothing) when ``torch.distributed`` is initialised.
+    The statistic is the ``weight``-weighted mean of the IoU loss, so boxes of zero weight (the
+    negatives a dense head passes with ``reg_decoded_bbox=True``) do not count. It is all-reduced
+    across ranks (as the weighted sum and the weight total, so that ranks with no boxes count for
+    nothing) when ``torch.distributed`` is initialised.
     """
     with torch.no_grad():
+        w = torch.ones_like(loss_iou) if weight is None else weight.to(loss_iou.dtype).clamp(min=0).expand_as(loss_iou)
+        stats = torch.stack([(w * loss_iou).sum(), w.sum()])
+        tiny = torch.finfo(stats.dtype).tiny
         if running_mean is None:
-            return loss_iou.mean()
+            return stats[0] / stats[1].clamp(min=tiny)
         if training:
-            # new_full is a fill kernel: new_tensor would be a host-to-device copy, a sync on CUDA
-            stats = torch.stack([loss_iou.sum(), loss_iou.new_full((), loss_iou.numel())])
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(stats)
-            blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=1.0)
+            blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=tiny)
             running_mean.copy_(torch.where(stats[1] > 0, blended, running_mean))
         return running_mean.clone()
 
@@ -131,7 +135,8 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
     enclosing-box normaliser and the focusing coefficients). :math:`\overline{\mathcal{L}}_{IoU}`
     is, like ``F.batch_norm``'s statistics:
 
-    * ``running_mean=None``: the mean of :math:`\mathcal{L}_{IoU}` over this batch;
+    * ``running_mean=None``: the mean of :math:`\mathcal{L}_{IoU}` over this batch, weighted by
+      ``weight`` (boxes of zero weight, e.g. a dense head's negatives, do not count);
     * a 0-d tensor and ``training=False``: that value;
     * a 0-d tensor and ``training=True``: first updated in place,
       :math:`m \leftarrow (1 - \text{momentum})\, m + \text{momentum} \cdot \text{batch mean}` (the
@@ -161,7 +166,9 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
         loss = torch.exp(g.centre_dist2 / g.enclose_diag2.detach()) * loss_iou
         if version == 'v1':
             return loss
-        beta = loss_iou.detach() / _wiou_mean(loss_iou.detach(), running_mean, training, momentum).clamp(min=_EPS)
+        box_weight = None if weight is None else adapt_weight(name, per_box_weight(name, weight, pred), loss_iou)
+        mean = _wiou_mean(loss_iou.detach(), running_mean, training, momentum, box_weight)
+        beta = loss_iou.detach() / mean.clamp(min=_EPS)
         return loss * (beta.sqrt() if version == 'v2' else beta / (delta * alpha ** (beta - delta)))
 
     return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
