@@ -33,12 +33,12 @@ def _boxes(n, gen, dtype):
     return p.to(dtype), t.to(dtype)
 
 
-def _logits_and_targets(kind, gen, dtype):
-    x = (torch.randn(N, C, generator=gen, dtype=torch.float64) * 3)
+def _logits_and_targets(kind, gen, dtype, n=N, c=C):
+    x = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 3)
     x[0, :3] = torch.tensor([1e4, -1e4, 0.0], dtype=torch.float64)  # extreme logits
-    labels = torch.randint(0, C + 1, (N,), generator=gen)            # C = background
-    soft = torch.rand(N, C, generator=gen, dtype=torch.float64) * (torch.rand(N, C, generator=gen) > 0.7)
-    scores = torch.rand(N, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, c + 1, (n,), generator=gen)            # c = background
+    soft = torch.rand(n, c, generator=gen, dtype=torch.float64) * (torch.rand(n, c, generator=gen) > 0.7)
+    scores = torch.rand(n, generator=gen, dtype=torch.float64)
     target = {'labels': labels, 'soft': soft.to(dtype), 'pair': (labels, scores.to(dtype))}[kind]
     return x.to(dtype), target
 
@@ -155,6 +155,39 @@ def test_fused_narrow_rows_regrouped(name, weight_kind, gen):
         v_f, g_f = _run(fn, kw, x, t, 'fused', reduction, w)
         torch.testing.assert_close(v_f, v_e, **TOL[torch.float64])
         torch.testing.assert_close(g_f, g_e, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'iou-log', 'giou_loss', 'ciou_loss'])
+def test_fused_large_inputs_split_across_threads(name, gen):
+    # two threads: chunk boundaries off the vector width, prefetches past the last row; float32
+    # totals accumulated over thousands of vectors (smooth L1: 50001 x 4 does not regroup, one long
+    # row); float32 gradients of single boxes can cancel catastrophically, in eager as in fused:
+    # those are compared in float64
+    fn, kw, make, _ = CASES[name]
+    if make[0] == 'logits':
+        pred, target = _logits_and_targets(make[1], gen, torch.float64, n=1201, c=80)
+    elif make[0] == 'residual':
+        pred = torch.randn(50001, 4, generator=gen, dtype=torch.float64)
+        target = pred + torch.randn(50001, 4, generator=gen, dtype=torch.float64)
+    else:
+        pred, target = _boxes(9001, gen, torch.float64)
+    w = _weight('row', pred, gen)
+    single = tuple(t.float() if t.is_floating_point() else t for t in (target if isinstance(target, tuple)
+                                                                       else (target,)))
+    single = single if isinstance(target, tuple) else single[0]
+    calls = [(pred, target, 'mean', None, torch.float64), (pred, target, 'none', w, torch.float64),
+             (pred.float(), single, 'mean', None, torch.float32)]
+    eager = [_run(fn, kw, p, t, 'eager', r, wt) for p, t, r, wt, _ in calls]  # eager: the default threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused = [_run(fn, kw, p, t, 'fused', r, wt) for p, t, r, wt, _ in calls]
+    finally:
+        torch.set_num_threads(threads)
+    for (v_e, g_e), (v_f, g_f), (_, _, _, _, dtype) in zip(eager, fused, calls):
+        torch.testing.assert_close(v_f, v_e, **TOL[dtype])
+        if dtype == torch.float64:
+            torch.testing.assert_close(g_f, g_e, **TOL[dtype])
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

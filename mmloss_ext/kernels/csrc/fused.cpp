@@ -9,7 +9,8 @@
 //     against a dense target (N, K) or integer labels (N,) (one-hot, label K = background, with an
 //     optional per-row score: QFL), weighted by an optional per-row (N,) or full (N, K) weight;
 //     the forward writes the (N, K) loss, the (N,) row sums, or returns the total (never both);
-//   * boxes (IoU family): pred and target (N, 4) x1y1x2y2, one loss per box, scalar code.
+//   * boxes (IoU family): pred and target (N, 4) x1y1x2y2, one loss per box, a vector lane per box,
+//     the gradient by a hand-derived reverse sweep.
 // The backward gets the upstream gradient as a scalar (reduced losses), per row or per element.
 #include <torch/extension.h>
 
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -27,16 +29,33 @@ using at::vec::Vectorized;
 // ---------------------------------------------------------------------------------------------
 // elementwise ops: loss(x, t) and d loss / d x, on vectors
 
+// One exp per element: with e = exp(-|x|) in (0, 1], sigmoid(x) = 1/(1+e) (x >= 0) or e/(1+e),
+// p (1 - p) = e/(1+e)^2, and softplus(-|x|) = log1p(e) = 2 atanh(s), s = e/(2+e) in [0, 1/3].
+// In float32 both quotients come from one division, d = 1/((1+e)(2+e)), and atanh from its odd
+// series, 2 s sum_k s^2k/(2k+1) up to k = 7 (truncation < 4e-9 relative, below float32's ulp);
+// float64 keeps SLEEF's log1p (1 ulp) and an exact division.
 template <typename T>
 struct SigmoidParts {  // p = sigmoid(x), bce(x, t) = max(x, 0) - x t + log1p(exp(-|x|))
   using V = Vectorized<T>;
-  V p, softplus;
+  V p, pq, softplus;  // pq = p (1 - p)
   explicit SigmoidParts(const V& x) {
     const V one(T(1));
     V e = x.abs().neg().exp_u20();  // 20 ulp in float32 (inductor's softmax exp), exact exp in float64
-    V r = one / (one + e);
-    p = V::blendv(e * r, r, x >= V(T(0)));
-    softplus = e.log1p();
+    V r;
+    if constexpr (std::is_same_v<T, float>) {
+      const V two(T(2)), a = one + e, b = two + e, d = one / (a * b);
+      r = b * d;
+      const V s = e * a * d, z = s * s;
+      V poly(T(1) / T(15));
+      for (int k = 13; k >= 1; k -= 2) poly = at::vec::fmadd(poly, z, V(T(1) / T(k)));
+      softplus = two * s * poly;
+    } else {
+      r = one / (one + e);
+      softplus = e.log1p();
+    }
+    const V er = e * r;
+    p = V::blendv(er, r, x >= V(T(0)));
+    pq = er * r;
   }
   V bce(const V& x, const V& t) const { return at::vec::maximum(x, V(T(0))) - x * t + softplus; }
 };
@@ -78,7 +97,7 @@ struct FocalOp {  // sigmoid focal: bce (alpha t + (1-alpha)(1-t)) (p(1-t) + (1-
     V af = V(T(1) - alpha) + V(T(2) * alpha - T(1)) * t;
     V q = s.p + t * (one - two * s.p), qg, slope;
     pow_and_slope(q, gamma, qg, slope);
-    return af * ((s.p - t) * qg + s.bce(x, t) * slope * (one - two * t) * s.p * (one - s.p));
+    return af * ((s.p - t) * qg + s.bce(x, t) * slope * (one - two * t) * s.pq);
   }
 };
 
@@ -99,7 +118,7 @@ struct QualityFocalOp {  // bce |t - p|^beta
     pow_and_slope(d.abs(), beta, qg, slope);
     const V zero(T(0)), one(T(1));
     V sign = V::blendv(zero, one, d > zero) - V::blendv(zero, one, d < zero);
-    return d * qg + s.bce(x, t) * slope * sign * s.p * (one - s.p);
+    return d * qg + s.bce(x, t) * slope * sign * s.pq;
   }
 };
 
@@ -123,7 +142,7 @@ struct VarifocalOp {  // bce * (t > 0 ? (iou_weighted ? t : 1) : alpha |p - t|^g
     V d = s.p - t, qg, slope;
     pow_and_slope(d.abs(), gamma, qg, slope);
     V sign = V::blendv(zero, one, d > zero) - V::blendv(zero, one, d < zero);
-    V negative = V(alpha) * (d * qg + s.bce(x, t) * slope * sign * s.p * (one - s.p));
+    V negative = V(alpha) * (d * qg + s.bce(x, t) * slope * sign * s.pq);
     return V::blendv(negative, d * positive(t), t > zero);
   }
 };
@@ -182,6 +201,7 @@ struct Rows {  // raw views of the inputs of one elementwise call
   const T* score = nullptr;
   const T* wrow = nullptr;   // (N,) weight
   const T* wfull = nullptr;  // (N, K) weight
+  Vectorized<T> iota = Vectorized<T>::arange(T(0), T(1));  // 0, 1, ..., size - 1
 
   Vectorized<T> target_at(int64_t n, int64_t c) const {
     using V = Vectorized<T>;
@@ -191,7 +211,7 @@ struct Rows {  // raw views of the inputs of one elementwise call
       return cnt == vs ? V::loadu(target + n * cols + c) : V::loadu(target + n * cols + c, cnt);
     }
     const T hot = score != nullptr ? score[n] : T(1);
-    return V::blendv(V(T(0)), V(hot), V::arange(T(c), 1) == V(T(labels[n])));
+    return V::blendv(V(T(0)), V(hot), iota == V(T(labels[n] - c)));
   }
 };
 
@@ -209,6 +229,17 @@ inline double hsum(const Vectorized<T>& v) {
   return s;
 }
 
+// software prefetch 4 KiB ahead of a stream (one line per vector): the hardware prefetchers stop at
+// page boundaries, which leaves the long per-element formulas waiting on memory (measured: ~25%)
+template <typename T>
+inline void prefetch_read(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + 4096, 0, 3);
+}
+template <typename T>
+inline void prefetch_write(T* p) {
+  __builtin_prefetch(reinterpret_cast<char*>(p) + 4096, 1, 3);
+}
+
 inline int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1)); }
 
 // out_elem (N, K) or out_row (N,) when given; else the weighted total is returned.
@@ -217,34 +248,49 @@ double forward_rows(const Op& op, const Rows<T>& a, T* out_elem, T* out_row) {
   using V = Vectorized<T>;
   const int64_t vs = V::size();
   return at::parallel_reduce(0, a.rows, grain_rows(a.cols), 0.0, [&](int64_t begin, int64_t end, double total) {
+    // float32 sums stay short: a row's vectors flush to double every 64 vectors (long rows); short
+    // rows accumulate, weighted, into `acc`, flushed once 64 vectors or more went into it
+    V acc(T(0));
+    int64_t pending = 0;
     for (int64_t n = begin; n < end; ++n) {
       const T rw = a.wrow != nullptr ? a.wrow[n] : T(1);
       double row = 0.0;
-      V acc(T(0));
-      int64_t pending = 0;
+      V racc(T(0));
+      int64_t rpending = 0;
       for (int64_t c = 0; c < a.cols; c += vs) {
         const int64_t cnt = std::min(vs, a.cols - c), off = n * a.cols + c;
+        prefetch_read(a.x + off);
+        if (a.target != nullptr) prefetch_read(a.target + off);
+        if (a.wfull != nullptr) prefetch_read(a.wfull + off);
+        if (out_elem != nullptr) prefetch_write(out_elem + off);
         V l = op.loss(load(a.x + off, cnt), a.target_at(n, c));
         if (a.wfull != nullptr) l = l * load(a.wfull + off, cnt);
         if (out_elem != nullptr) {
           (l * V(rw)).store(out_elem + off, cnt);
           continue;
         }
-        acc = acc + (cnt == vs ? l : V::set(V(T(0)), l, cnt));
-        if (++pending == 64) {  // flush to double now and then: long rows stay accurate in float32
-          row += hsum(acc);
-          acc = V(T(0));
-          pending = 0;
+        racc = racc + (cnt == vs ? l : V::set(V(T(0)), l, cnt));
+        if (++rpending == 64) {
+          row += hsum(racc);
+          racc = V(T(0));
+          rpending = 0;
         }
       }
       if (out_elem != nullptr) continue;
-      row = (row + hsum(acc)) * double(rw);
-      if (out_row != nullptr)
-        out_row[n] = T(row);
-      else
-        total += row;
+      if (out_row != nullptr) {
+        out_row[n] = T((row + hsum(racc)) * double(rw));
+        continue;
+      }
+      total += row * double(rw);
+      acc = at::vec::fmadd(racc, V(rw), acc);
+      pending += rpending;
+      if (pending >= 64) {
+        total += hsum(acc);
+        acc = V(T(0));
+        pending = 0;
+      }
     }
-    return total;
+    return total + hsum(acc);
   }, std::plus<double>());
 }
 
@@ -260,6 +306,11 @@ void backward_rows(const Op& op, const Rows<T>& a, double gscale, const T* grow,
       if (grow != nullptr) f *= grow[n];
       for (int64_t c = 0; c < a.cols; c += vs) {
         const int64_t cnt = std::min(vs, a.cols - c), off = n * a.cols + c;
+        prefetch_read(a.x + off);
+        if (a.target != nullptr) prefetch_read(a.target + off);
+        if (a.wfull != nullptr) prefetch_read(a.wfull + off);
+        if (gfull != nullptr) prefetch_read(gfull + off);
+        prefetch_write(dx + off);
         V g = op.grad(load(a.x + off, cnt), a.target_at(n, c)) * V(f);
         if (a.wfull != nullptr) g = g * load(a.wfull + off, cnt);
         if (gfull != nullptr) g = g * load(gfull + off, cnt);
@@ -349,116 +400,142 @@ at::Tensor elementwise_backward(int64_t kind, std::vector<double> h, at::Tensor 
 
 
 // ---------------------------------------------------------------------------------------------
-// boxes: one loss per (pred, target) pair, gradient w.r.t. pred by forward-mode duals (4 tangents)
+// boxes: one loss per (pred, target) pair, vectorised over boxes (a vector lane per box, the
+// (N, 4) rows transposed to one vector per coordinate), gradient w.r.t. pred in reverse mode:
+// one backward sweep through the formula, derived by hand below. Subgradients as torch's:
+// maximum/minimum split the gradient on ties, clamp passes it on the boundary (x >= lo, x <= hi).
+
+// boxes [i, i + cnt) of an (N, 4) array as one vector per coordinate; lanes >= cnt repeat box i
+template <typename T>
+inline void load_boxes(const T* p, int64_t cnt, Vectorized<T> out[4]) {
+  constexpr int64_t vs = Vectorized<T>::size();
+  for (int64_t k = 0; k < 4; ++k) prefetch_read(p + k * vs);
+  alignas(64) T buf[4][vs];
+  for (int64_t j = 0; j < vs; ++j)
+    for (int k = 0; k < 4; ++k) buf[k][j] = p[4 * (j < cnt ? j : 0) + k];
+  for (int k = 0; k < 4; ++k) out[k] = Vectorized<T>::loadu(buf[k]);
+}
 
 template <typename T>
-struct Dual {  // value and d/d(pred x1, y1, x2, y2)
-  T v;
-  T d[4];
-  Dual(T value = T(0)) : v(value), d{T(0), T(0), T(0), T(0)} {}
-  static Dual var(T value, int i) {
-    Dual r(value);
-    r.d[i] = T(1);
-    return r;
-  }
-  Dual chain(T value, T slope) const {  // r = f(*this), f' = slope
-    Dual r(value);
-    for (int i = 0; i < 4; ++i) r.d[i] = slope * d[i];
-    return r;
-  }
-};
+inline void store_boxes(T* p, int64_t cnt, const Vectorized<T> in[4]) {
+  constexpr int64_t vs = Vectorized<T>::size();
+  for (int64_t k = 0; k < 4; ++k) prefetch_write(p + k * vs);
+  alignas(64) T buf[4][vs];
+  for (int k = 0; k < 4; ++k) in[k].store(buf[k]);
+  for (int64_t j = 0; j < cnt; ++j)
+    for (int k = 0; k < 4; ++k) p[4 * j + k] = buf[k][j];
+}
 
-template <typename T> inline T val(const T& x) { return x; }
-template <typename T> inline T val(const Dual<T>& x) { return x.v; }
-
-#define MMLOSS_DUAL_BINARY(OP, VALUE, DA, DB)                                              \
-  template <typename T>                                                                    \
-  inline Dual<T> operator OP(const Dual<T>& a, const Dual<T>& b) {                         \
-    Dual<T> r(VALUE);                                                                      \
-    for (int i = 0; i < 4; ++i) r.d[i] = (DA) * a.d[i] + (DB) * b.d[i];                    \
-    return r;                                                                              \
-  }                                                                                        \
-  template <typename T>                                                                    \
-  inline Dual<T> operator OP(const Dual<T>& a, T b) { return a OP Dual<T>(b); }            \
-  template <typename T>                                                                    \
-  inline Dual<T> operator OP(T a, const Dual<T>& b) { return Dual<T>(a) OP b; }
-MMLOSS_DUAL_BINARY(+, a.v + b.v, T(1), T(1))
-MMLOSS_DUAL_BINARY(-, a.v - b.v, T(1), T(-1))
-MMLOSS_DUAL_BINARY(*, a.v * b.v, b.v, a.v)
-MMLOSS_DUAL_BINARY(/, a.v / b.v, T(1) / b.v, -a.v / (b.v * b.v))
-#undef MMLOSS_DUAL_BINARY
-
-// torch's subgradients: max/min split the gradient on ties, clamp passes it on the boundary
-template <typename T> inline T maxi(T a, T b) { return std::max(a, b); }
-template <typename T> inline T mini(T a, T b) { return std::min(a, b); }
-template <typename T> inline T clamp_min(T a, T lo) { return std::max(a, lo); }
-template <typename T> inline T clamp2(T a, T lo, T hi) { return std::min(std::max(a, lo), hi); }
-template <typename T> inline T atan_(T a) { return std::atan(a); }
-template <typename T> inline T log_(T a) { return std::log(a); }
-template <typename T>
-inline Dual<T> pick(const Dual<T>& a, const Dual<T>& b, T wa) {  // wa * a + (1 - wa) * b (wa in {0, 1/2, 1})
-  Dual<T> r(wa * a.v + (T(1) - wa) * b.v);
-  for (int i = 0; i < 4; ++i) r.d[i] = wa * a.d[i] + (T(1) - wa) * b.d[i];
-  return r;
-}
-template <typename T> inline Dual<T> maxi(const Dual<T>& a, const Dual<T>& b) {
-  return pick(a, b, a.v > b.v ? T(1) : a.v == b.v ? T(0.5) : T(0));
-}
-template <typename T> inline Dual<T> mini(const Dual<T>& a, const Dual<T>& b) {
-  return pick(a, b, a.v < b.v ? T(1) : a.v == b.v ? T(0.5) : T(0));
-}
-template <typename T> inline Dual<T> maxi(const Dual<T>& a, T b) { return maxi(a, Dual<T>(b)); }
-template <typename T> inline Dual<T> mini(const Dual<T>& a, T b) { return mini(a, Dual<T>(b)); }
-// branch-free (a mask times the tangents), so that the loop over boxes can vectorise
-template <typename T> inline Dual<T> clamp_min(const Dual<T>& a, T lo) {
-  Dual<T> r(std::max(a.v, lo));
-  const T pass = a.v >= lo ? T(1) : T(0);
-  for (int i = 0; i < 4; ++i) r.d[i] = pass * a.d[i];
-  return r;
-}
-template <typename T> inline Dual<T> clamp2(const Dual<T>& a, T lo, T hi) {
-  Dual<T> r(std::min(std::max(a.v, lo), hi));
-  const T pass = (a.v >= lo) & (a.v <= hi) ? T(1) : T(0);
-  for (int i = 0; i < 4; ++i) r.d[i] = pass * a.d[i];
-  return r;
-}
-template <typename T> inline Dual<T> atan_(const Dual<T>& a) {
-  return a.chain(std::atan(a.v), T(1) / (T(1) + a.v * a.v));
-}
-template <typename T> inline Dual<T> log_(const Dual<T>& a) { return a.chain(std::log(a.v), T(1) / a.v); }
+// d max(a, b) / d a and d min(a, b) / d a: 1, 1/2 on a tie, else 0
+template <typename V> inline V max_share(const V& a, const V& b) { return a.gt(b) + V(0.5) * a.eq(b); }
+template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b) + V(0.5) * a.eq(b); }
 
 enum BoxKind { kIoULinear = 0, kIoUSquare = 1, kIoULog = 2, kGIoU = 3, kDIoU = 4, kCIoU = 5 };
 
-// the loss of one box pair: S = T (value) or Dual<T> (value and gradient); mirrors _boxes.BoxPair
-template <int64_t kind, typename S, typename T>
-S box_loss_one(T eps, T floor, S px1, S py1, S px2, S py2, T tx1, T ty1, T tx2, T ty2) {
-  const T zero(0);
-  S pw = clamp_min(px2 - px1, zero), ph = clamp_min(py2 - py1, zero);
-  T tw = std::max(tx2 - tx1, zero), th = std::max(ty2 - ty1, zero);
-  S iw = clamp_min(mini(px2, tx2) - maxi(px1, tx1), zero);
-  S ih = clamp_min(mini(py2, ty2) - maxi(py1, ty1), zero);
-  S inter = iw * ih;
-  S uni = pw * ph + tw * th - inter + eps;
-  S iou = inter / uni;
-  if constexpr (kind == kIoULinear) return T(1) - clamp_min(iou, floor);
-  if constexpr (kind == kIoUSquare) { S c = clamp_min(iou, floor); return T(1) - c * c; }
-  if constexpr (kind == kIoULog) return T(0) - log_(clamp_min(iou, floor));
-  S cw = clamp_min(maxi(px2, tx2) - mini(px1, tx1), zero);
-  S ch = clamp_min(maxi(py2, ty2) - mini(py1, ty1), zero);
-  if constexpr (kind == kGIoU) {
-    S area = cw * ch + eps;
-    return T(1) - (iou - (area - uni) / area);
+// The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
+// eager losses term by term; with `grad`, also d loss / d p into g.
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> box_eval(T eps_, T floor_, const Vectorized<T> p[4], const Vectorized<T> t[4],
+                              Vectorized<T> g[4]) {
+  using V = Vectorized<T>;
+  using at::vec::maximum;
+  using at::vec::minimum;
+  const V zero(T(0)), one(T(1)), half(T(0.5)), eps(eps_);
+  // forward: sizes (clamped at 0), intersection, union, IoU
+  const V pwr = p[2] - p[0], phr = p[3] - p[1];
+  const V pw = maximum(pwr, zero), ph = maximum(phr, zero);
+  const V tw = maximum(t[2] - t[0], zero), th = maximum(t[3] - t[1], zero);
+  const V iwr = minimum(p[2], t[2]) - maximum(p[0], t[0]), ihr = minimum(p[3], t[3]) - maximum(p[1], t[1]);
+  const V iw = maximum(iwr, zero), ih = maximum(ihr, zero);
+  const V inter = iw * ih;
+  const V uni = pw * ph + tw * th - inter + eps;
+  const V iou = inter / uni;
+  // the loss as 1 - score; d loss / d (iou, union, enclosing w and h, centre offset, pred w and h)
+  V loss, d_iou, d_uni(T(0)), d_cw(T(0)), d_ch(T(0)), d_dx(T(0)), d_dy(T(0)), d_pw(T(0)), d_ph(T(0));
+  V cwr, chr, cw, ch;
+  if constexpr (kind == kIoULinear || kind == kIoUSquare || kind == kIoULog) {
+    const V c = maximum(iou, V(floor_)), pass = iou.ge(V(floor_));
+    if constexpr (kind == kIoULinear) {
+      loss = one - c;
+      d_iou = zero - pass;
+    } else if constexpr (kind == kIoUSquare) {
+      loss = one - c * c;
+      d_iou = zero - V(T(2)) * c * pass;
+    } else {
+      loss = zero - c.log();
+      d_iou = zero - pass / c;
+    }
+  } else {
+    cwr = maximum(p[2], t[2]) - minimum(p[0], t[0]);
+    chr = maximum(p[3], t[3]) - minimum(p[1], t[1]);
+    cw = maximum(cwr, zero);
+    ch = maximum(chr, zero);
+    if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = cw ch + eps
+      const V area = cw * ch + eps;
+      loss = one - (iou - (area - uni) / area);
+      d_iou = zero - one;
+      if constexpr (grad) {
+        const V inv = one / area, d_area = uni * inv * inv;
+        d_uni = zero - inv;
+        d_cw = d_area * ch;
+        d_ch = d_area * cw;
+      }
+    } else {  // DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1)
+      const V dx = ((t[0] - p[0]) + (t[2] - p[2])) * half, dy = ((t[1] - p[1]) + (t[3] - p[3])) * half;
+      const V diag = cw * cw + ch * ch + eps, pen = (dx * dx + dy * dy) / diag;
+      V d_pen;
+      if constexpr (kind == kDIoU) {
+        loss = one - (iou - pen);
+        d_iou = zero - one;
+        d_pen = one;
+      } else {
+        const V aspect(T(4.0 / (M_PI * M_PI)));
+        const V hp = ph + eps, a = pw / hp;
+        const V da = (tw / (th + eps)).atan() - a.atan();
+        const V v = aspect * da * da;
+        const V alpha = iou.gt(half) * v / (one - iou + v + eps);  // no gradient (mmdet)
+        const V score = iou - (pen + alpha * v);
+        loss = one - minimum(maximum(score, V(T(-1))), one);
+        d_iou = zero - score.ge(V(T(-1))) * score.le(one);
+        d_pen = zero - d_iou;
+        if constexpr (grad) {  // v = aspect (atan(tw / (th + eps)) - atan(pw / hp))^2
+          const V k = d_pen * alpha * aspect * V(T(2)) * da / ((one + a * a) * hp);
+          d_pw = zero - k;
+          d_ph = k * a;
+        }
+      }
+      if constexpr (grad) {
+        const V d_diag = zero - d_pen * pen / diag, two(T(2));
+        d_dx = d_pen * two * dx / diag;
+        d_dy = d_pen * two * dy / diag;
+        d_cw = d_diag * two * cw;
+        d_ch = d_diag * two * ch;
+      }
+    }
   }
-  S dx = ((tx1 - px1) + (tx2 - px2)) * T(0.5), dy = ((ty1 - py1) + (ty2 - py2)) * T(0.5);
-  S diou = (dx * dx + dy * dy) / (cw * cw + ch * ch + eps);
-  if constexpr (kind == kDIoU) return T(1) - (iou - diou);
-  // CIoU, mmdet's form: alpha = [iou > 0.5] v / (1 - iou + v + eps) without gradient, clamp to [-1, 1]
-  const T aspect = T(4.0 / (M_PI * M_PI));
-  S da = atan_(S(tw / (th + eps))) - atan_(pw / (ph + eps));
-  S v = aspect * da * da;
-  const T iv = val(iou), vv = val(v);
-  const T alpha = iv > T(0.5) ? vv / (T(1) - iv + vv + eps) : T(0);
-  return T(1) - clamp2(iou - diou - alpha * v, T(-1), T(1));
+  if constexpr (grad) {
+    // iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
+    d_uni = d_uni - d_iou * iou / uni;
+    const V d_inter = d_iou / uni - d_uni;
+    d_pw = d_pw + d_uni * ph;
+    d_ph = d_ph + d_uni * pw;
+    const V d_iwr = d_inter * ih * iwr.ge(zero), d_ihr = d_inter * iw * ihr.ge(zero);
+    const V d_pwr = d_pw * pwr.ge(zero), d_phr = d_ph * phr.ge(zero);
+    // iwr = min(px2, tx2) - max(px1, tx1); pwr = px2 - px1; centre offset dx = (tx1 - px1 + tx2 - px2) / 2
+    g[0] = zero - d_iwr * max_share(p[0], t[0]) - d_pwr - half * d_dx;
+    g[1] = zero - d_ihr * max_share(p[1], t[1]) - d_phr - half * d_dy;
+    g[2] = d_iwr * min_share(p[2], t[2]) + d_pwr - half * d_dx;
+    g[3] = d_ihr * min_share(p[3], t[3]) + d_phr - half * d_dy;
+    if constexpr (kind == kGIoU || kind == kDIoU || kind == kCIoU) {
+      // cwr = max(px2, tx2) - min(px1, tx1)
+      const V d_cwr = d_cw * cwr.ge(zero), d_chr = d_ch * chr.ge(zero);
+      g[0] = g[0] - d_cwr * min_share(p[0], t[0]);
+      g[1] = g[1] - d_chr * min_share(p[1], t[1]);
+      g[2] = g[2] + d_cwr * max_share(p[2], t[2]);
+      g[3] = g[3] + d_chr * max_share(p[3], t[3]);
+    }
+  }
+  return loss;
 }
 
 template <typename F>
@@ -484,19 +561,33 @@ at::Tensor box_forward(int64_t kind_id, double eps, double floor, at::Tensor pre
   constexpr int64_t kind = decltype(k)::value;
   AT_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "mmloss_ext_box_forward", [&] {
     using T = scalar_t;
+    using V = Vectorized<T>;
+    constexpr int64_t vs = V::size();
     const T* p = pred.data_ptr<T>();
     const T* t = target.data_ptr<T>();
     const T* wp = ptr_or_null<T>(w);
     T* o = out_mode == 1 ? out.data_ptr<T>() : nullptr;
-    double total = at::parallel_reduce(0, n, 2048, 0.0, [&](int64_t b, int64_t e, double acc) {
-      for (int64_t i = b; i < e; ++i) {
-        const T* a = p + 4 * i;
-        const T* c = t + 4 * i;
-        T l = box_loss_one<kind, T, T>(T(eps), T(floor), a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]);
-        if (wp != nullptr) l *= wp[i];
-        if (o != nullptr) o[i] = l; else acc += double(l);
+    double total = at::parallel_reduce(0, n, 4096, 0.0, [&](int64_t b, int64_t e, double sum) {
+      V acc(T(0)), pv[4], tv[4];
+      int64_t pending = 0;
+      for (int64_t i = b; i < e; i += vs) {
+        const int64_t cnt = std::min(vs, e - i);
+        load_boxes(p + 4 * i, cnt, pv);
+        load_boxes(t + 4 * i, cnt, tv);
+        V l = box_eval<kind, false, T>(T(eps), T(floor), pv, tv, nullptr);
+        if (wp != nullptr) l = l * load(wp + i, cnt);
+        if (o != nullptr) {
+          l.store(o + i, cnt);
+          continue;
+        }
+        acc = acc + (cnt == vs ? l : V::set(V(T(0)), l, cnt));
+        if (++pending == 64) {  // flush to double now and then: accurate totals in float32
+          sum += hsum(acc);
+          acc = V(T(0));
+          pending = 0;
+        }
       }
-      return acc;
+      return sum + hsum(acc);
     }, std::plus<double>());
     if (out_mode == 0) out.fill_(total);
   });
@@ -514,22 +605,25 @@ at::Tensor box_backward(int64_t kind_id, double eps, double floor, at::Tensor pr
   constexpr int64_t kind = decltype(k)::value;
   AT_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "mmloss_ext_box_backward", [&] {
     using T = scalar_t;
-    using D = Dual<T>;
+    using V = Vectorized<T>;
+    constexpr int64_t vs = V::size();
     const T* p = pred.data_ptr<T>();
     const T* t = target.data_ptr<T>();
     const T* wp = ptr_or_null<T>(w);
     const T* gp = ptr_or_null<T>(gout);
     T* g = dp.data_ptr<T>();
-    at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const T* a = p + 4 * i;
-        const T* c = t + 4 * i;
-        D l = box_loss_one<kind, D, T>(T(eps), T(floor), D::var(a[0], 0), D::var(a[1], 1), D::var(a[2], 2),
-                                 D::var(a[3], 3), c[0], c[1], c[2], c[3]);
-        T f = T(gscale);
-        if (wp != nullptr) f *= wp[i];
-        if (gp != nullptr) f *= gp[i];
-        for (int k = 0; k < 4; ++k) g[4 * i + k] = f * l.d[k];
+    at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+      V pv[4], tv[4], gv[4];
+      for (int64_t i = b; i < e; i += vs) {
+        const int64_t cnt = std::min(vs, e - i);
+        load_boxes(p + 4 * i, cnt, pv);
+        load_boxes(t + 4 * i, cnt, tv);
+        box_eval<kind, true, T>(T(eps), T(floor), pv, tv, gv);
+        V f = V(T(gscale));
+        if (wp != nullptr) f = f * load(wp + i, cnt);
+        if (gp != nullptr) f = f * load(gp + i, cnt);
+        for (int c = 0; c < 4; ++c) gv[c] = gv[c] * f;
+        store_boxes(g + 4 * i, cnt, gv);
       }
     });
   });
