@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..losses.reduction import _FLOAT32_EPS, AvgFactor, adapt_weight, check_reduction
+from ..losses.reduction import AvgFactor, adapt_weight, reduce_summed
 from .dispatch import EXT
 
 # kernel ids, as in csrc/fused.cpp
@@ -92,15 +92,8 @@ def split_weight(name: str, weight: Optional[Tensor], shape: Sequence[int],
 
 
 def _reduce(run, shape: Sequence[int], reduction: str, avg_factor: AvgFactor, name: str) -> Tensor:
-    """``run(out_mode)`` gives the total or the unreduced loss; apply mmdet's reduction rules."""
-    check_reduction(name, reduction, avg_factor)
-    if reduction == 'none':
-        return run()
-    total = run(_TOTAL)
-    numel = torch.Size(shape).numel()
-    if reduction == 'sum' or numel == 0:
-        return total
-    return total / (numel if avg_factor is None else avg_factor + _FLOAT32_EPS)
+    """``run(out_mode)`` gives the unreduced loss or its total: mmdet's reduction rules, once."""
+    return reduce_summed(run, lambda: run(_TOTAL), torch.Size(shape).numel(), reduction, avg_factor, name=name)
 
 
 def sigmoid_family(name: str, kind: int, hp: Sequence[float], x: Tensor, pred_dtype: torch.dtype, *,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -62,9 +62,27 @@ def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     """Reduce an elementwise loss; the mean of an empty loss is a connected zero."""
     if reduction == 'none':
         return loss
-    if reduction == 'sum' or loss.numel() == 0:
-        return loss.sum()
-    return loss.mean()
+    return _sum_to_reduction(loss.sum(), loss.numel(), reduction, None)
+
+
+def _sum_to_reduction(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor) -> Tensor:
+    """'sum' or 'mean' of a loss from its (weighted) sum ``total`` over ``numel`` elements."""
+    if avg_factor is not None:
+        return total / (avg_factor + _FLOAT32_EPS)
+    if reduction == 'sum' or numel == 0:
+        return total
+    return total / numel
+
+
+def reduce_summed(elementwise: Callable[[], Tensor], total: Callable[[], Tensor], numel: int,
+                  reduction: str = 'mean', avg_factor: AvgFactor = None, *, name: str = 'loss') -> Tensor:
+    """:func:`weight_reduce_loss` for a loss that can be summed without materialising it (the fused
+    kernels): ``elementwise()`` gives the weighted elementwise loss (``'none'``), ``total()`` its sum
+    over ``numel`` elements (``'mean'``/``'sum'``); same rules and checks."""
+    check_reduction(name, reduction, avg_factor)
+    if reduction == 'none':
+        return elementwise()
+    return _sum_to_reduction(total(), numel, reduction, avg_factor)
 
 
 def adapt_weight(loss_name: str, weight: Tensor, loss: Tensor) -> Tensor:
@@ -115,11 +133,7 @@ def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction:
         >>> round(float(weight_reduce_loss(loss, reduction='mean', avg_factor=2)), 5)
         3.0
     """
-    check_reduction(name, reduction, avg_factor)
+    check_reduction(name, reduction, avg_factor)  # before the weight: the cheaper error first
     if weight is not None:
         loss = loss * adapt_weight(name, weight, loss)
-    if avg_factor is None:
-        return reduce_loss(loss, reduction)
-    if reduction == 'mean':
-        return loss.sum() / (avg_factor + _FLOAT32_EPS)
-    return loss
+    return reduce_summed(lambda: loss, loss.sum, loss.numel(), reduction, avg_factor, name=name)
