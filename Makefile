@@ -21,12 +21,11 @@ install:
 	  || { echo "[install] $(VENV) is not Python 3.11; remove it and run make install again"; exit 1; }
 	@$(PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
 	  || { echo "[install] torch==2.13.0 (CPU)"; $(PIP) install -q torch==2.13.0; }
-	@$(PY) -c "import setuptools, wheel, ninja, sys; sys.exit(int(setuptools.__version__.split('.')[0]) >= 70)" 2>/dev/null \
-	  || { echo "[install] build tools for mmcv"; $(PIP) install -q "setuptools<70" wheel ninja; }
 	@$(PY) -c "import mmengine, sys; sys.exit(mmengine.__version__ != '0.10.7')" 2>/dev/null \
 	  || { echo "[install] mmengine 0.10.7"; $(PIP) install -q mmengine==0.10.7; }
 	@$(PY) -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$(MMCV_VERSION)')" 2>/dev/null \
 	  || { echo "[install] mmcv $(MMCV_VERSION) with compiled ops, built from source (~15 min the first time on 2 cores; pip caches the wheel)"; \
+	       $(PIP) install -q "setuptools<70" wheel ninja; \
 	       MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation mmcv==$(MMCV_VERSION); \
 	       $(PY) -c "import mmcv.ops" || { echo "[install] mmcv.ops does not import"; exit 1; }; }
 	@$(PY) -c "import mmdet, mmdet.models, mmdet.datasets, mmdet.evaluation, sys; sys.exit(mmdet.__version__ != '3.3.0')" 2>/dev/null \
