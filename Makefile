@@ -28,8 +28,8 @@ install:
 	       $(PIP) install -q "setuptools<70" wheel ninja; \
 	       MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation mmcv==$(MMCV_VERSION); \
 	       $(PY) -c "import mmcv.ops" || { echo "[install] mmcv.ops does not import"; exit 1; }; }
-	@$(PY) -c "import mmdet, mmdet.models, mmdet.datasets, mmdet.evaluation, sys; sys.exit(mmdet.__version__ != '3.3.0')" 2>/dev/null \
-	  || { echo "[install] mmdet 3.3.0"; $(PIP) install -q -r requirements/runtime.txt; }
+	@$(PY) -c "import pkg_resources, mmdet, mmdet.models, mmdet.datasets, mmdet.evaluation, sys; sys.exit(mmdet.__version__ != '3.3.0')" 2>/dev/null \
+	  || { echo "[install] mmdet 3.3.0 (and a setuptools that still ships pkg_resources)"; $(PIP) install -q -r requirements/runtime.txt; }
 	@$(PY) -c "import kornia, monai, pytest, hypothesis" 2>/dev/null \
 	  || { echo "[install] test references and runner"; $(PIP) install -q -r requirements/tests.txt; }
 	@$(PY) -I -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != '$(CURDIR)/mmloss_ext')" 2>/dev/null \
