@@ -102,7 +102,7 @@ def _numeric_hparams():
 
 NUMERIC = list(_numeric_hparams())
 RANGED = [(n, k, spec) for n in NAMES for k, spec in MODELS.get(n).hparam_ranges.items()]
-CHOICES = [(n, k, c) for n in NAMES for k, c in MODELS.get(n).hparam_choices.items()]
+CHOICES = [(n, k, c) for n in NAMES for k, c in MODELS.get(n).choices().items()]
 
 
 @pytest.mark.parametrize('name, key, default', NUMERIC, ids=[f'{n}-{k}' for n, k, _ in NUMERIC])
@@ -170,7 +170,7 @@ STRINGS = [(n, k) for n in NAMES for k, d in functional_hparams(MODELS.get(n).lo
 
 @pytest.mark.parametrize('name, key', STRINGS, ids=[f'{n}-{k}' for n, k in STRINGS])
 def test_every_string_hparam_has_declared_choices(name, key):
-    choices = MODELS.get(name).hparam_choices
+    choices = MODELS.get(name).choices()
     assert key in choices and functional_hparams(MODELS.get(name).loss_fn)[key] in choices[key]
 
 

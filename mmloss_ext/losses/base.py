@@ -35,9 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from .inputs import check_choice, check_hparam, check_ranges, check_tensor
+from ..kernels.dispatch import IMPLS
 from .reduction import AvgFactor, check_reduction
 
 _PLUMBING = ('weight', 'reduction', 'avg_factor')
+#: choices shared by every loss that has the hyper-parameter: the hot losses' fused-path switch
+_SHARED_CHOICES = {'impl': IMPLS}
 
 
 def functional_hparams(fn: Callable) -> Dict[str, object]:
@@ -74,18 +77,27 @@ class BaseLoss(nn.Module):
             raise TypeError(f'{name}: `loss_weight` expected a number, got {type(loss_weight).__name__} '
                             f'{loss_weight!r}')
         spec = functional_hparams(self.loss_fn)
+        allowed = self.choices()
         for key, value in hparams.items():
             if key not in spec:
                 raise TypeError(f'{name}: unexpected hyper-parameter `{key}` '
                                 f'(expected one of {", ".join(spec) or "none"})')
             check_hparam(name, key, value, spec[key])
-            if key in self.hparam_choices:
-                check_choice(name, key, value, self.hparam_choices[key])
+            if key in allowed:
+                check_choice(name, key, value, allowed[key])
             check_ranges(name, self.hparam_ranges, **{key: value})
             setattr(self, key, value)
         self._hparam_names = tuple(hparams)
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
+
+    @classmethod
+    def choices(cls) -> Dict[str, tuple]:
+        """The allowed values of this loss's string hyper-parameters: its own ``hparam_choices``
+        plus the choices every loss shares (``impl``), for the hyper-parameters it has."""
+        own = functional_hparams(cls.loss_fn)
+        shared = {k: v for k, v in _SHARED_CHOICES.items() if k in own}
+        return {**shared, **cls.hparam_choices}
 
     def hparams(self) -> Dict[str, object]:
         """The hyper-parameters passed to :attr:`loss_fn` (current attribute values)."""

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..kernels import IMPLS, use_fused
+from ..kernels import use_fused
 from ..kernels import cpu as fused
 from ..registry import register_loss
 from .base import BaseLoss
@@ -284,7 +284,6 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
 class L1Loss(BaseLoss):
     """L1 loss module; see :func:`l1_loss`."""
     loss_fn = staticmethod(l1_loss)
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, impl: str = 'auto', **base) -> None:
         super().__init__(impl=impl, **base)
@@ -320,7 +319,6 @@ class SmoothL1Loss(BaseLoss):
     """Smooth L1 module; see :func:`smooth_l1_loss`."""
     loss_fn = staticmethod(smooth_l1_loss)
     hparam_ranges = _RANGES['SmoothL1Loss']
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, beta: float = 1.0, impl: str = 'auto', **base) -> None:
         super().__init__(beta=beta, impl=impl, **base)
@@ -367,7 +365,6 @@ class BalancedL1Loss(BaseLoss):
     """Balanced L1 module (Libra R-CNN); see :func:`balanced_l1_loss`."""
     loss_fn = staticmethod(balanced_l1_loss)
     hparam_ranges = _RANGES['BalancedL1Loss']
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, impl: str = 'auto',
                  **base) -> None:

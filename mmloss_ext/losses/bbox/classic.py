@@ -14,7 +14,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...kernels import IMPLS
 from ...registry import register_loss
 from .._boxes import EPS_RANGES, NON_NEGATIVE, POSITIVE, BoxPair, box_loss, siou_penalty, variant_loss
 from ..base import BaseLoss
@@ -247,7 +246,7 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 class IoULoss(BaseLoss):
     """IoU loss module (mmdet's parameters); see :func:`iou_loss`. ``linear=True`` is deprecated."""
     loss_fn = staticmethod(iou_loss)
-    hparam_choices = {'mode': IOU_LOSS_MODES, 'impl': IMPLS}
+    hparam_choices = {'mode': IOU_LOSS_MODES}
     hparam_ranges = EPS_RANGES
 
     def __init__(self, linear: bool = False, eps: float = 1e-6, mode: str = 'log', impl: str = 'auto',
@@ -272,7 +271,6 @@ class GIoULoss(BaseLoss):
     """Generalized IoU module; see :func:`giou_loss`."""
     loss_fn = staticmethod(giou_loss)
     hparam_ranges = EPS_RANGES
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
         super().__init__(eps=eps, impl=impl, **base)
@@ -283,7 +281,6 @@ class DIoULoss(BaseLoss):
     """Distance-IoU module; see :func:`diou_loss`."""
     loss_fn = staticmethod(diou_loss)
     hparam_ranges = EPS_RANGES
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
         super().__init__(eps=eps, impl=impl, **base)
@@ -294,7 +291,6 @@ class CIoULoss(BaseLoss):
     """Complete-IoU module; see :func:`ciou_loss`."""
     loss_fn = staticmethod(ciou_loss)
     hparam_ranges = EPS_RANGES
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
         super().__init__(eps=eps, impl=impl, **base)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...kernels import IMPLS, use_fused
+from ...kernels import use_fused
 from ...kernels import cpu as fused
 from ...registry import register_loss
 from ..base import BaseLoss
@@ -241,7 +241,6 @@ class FocalLoss(BaseLoss):
     """Focal loss module, a drop-in for mmdet's ``FocalLoss``; see :func:`focal_loss`."""
     loss_fn = staticmethod(focal_loss)
     hparam_ranges = RANGES['FocalLoss']
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, use_sigmoid: bool = True, gamma: float = 2.0, alpha: float = 0.25, activated: bool = False,
                  pos_weight: PosWeight = None, impl: str = 'auto', **base) -> None:
@@ -254,7 +253,6 @@ class QualityFocalLoss(BaseLoss):
     """Quality focal loss module, a drop-in for mmdet's; see :func:`quality_focal_loss`."""
     loss_fn = staticmethod(quality_focal_loss)
     hparam_ranges = RANGES['QualityFocalLoss']
-    hparam_choices = {'impl': IMPLS}
 
     def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False, impl: str = 'auto',
                  **base) -> None:
@@ -267,8 +265,6 @@ class VarifocalLoss(BaseLoss):
     """Varifocal loss module, a drop-in for mmdet's; see :func:`varifocal_loss`."""
     loss_fn = staticmethod(varifocal_loss)
     hparam_ranges = RANGES['VarifocalLoss']
-    hparam_choices = {'impl': IMPLS}
-
 
     def __init__(self, use_sigmoid: bool = True, alpha: float = 0.75, gamma: float = 2.0, iou_weighted: bool = True,
                  impl: str = 'auto', **base) -> None:
