@@ -10,7 +10,8 @@ import torch
 import mmloss_ext  # noqa: F401
 from mmloss_ext import kernels
 from mmloss_ext.kernels import dispatch
-from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, giou_loss, iou_loss
+from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss
+from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss, varifocal_loss
 from mmloss_ext.losses.regression import balanced_l1_loss, l1_loss, smooth_l1_loss
 from mmloss_ext.registry import MODELS
@@ -61,9 +62,38 @@ def _cases():
         yield f'iou-{mode}', iou_loss, dict(mode=mode), ('boxes',), ('row', 'full')
     for fn in (giou_loss, diou_loss, ciou_loss):
         yield fn.__name__, fn, dict(), ('boxes',), ('row', 'full')
+    yield 'eiou_loss', eiou_loss, dict(), ('boxes',), ('row', 'full')
+    yield 'eiou-smooth0.5', eiou_loss, dict(smooth_point=0.5, eps=1e-4), ('boxes',), ('full',)
+    yield 'siou_loss', siou_loss, dict(), ('boxes',), ('row', 'full')
+    yield 'siou-neg_gamma', siou_loss, dict(neg_gamma=True), ('boxes',), ('row', 'full')
+    yield 'efficient_iou_loss', efficient_iou_loss, dict(), ('boxes',), ('row', 'full')
+    yield 'efficient-focal0.5', efficient_iou_loss, dict(focal_gamma=0.5), ('boxes',), ('row', 'full')
+    yield 'efficient-focal2', efficient_iou_loss, dict(focal_gamma=2.0, eps=1e-6), ('boxes',), ('full',)
+    yield 'wiou-v1', wiou_loss, dict(version='v1'), ('boxes',), ('row', 'full')
+    # v2/v3: the batch mean, a running mean updated in place (training) or only read (eval); a
+    # callable value makes a fresh buffer for each call (see _kw)
+    yield 'wiou-v2-batch', wiou_loss, dict(version='v2'), ('boxes',), ('row', 'full')
+    yield 'wiou-v3-batch', wiou_loss, dict(version='v3'), ('boxes',), ('row', 'full')
+    yield 'wiou-v2-train', wiou_loss, dict(version='v2', running_mean=lambda: torch.tensor(0.7), training=True), \
+        ('boxes',), ('row', 'full')
+    yield 'wiou-v3-train', wiou_loss, dict(version='v3', running_mean=lambda: torch.tensor(0.7), training=True), \
+        ('boxes',), ('row', 'full')
+    yield 'wiou-v3-eval', wiou_loss, dict(version='v3', running_mean=lambda: torch.tensor(0.4), training=False,
+                                          alpha=1.5, delta=2.0), ('boxes',), ('full',)
 
 
 CASES = {name: (fn, kw, make, weights) for name, fn, kw, make, weights in _cases()}
+NEW_BOX_KINDS = ['eiou_loss', 'eiou-smooth0.5', 'siou_loss', 'siou-neg_gamma', 'efficient_iou_loss',
+                 'efficient-focal0.5', 'wiou-v1', 'wiou-v3-batch', 'wiou-v2-train', 'wiou-v3-train']
+# SIoU's gradient at inverted boxes is ~1/eps (a clamped enclosure of width eps, as in the eager
+# spec), and the other coordinates of such a box are differences of terms of that size: compared
+# relative to the largest gradient of their box
+ROW_SCALED = {'siou_loss', 'siou-neg_gamma'}
+
+
+def _kw(kw):
+    """``kw`` with callable values called: a fresh running-mean buffer for each call."""
+    return {k: v() if callable(v) else v for k, v in kw.items()}
 
 
 def _inputs(name, gen, dtype):
@@ -85,7 +115,7 @@ def _weight(kind, pred, gen):
 
 def _run(fn, kw, pred, target, impl, reduction, weight=None, avg_factor=None):
     x = pred.detach().clone().requires_grad_()
-    out = fn(x, target, impl=impl, weight=weight, reduction=reduction, avg_factor=avg_factor, **kw)
+    out = fn(x, target, impl=impl, weight=weight, reduction=reduction, avg_factor=avg_factor, **_kw(kw))
     upstream = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view(out.shape)  # a non-uniform grad_output
     (out * upstream).sum().backward()
     return out.detach(), x.grad
@@ -102,6 +132,13 @@ def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None)
     assert v_f.dtype == v_e.dtype and v_f.shape == v_e.shape
     assert torch.isfinite(v_f).all() and torch.isfinite(g_f).all()
     torch.testing.assert_close(v_f, v_e, **TOL[dtype])
+    _assert_grads_close(name, g_f, g_e, dtype)
+
+
+def _assert_grads_close(name, g_f, g_e, dtype):
+    if name in ROW_SCALED and g_e.numel():
+        scale = g_e.abs().amax(-1, keepdim=True).clamp(min=1.0)
+        g_f, g_e = g_f / scale, g_e / scale
     torch.testing.assert_close(g_f, g_e, **TOL[dtype])
 
 
@@ -157,7 +194,8 @@ def test_fused_narrow_rows_regrouped(name, weight_kind, gen):
         torch.testing.assert_close(g_f, g_e, **TOL[torch.float64])
 
 
-@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'iou-log', 'giou_loss', 'ciou_loss'])
+@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'iou-log', 'giou_loss', 'ciou_loss',
+                                  'eiou_loss', 'siou_loss', 'efficient-focal0.5', 'wiou-v1', 'wiou-v3-train'])
 def test_fused_large_inputs_split_across_threads(name, gen):
     # two threads: chunk boundaries off the vector width, prefetches past the last row; float32
     # totals accumulated over thousands of vectors (smooth L1: 50001 x 4 does not regroup, one long
@@ -187,11 +225,12 @@ def test_fused_large_inputs_split_across_threads(name, gen):
     for (v_e, g_e), (v_f, g_f), (_, _, _, _, dtype) in zip(eager, fused, calls):
         torch.testing.assert_close(v_f, v_e, **TOL[dtype])
         if dtype == torch.float64:
-            torch.testing.assert_close(g_f, g_e, **TOL[dtype])
+            _assert_grads_close(name, g_f, g_e, dtype)
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'giou_loss', 'ciou_loss'])
+@pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'giou_loss', 'ciou_loss']
+                         + NEW_BOX_KINDS)
 def test_fused_half_precision(name, dtype, gen):
     _assert_same(name, gen, dtype, 'mean')
     _assert_same(name, gen, dtype, 'none', 'row')
@@ -204,8 +243,8 @@ def test_fused_empty_input_is_connected(name, reduction, gen):
     pred, target = _inputs(name, gen, torch.float32)
     target = tuple(t[:0] for t in target) if isinstance(target, tuple) else target[:0]
     x = pred[:0].detach().requires_grad_()
-    out = fn(x, target, impl='fused', reduction=reduction, **kw)
-    ref = fn(x, target, impl='eager', reduction=reduction, **kw)
+    out = fn(x, target, impl='fused', reduction=reduction, **_kw(kw))
+    ref = fn(x, target, impl='eager', reduction=reduction, **_kw(kw))
     assert out.shape == ref.shape and (out == 0).all()
     out.sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
@@ -261,3 +300,85 @@ def test_fused_errors_match_eager(gen):
         smooth_l1_loss(x, x, weight=torch.ones(5), impl='fused')
     with pytest.raises(ValueError, match='avg_factor'):
         giou_loss(*_boxes(6, gen, torch.float32), impl='fused', reduction='sum', avg_factor=2.0)
+
+
+@pytest.mark.parametrize('name', ['giou_loss'] + NEW_BOX_KINDS)
+def test_fused_boxes_with_leading_dims(name, gen):
+    # (B, N, 4) boxes; per-sample (B,), per-box (B, N) and per-coordinate (B, N, 4) weights
+    fn, kw, _, _ = CASES[name]
+    pred, target = (b.view(2, 20, 4) for b in _boxes(40, gen, torch.float64))
+    full = torch.rand(2, 20, 4, generator=gen, dtype=torch.float64)
+    for w in (full[:, 0, 0], full[..., 0], full):
+        for reduction, avg_factor in (('none', None), ('mean', 3.0), ('sum', None)):
+            v_e, g_e = _run(fn, kw, pred, target, 'eager', reduction, w, avg_factor)
+            v_f, g_f = _run(fn, kw, pred, target, 'fused', reduction, w, avg_factor)
+            torch.testing.assert_close(v_f, v_e, **TOL[torch.float64])
+            _assert_grads_close(name, g_f, g_e, torch.float64)
+
+
+def _plain_boxes(n, gen, inside=False):
+    """Boxes away from every kink (no ties, no clamped sizes), for gradcheck. ``inside``: each pred
+    strictly inside its target, so that the enclosing box is the target's, constant in pred."""
+    xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 10
+    p = torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * 5], 1)
+    if inside:
+        return p, torch.cat([p[:, :2] - 0.5 - torch.rand(n, 2, generator=gen, dtype=torch.float64),
+                             p[:, 2:] + 0.5 + torch.rand(n, 2, generator=gen, dtype=torch.float64)], 1)
+    return p, p + torch.randn(n, 4, generator=gen, dtype=torch.float64) * 0.7
+
+
+@pytest.mark.parametrize('fn, kw', [
+    (eiou_loss, {}), (eiou_loss, dict(smooth_point=2.0)), (siou_loss, {}), (siou_loss, dict(neg_gamma=True)),
+    (efficient_iou_loss, {}), (wiou_loss, dict(version='v1'))], ids=lambda v: getattr(v, '__name__', str(v)))
+def test_fused_box_gradcheck(fn, kw, gen):
+    # the hand-derived backward against finite differences, through the fused path (the focusing
+    # factors of Focal-EIoU and WIoU v2/v3 carry no gradient by design: v1 / gamma 0 only; WIoU's
+    # detached enclosing diagonal is constant for a pred inside its target)
+    pred, target = _plain_boxes(12, gen, inside=fn is wiou_loss)
+    w = torch.rand(12, generator=gen, dtype=torch.float64)
+    x = pred.clone().requires_grad_()
+    assert _fused_in_graph(fn(x, target, impl='fused', reduction='sum', **kw))
+    for reduction in ('none', 'mean'):
+        assert torch.autograd.gradcheck(lambda p: fn(p, target, impl='fused', weight=w, reduction=reduction, **kw),
+                                        (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize('training', [True, False])
+@pytest.mark.parametrize('version', ['v2', 'v3'])
+def test_fused_wiou_running_mean_matches_eager(version, training, gen):
+    # the module's buffer after a fused step equals the buffer after an eager step (boxes of zero
+    # weight do not count); the loss and its gradient too
+    pred, target = _boxes(N, gen, torch.float64)
+    weight = torch.rand(N, generator=gen, dtype=torch.float64) * (torch.arange(N) % 3 > 0)
+    results = []
+    for impl in ('eager', 'fused'):
+        loss = MODELS.build(dict(type='mmloss_ext.WIoULoss', version=version, impl=impl, loss_weight=2.0))
+        loss.train(training)
+        x = pred.float().requires_grad_()
+        outs = []
+        for _ in range(2):  # two steps: the second one reads the updated mean
+            out = loss(x, target.float(), weight=weight.float(), avg_factor=5.0)
+            out.backward()
+            outs.append(out.detach())
+        assert _fused_in_graph(out) == (impl == 'fused')
+        results.append((torch.stack(outs), x.grad, loss.iou_mean.clone()))
+    (v_e, g_e, m_e), (v_f, g_f, m_f) = results
+    assert (m_e != 1.0) == training  # updated in training only
+    torch.testing.assert_close(m_f, m_e, **TOL[torch.float32])
+    torch.testing.assert_close(v_f, v_e, **TOL[torch.float32])
+    torch.testing.assert_close(g_f, g_e, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize('loss_type, cfg', [('EIoULoss', dict(smooth_point=0.2)), ('SIoULoss', dict(neg_gamma=True)),
+                                            ('EfficientIoULoss', dict(focal_gamma=0.5)), ('WIoULoss', {})])
+def test_new_box_modules_build_with_impl(loss_type, cfg, gen):
+    pred, target = _boxes(N, gen, torch.float32)
+    outs = {}
+    for impl in ('eager', 'fused'):
+        loss = MODELS.build(dict(type=f'mmloss_ext.{loss_type}', impl=impl, **cfg))
+        assert loss.impl == impl and f"impl='{impl}'" in repr(loss)
+        outs[impl] = loss(pred.clone().requires_grad_(), target)
+        assert _fused_in_graph(outs[impl]) == (impl == 'fused')
+    torch.testing.assert_close(outs['fused'], outs['eager'], **TOL[torch.float32])
+    with pytest.raises(ValueError, match='impl'):
+        MODELS.build(dict(type=f'mmloss_ext.{loss_type}', impl='triton'))

@@ -21,7 +21,10 @@ from .dispatch import EXT
 
 # kernel ids, as in csrc/fused.cpp
 FOCAL, QUALITY_FOCAL, VARIFOCAL, SMOOTH_L1, BALANCED_L1 = range(5)
-BOX_KINDS = {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5}
+#: box kernel ids; their hyper-parameters ``hp``: the IoU floor (``iou_*``), ``smooth_point``
+#: (``extended_iou``), ``neg_gamma`` as 0/1 (``siou``), none for the others
+BOX_KINDS = {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5,
+             'extended_iou': 6, 'siou': 7, 'efficient_iou': 8, 'wiou': 9}
 
 _TOTAL, _ELEMENTS, _ROWS = 0, 1, 2
 
@@ -61,17 +64,17 @@ class _Boxes(torch.autograd.Function):
     """Per-box loss of ``pred`` (N, 4) against ``target`` (N, 4); gradient for ``pred`` only."""
 
     @staticmethod
-    def forward(ctx, pred, target, kind, eps, floor, w, out_mode):
-        ctx.kind, ctx.eps, ctx.floor, ctx.out_mode = kind, eps, floor, out_mode
+    def forward(ctx, pred, target, kind, eps, hp, w, out_mode):
+        ctx.kind, ctx.eps, ctx.hp, ctx.out_mode = kind, eps, hp, out_mode
         ctx.save_for_backward(pred, target, w)
-        return EXT.box_forward(kind, eps, floor, pred, target, w, out_mode)
+        return EXT.box_forward(kind, eps, hp, pred, target, w, out_mode)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         pred, target, w = ctx.saved_tensors
         scale, _, per_box = _upstream(ctx.out_mode, grad.to(pred.dtype))
-        return (EXT.box_backward(ctx.kind, ctx.eps, ctx.floor, pred, target, w, scale, per_box),) + (None,) * 6
+        return (EXT.box_backward(ctx.kind, ctx.eps, ctx.hp, pred, target, w, scale, per_box),) + (None,) * 6
 
 
 def _prepare(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -151,19 +154,34 @@ def _wide(a: Optional[Tensor]) -> Optional[Tensor]:
     return flat.view(-1, _WIDE) if flat.numel() % _WIDE == 0 else flat.view(1, -1)
 
 
-def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float, floor: float = 0.0,
+def box_values(kind: str, pred: Tensor, target: Tensor, *, eps: float, hp: Sequence[float] = ()) -> Tensor:
+    """The unweighted per-box loss ``(...)`` of ``kind``, without gradient, in the compute dtype
+    (float32 for half precision): e.g. ``1 - IoU`` from ``'iou_linear'`` with ``hp=(0.0,)``."""
+    dtype = _compute_dtype(pred)
+    with torch.no_grad():
+        p = _prepare(pred.detach(), dtype).reshape(-1, 4)
+        t = _prepare(target.detach(), dtype).reshape(-1, 4)
+        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), [float(h) for h in hp], None, _ELEMENTS)
+    return out.view(pred.shape[:-1])
+
+
+def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float, hp: Sequence[float] = (),
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
-    """IoU-family loss of ``(N, 4)`` boxes; ``weight`` already per box (mmdet's (N, 4) rule applied).
-    ``floor``: the lower clamp of the IoU of :func:`~mmloss_ext.losses.bbox.iou_loss`."""
+    """IoU-family loss of ``(..., 4)`` boxes; ``weight`` already per box (mmdet's (N, 4) rule applied).
+    ``kind``: a key of :data:`BOX_KINDS`; ``hp``: its hyper-parameters (see there)."""
     dtype = _compute_dtype(pred)
     p = _prepare(pred, dtype).reshape(-1, 4)
     t = _prepare(target.detach(), dtype).reshape(-1, 4)
     shape = tuple(pred.shape[:-1])
     wrow, wfull = split_weight(name, weight, shape, dtype)
+    if wrow is not None and len(shape) > 1:  # per sample of (B, N, 4) boxes: the kernel takes one per box
+        wfull = wrow.view(-1, *[1] * (len(shape) - 1)).expand(shape)
     w = wrow if wfull is None else wfull.reshape(-1)
+    hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), float(floor), w, out_mode)
+        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), hp, w, out_mode)
         return out if out_mode == _TOTAL else out.view(shape)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
+

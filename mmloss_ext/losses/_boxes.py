@@ -35,6 +35,8 @@ __all__ = ['BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 
 IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
 
 _ASPECT = 4.0 / math.pi ** 2
+#: the cap of SIoU's distance exponent (see :func:`siou_penalty`), also in the fused kernel
+SIOU_EXP_MAX = 50.0
 
 #: :func:`~mmloss_ext.losses.inputs.check_range` keywords shared by the box losses' range dicts
 #: (``NON_NEGATIVE``, ``POSITIVE``, ``UNIT`` come from :mod:`~mmloss_ext.losses.inputs`)
@@ -217,7 +219,11 @@ def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
     cw, ch = g.enclose_wh
     rho_x = (sx / cw.clamp(min=eps)) ** 2
     rho_y = (sy / ch.clamp(min=eps)) ** 2
-    distance = -torch.expm1(gamma * rho_x) - torch.expm1(gamma * rho_y)
+    # the exponent capped at SIOU_EXP_MAX: beyond it (gamma > 0, an inverted box far outside a tiny
+    # enclosure) the penalty is below -1e21 and the loss's clamp saturates anyway; uncapped, expm1
+    # overflows and the clamp's zero gradient times inf is nan
+    distance = (-torch.expm1((gamma * rho_x).clamp(max=SIOU_EXP_MAX))
+                - torch.expm1((gamma * rho_y).clamp(max=SIOU_EXP_MAX)))
     return 0.5 * (distance + shape_cost(*size_mismatch(g, eps)))
 
 
@@ -260,18 +266,24 @@ def variant_loss(g: BoxPair, mode: str, name: str = 'loss', arg: str = 'iou_mode
 
 def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[BoxPair], Tensor],
              weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, *,
-             per_box: bool = True, kernel: Optional[tuple] = None, impl: str = 'eager') -> Tensor:
+             per_box: bool = True, kernel: Optional[tuple] = None,
+             focus: Optional[Callable[[Optional[Tensor]], Optional[Tensor]]] = None, impl: str = 'eager') -> Tensor:
     """The shared body of a box loss: validate, ``fn(BoxPair)``, weight, reduce, cast back.
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
-    per-box loss of shape ``(...)``. ``kernel``: ``(kind, iou_floor)`` of the fused kernel of
-    ``fn`` (:func:`mmloss_ext.kernels.cpu.box_family`), taken when ``use_fused`` says so for ``impl``.
+    per-box loss of shape ``(...)``. ``kernel``: ``(kind, hp)`` of the fused kernel of ``fn``
+    (:func:`mmloss_ext.kernels.cpu.box_family`), taken when ``use_fused`` says so for ``impl``.
+    ``focus`` (fused path only): ``focus(per-box weight or None)`` returns the per-box weight with
+    the loss's gradient-free factor folded in (Focal-EIoU's ``IoU^gamma``, Wise-IoU v2/v3's
+    focusing coefficient), so that the kernel computes ``factor * kernel loss``, as ``fn`` does.
     """
     check_boxes(name, pred, target)
     if per_box:
         weight = per_box_weight(name, weight, pred)
     if kernel is not None and use_fused(name, impl, pred, others=(target, weight)):
-        return fused.box_family(name, kernel[0], pred, target, eps=eps, floor=kernel[1], weight=weight,
+        if focus is not None:
+            weight = focus(weight)
+        return fused.box_family(name, kernel[0], pred, target, eps=eps, hp=kernel[1], weight=weight,
                                 reduction=reduction, avg_factor=avg_factor)
     loss = fn(BoxPair(pred, target, eps))
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)

@@ -430,109 +430,246 @@ inline void store_boxes(T* p, int64_t cnt, const Vectorized<T> in[4]) {
 template <typename V> inline V max_share(const V& a, const V& b) { return a.gt(b) + V(0.5) * a.eq(b); }
 template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b) + V(0.5) * a.eq(b); }
 
-enum BoxKind { kIoULinear = 0, kIoUSquare = 1, kIoULog = 2, kGIoU = 3, kDIoU = 4, kCIoU = 5 };
+// The kinds (ids shared with kernels/cpu.py BOX_KINDS and the Triton backend) and their
+// hyper-parameters hp: IoU [floor], Extended-IoU [smooth_point], SIoU [neg_gamma (0 or 1)], else [].
+enum BoxKind {
+  kIoULinear = 0, kIoUSquare = 1, kIoULog = 2, kGIoU = 3, kDIoU = 4, kCIoU = 5,
+  kExtendedIoU = 6, kSIoU = 7, kEfficientIoU = 8, kWIoU = 9
+};
+
+inline size_t box_hp_size(int64_t kind) {
+  return (kind <= kIoULog || kind == kExtendedIoU || kind == kSIoU) ? 1 : 0;
+}
+
+template <typename T>
+struct BoxHp {
+  T eps, eps2, h0;  // eps, eps^2 (SIoU's clamp), hp[0] or 0
+  BoxHp(double eps_, const std::vector<double>& hp)
+      : eps(T(eps_)), eps2(T(eps_ * eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
+};
 
 // The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
 // eager losses term by term; with `grad`, also d loss / d p into g.
 template <int64_t kind, bool grad, typename T>
-inline Vectorized<T> box_eval(T eps_, T floor_, const Vectorized<T> p[4], const Vectorized<T> t[4],
+inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], const Vectorized<T> t[4],
                               Vectorized<T> g[4]) {
   using V = Vectorized<T>;
   using at::vec::maximum;
   using at::vec::minimum;
-  const V zero(T(0)), one(T(1)), half(T(0.5)), eps(eps_);
-  // forward: sizes (clamped at 0), intersection, union, IoU
+  constexpr bool has_iou = kind != kExtendedIoU;  // Extended-IoU has its own (signed) intersection
+  constexpr bool has_enclosure = kind >= kGIoU && kind != kExtendedIoU;  // C_w, C_h
+  constexpr bool has_centre = kind == kDIoU || kind == kCIoU || kind >= kSIoU;  // centre offset
+  const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps(hp.eps);
+  // forward: sizes (clamped at 0), intersection corners, union, IoU
   const V pwr = p[2] - p[0], phr = p[3] - p[1];
   const V pw = maximum(pwr, zero), ph = maximum(phr, zero);
-  const V tw = maximum(t[2] - t[0], zero), th = maximum(t[3] - t[1], zero);
-  const V iwr = minimum(p[2], t[2]) - maximum(p[0], t[0]), ihr = minimum(p[3], t[3]) - maximum(p[1], t[1]);
-  const V iw = maximum(iwr, zero), ih = maximum(ihr, zero);
-  const V inter = iw * ih;
-  const V uni = pw * ph + tw * th - inter + eps;
-  const V iou = inter / uni;
-  // the loss as 1 - score; d loss / d (iou, union, enclosing w and h, centre offset, pred w and h)
-  V loss, d_iou, d_uni(T(0)), d_cw(T(0)), d_ch(T(0)), d_dx(T(0)), d_dy(T(0)), d_pw(T(0)), d_ph(T(0));
-  V cwr, chr, cw, ch;
+  const V twr = t[2] - t[0], thr = t[3] - t[1];
+  const V tw = maximum(twr, zero), th = maximum(thr, zero);
+  const V lx = maximum(p[0], t[0]), ly = maximum(p[1], t[1]), rx = minimum(p[2], t[2]), ry = minimum(p[3], t[3]);
+  const V iwr = rx - lx, ihr = ry - ly;
+  V iw, ih, uni, iou;
+  if constexpr (has_iou) {
+    iw = maximum(iwr, zero);
+    ih = maximum(ihr, zero);
+    uni = pw * ph + tw * th - iw * ih + eps;
+    iou = iw * ih / uni;
+  }
+  V cwr, chr, cw, ch, dx, dy;
+  if constexpr (has_enclosure) {
+    cwr = maximum(p[2], t[2]) - minimum(p[0], t[0]);
+    chr = maximum(p[3], t[3]) - minimum(p[1], t[1]);
+    cw = maximum(cwr, zero);
+    ch = maximum(chr, zero);
+  }
+  if constexpr (has_centre) {
+    dx = ((t[0] - p[0]) + (t[2] - p[2])) * half;
+    dy = ((t[1] - p[1]) + (t[3] - p[3])) * half;
+  }
+  // the loss; d loss / d (iou, union, enclosing w and h, centre offset, clamped pred w and h, raw
+  // pred w and h, intersection corners, enclosure's top-left corner)
+  V loss, d_iou(T(0)), d_uni(T(0)), d_cw(T(0)), d_ch(T(0)), d_dx(T(0)), d_dy(T(0)), d_pw(T(0)), d_ph(T(0));
+  V d_pwr(T(0)), d_phr(T(0)), d_lx(T(0)), d_ly(T(0)), d_rx(T(0)), d_ry(T(0)), d_ex(T(0)), d_ey(T(0));
   if constexpr (kind == kIoULinear || kind == kIoUSquare || kind == kIoULog) {
-    const V c = maximum(iou, V(floor_)), pass = iou.ge(V(floor_));
+    const V c = maximum(iou, V(hp.h0)), pass = iou.ge(V(hp.h0));
     if constexpr (kind == kIoULinear) {
       loss = one - c;
       d_iou = zero - pass;
     } else if constexpr (kind == kIoUSquare) {
       loss = one - c * c;
-      d_iou = zero - V(T(2)) * c * pass;
+      d_iou = zero - two * c * pass;
     } else {
       loss = zero - c.log();
       d_iou = zero - pass / c;
     }
-  } else {
-    cwr = maximum(p[2], t[2]) - minimum(p[0], t[0]);
-    chr = maximum(p[3], t[3]) - minimum(p[1], t[1]);
-    cw = maximum(cwr, zero);
-    ch = maximum(chr, zero);
-    if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = cw ch + eps
-      const V area = cw * ch + eps;
-      loss = one - (iou - (area - uni) / area);
+  } else if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = cw ch + eps
+    const V area = cw * ch + eps;
+    loss = one - (iou - (area - uni) / area);
+    d_iou = zero - one;
+    if constexpr (grad) {
+      const V inv = one / area, d_area = uni * inv * inv;
+      d_uni = zero - inv;
+      d_cw = d_area * ch;
+      d_ch = d_area * cw;
+    }
+  } else if constexpr (kind == kDIoU || kind == kCIoU || kind == kEfficientIoU) {
+    // DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1);
+    // Efficient-IoU: 1 - (iou - (rho^2 / diag^2 + (pwr - twr)^2 / (cw^2 + eps) + (phr - thr)^2 / (ch^2 + eps)))
+    const V diag = cw * cw + ch * ch + eps, pen = (dx * dx + dy * dy) / diag;
+    V d_pen;
+    if constexpr (kind == kDIoU) {
+      loss = one - (iou - pen);
       d_iou = zero - one;
+      d_pen = one;
+    } else if constexpr (kind == kEfficientIoU) {
+      const V cw2 = cw * cw + eps, ch2 = ch * ch + eps, ddw = pwr - twr, ddh = phr - thr;
+      const V ew = ddw * ddw / cw2, eh = ddh * ddh / ch2;
+      loss = one - (iou - (pen + ew + eh));
+      d_iou = zero - one;
+      d_pen = one;
       if constexpr (grad) {
-        const V inv = one / area, d_area = uni * inv * inv;
-        d_uni = zero - inv;
-        d_cw = d_area * ch;
-        d_ch = d_area * cw;
+        d_pwr = two * ddw / cw2;
+        d_phr = two * ddh / ch2;
+        d_cw = zero - two * cw * ew / cw2;
+        d_ch = zero - two * ch * eh / ch2;
       }
-    } else {  // DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1)
-      const V dx = ((t[0] - p[0]) + (t[2] - p[2])) * half, dy = ((t[1] - p[1]) + (t[3] - p[3])) * half;
-      const V diag = cw * cw + ch * ch + eps, pen = (dx * dx + dy * dy) / diag;
-      V d_pen;
-      if constexpr (kind == kDIoU) {
-        loss = one - (iou - pen);
-        d_iou = zero - one;
-        d_pen = one;
-      } else {
-        const V aspect(T(4.0 / (M_PI * M_PI)));
-        const V hp = ph + eps, a = pw / hp;
-        const V da = (tw / (th + eps)).atan() - a.atan();
-        const V v = aspect * da * da;
-        const V alpha = iou.gt(half) * v / (one - iou + v + eps);  // no gradient (mmdet)
-        const V score = iou - (pen + alpha * v);
-        loss = one - minimum(maximum(score, V(T(-1))), one);
-        d_iou = zero - score.ge(V(T(-1))) * score.le(one);
-        d_pen = zero - d_iou;
-        if constexpr (grad) {  // v = aspect (atan(tw / (th + eps)) - atan(pw / hp))^2
-          const V k = d_pen * alpha * aspect * V(T(2)) * da / ((one + a * a) * hp);
-          d_pw = zero - k;
-          d_ph = k * a;
-        }
+    } else {
+      const V aspect(T(4.0 / (M_PI * M_PI)));
+      const V hpe = ph + eps, a = pw / hpe;
+      const V da = (tw / (th + eps)).atan() - a.atan();
+      const V v = aspect * da * da;
+      const V alpha = iou.gt(half) * v / (one - iou + v + eps);  // no gradient (mmdet)
+      const V score = iou - (pen + alpha * v);
+      loss = one - minimum(maximum(score, V(T(-1))), one);
+      d_iou = zero - score.ge(V(T(-1))) * score.le(one);
+      d_pen = zero - d_iou;
+      if constexpr (grad) {  // v = aspect (atan(tw / (th + eps)) - atan(pw / hpe))^2
+        const V k = d_pen * alpha * aspect * two * da / ((one + a * a) * hpe);
+        d_pw = zero - k;
+        d_ph = k * a;
       }
-      if constexpr (grad) {
-        const V d_diag = zero - d_pen * pen / diag, two(T(2));
-        d_dx = d_pen * two * dx / diag;
-        d_dy = d_pen * two * dy / diag;
-        d_cw = d_diag * two * cw;
-        d_ch = d_diag * two * ch;
-      }
+    }
+    if constexpr (grad) {
+      const V d_diag = zero - d_pen * pen / diag;
+      d_dx = d_pen * two * dx / diag;
+      d_dy = d_pen * two * dy / diag;
+      d_cw = d_cw + d_diag * two * cw;
+      d_ch = d_ch + d_diag * two * ch;
+    }
+  } else if constexpr (kind == kWIoU) {  // exp(rho^2 / diag*) (1 - iou), diag* = cw^2 + ch^2 + eps detached
+    const V diag = cw * cw + ch * ch + eps, e = ((dx * dx + dy * dy) / diag).exp(), liou = one - iou;
+    loss = e * liou;
+    if constexpr (grad) {
+      d_iou = zero - e;
+      const V d_rho2 = e * liou / diag;
+      d_dx = d_rho2 * two * dx;
+      d_dy = d_rho2 * two * dy;
+    }
+  } else if constexpr (kind == kSIoU) {
+    // 1 - clamp(iou - (distance + shape) / 2, -1, 1), as _boxes.siou_penalty:
+    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, eps^2); gamma = +-(angle - 2);
+    // distance = -expm1(gamma rho_x) - expm1(gamma rho_y), rho_x = (sx / max(cw, eps))^2;
+    // shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / (max(pw, tw) + eps)
+    const bool neg_gamma = hp.h0 != T(0);
+    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, V(hp.eps2));
+    const V angle = two * q.abs() / den;
+    const V gamma = neg_gamma ? angle - two : two - angle;
+    const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
+    const V rx2 = ux * ux, ry2 = uy * uy;
+    // the exponents capped at 50 (_boxes.SIOU_EXP_MAX): past it the loss's clamp saturates anyway
+    const V cap(T(50)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
+    const V emx = minimum(ax, cap).expm1(), emy = minimum(ay, cap).expm1();
+    const V distance = zero - emx - emy;
+    const V aw = pw - tw, ah = ph - th, mw = maximum(pw, tw) + eps, mh = maximum(ph, th) + eps;
+    const V ow = aw.abs() / mw, oh = ah.abs() / mh;
+    const V sw = zero - (zero - ow).expm1(), sh = zero - (zero - oh).expm1();
+    const V sw2 = sw * sw, sh2 = sh * sh;
+    const V pen = half * (distance + (sw2 * sw2 + sh2 * sh2));
+    const V score = iou - pen;
+    loss = one - minimum(maximum(score, V(T(-1))), one);
+    if constexpr (grad) {
+      d_iou = zero - score.ge(V(T(-1))) * score.le(one);
+      const V d_part = half * (zero - d_iou);  // d loss / d distance = d loss / d shape
+      // distance
+      const V ex = emx + one, ey = emy + one;
+      const V d_ax = zero - d_part * ex * kx, d_ay = zero - d_part * ey * ky;
+      const V d_gamma = d_ax * rx2 + d_ay * ry2, d_rx2 = d_ax * gamma, d_ry2 = d_ay * gamma;
+      const V d_angle = neg_gamma ? d_gamma : zero - d_gamma;
+      const V d_q = d_angle * two * sign_of<V, T>(q) / den;
+      const V d_s2 = zero - d_angle * angle / den * s2.ge(V(hp.eps2));
+      d_dx = d_q * sy + d_s2 * two * sx + d_rx2 * two * ux / cwc;
+      d_dy = d_q * sx + d_s2 * two * sy + d_ry2 * two * uy / chc;
+      d_cw = zero - d_rx2 * two * rx2 / cwc * cw.ge(eps);
+      d_ch = zero - d_ry2 * two * ry2 / chc * ch.ge(eps);
+      // shape: d (1 - e^-omega)^4 / d omega = 4 (1 - e^-omega)^3 e^-omega
+      const V d_ow = d_part * V(T(4)) * sw2 * sw * (one - sw), d_oh = d_part * V(T(4)) * sh2 * sh * (one - sh);
+      const V d_mw = zero - d_ow * ow / mw, d_mh = zero - d_oh * oh / mh;
+      d_pw = d_ow * sign_of<V, T>(aw) / mw + d_mw * max_share(pw, tw);
+      d_ph = d_oh * sign_of<V, T>(ah) / mh + d_mh * max_share(ph, th);
+    }
+  } else {  // kExtendedIoU, mmdet's eiou_loss: smooth_l1(1 - I / (|A| + |B| - I + eps), smooth_point) with
+    // the signed intersection I, from the intersection corners and the enclosure's top-left (ex, ey)
+    const V ex = minimum(p[0], t[0]), ey = minimum(p[1], t[1]);
+    const V xmin = minimum(lx, rx), xmax = maximum(lx, rx), ymin = minimum(ly, ry), ymax = maximum(ly, ry);
+    const V a = rx - ex, b = ry - ey, cx = xmin - ex, cy = ymin - ey, ddx = lx - ex, ddy = ymax - ey;
+    const V fx = xmax - ex, fy = ly - ey;
+    const V inter = a * b + cx * cy - ddx * ddy - fx * fy;
+    const V uni_e = pw * ph + tw * th - inter + eps, r = inter / uni_e, l0 = one - r, sp(hp.h0);
+    const auto quad = l0 < sp;
+    loss = V::blendv(l0 - half * sp, half * l0 * l0 / sp, quad);
+    if constexpr (grad) {
+      const V d_l0 = V::blendv(one, l0 / sp, quad);
+      // r = I / U, U = |A| + |B| - I + eps: dr/dI = (1 + r) / U, dr/d|A| = -r / U
+      const V d_inter = zero - d_l0 * (one + r) / uni_e, d_ap = d_l0 * r / uni_e;
+      d_pw = d_ap * ph;
+      d_ph = d_ap * pw;
+      const V da = d_inter * b, db = d_inter * a, dcx = d_inter * cy, dcy = d_inter * cx;
+      const V dddx = zero - d_inter * ddy, dddy = zero - d_inter * ddx, dfx = zero - d_inter * fy,
+              dfy = zero - d_inter * fx;
+      d_ex = zero - (da + dcx + dddx + dfx);
+      d_ey = zero - (db + dcy + dddy + dfy);
+      d_rx = da + dcx * min_share(rx, lx) + dfx * max_share(rx, lx);
+      d_lx = dddx + dcx * min_share(lx, rx) + dfx * max_share(lx, rx);
+      d_ry = db + dcy * min_share(ry, ly) + dddy * max_share(ry, ly);
+      d_ly = dfy + dcy * min_share(ly, ry) + dddy * max_share(ly, ry);
     }
   }
   if constexpr (grad) {
-    // iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
-    d_uni = d_uni - d_iou * iou / uni;
-    const V d_inter = d_iou / uni - d_uni;
-    d_pw = d_pw + d_uni * ph;
-    d_ph = d_ph + d_uni * pw;
-    const V d_iwr = d_inter * ih * iwr.ge(zero), d_ihr = d_inter * iw * ihr.ge(zero);
-    const V d_pwr = d_pw * pwr.ge(zero), d_phr = d_ph * phr.ge(zero);
-    // iwr = min(px2, tx2) - max(px1, tx1); pwr = px2 - px1; centre offset dx = (tx1 - px1 + tx2 - px2) / 2
-    g[0] = zero - d_iwr * max_share(p[0], t[0]) - d_pwr - half * d_dx;
-    g[1] = zero - d_ihr * max_share(p[1], t[1]) - d_phr - half * d_dy;
-    g[2] = d_iwr * min_share(p[2], t[2]) + d_pwr - half * d_dx;
-    g[3] = d_ihr * min_share(p[3], t[3]) + d_phr - half * d_dy;
-    if constexpr (kind == kGIoU || kind == kDIoU || kind == kCIoU) {
-      // cwr = max(px2, tx2) - min(px1, tx1)
+    if constexpr (has_iou) {
+      // iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
+      d_uni = d_uni - d_iou * iou / uni;
+      const V d_inter = d_iou / uni - d_uni;
+      d_pw = d_pw + d_uni * ph;
+      d_ph = d_ph + d_uni * pw;
+      const V d_iwr = d_inter * ih * iwr.ge(zero), d_ihr = d_inter * iw * ihr.ge(zero);
+      d_rx = d_iwr;  // iwr = rx - lx
+      d_lx = zero - d_iwr;
+      d_ry = d_ihr;
+      d_ly = zero - d_ihr;
+    }
+    // pw = max(pwr, 0), pwr = px2 - px1
+    d_pwr = d_pwr + d_pw * pwr.ge(zero);
+    d_phr = d_phr + d_ph * phr.ge(zero);
+    // lx = max(px1, tx1), rx = min(px2, tx2)
+    g[0] = d_lx * max_share(p[0], t[0]) - d_pwr;
+    g[1] = d_ly * max_share(p[1], t[1]) - d_phr;
+    g[2] = d_rx * min_share(p[2], t[2]) + d_pwr;
+    g[3] = d_ry * min_share(p[3], t[3]) + d_phr;
+    if constexpr (has_centre) {  // dx = (tx1 - px1 + tx2 - px2) / 2
+      g[0] = g[0] - half * d_dx;
+      g[1] = g[1] - half * d_dy;
+      g[2] = g[2] - half * d_dx;
+      g[3] = g[3] - half * d_dy;
+    }
+    if constexpr (has_enclosure) {  // cwr = max(px2, tx2) - min(px1, tx1)
       const V d_cwr = d_cw * cwr.ge(zero), d_chr = d_ch * chr.ge(zero);
       g[0] = g[0] - d_cwr * min_share(p[0], t[0]);
       g[1] = g[1] - d_chr * min_share(p[1], t[1]);
       g[2] = g[2] + d_cwr * max_share(p[2], t[2]);
       g[3] = g[3] + d_chr * max_share(p[3], t[3]);
+    }
+    if constexpr (kind == kExtendedIoU) {  // ex = min(px1, tx1)
+      g[0] = g[0] + d_ex * min_share(p[0], t[0]);
+      g[1] = g[1] + d_ey * min_share(p[1], t[1]);
     }
   }
   return loss;
@@ -547,14 +684,25 @@ void with_box_kind(int64_t kind, F&& f) {  // the loss kind as a compile-time co
     case kGIoU: f(std::integral_constant<int64_t, kGIoU>()); break;
     case kDIoU: f(std::integral_constant<int64_t, kDIoU>()); break;
     case kCIoU: f(std::integral_constant<int64_t, kCIoU>()); break;
+    case kExtendedIoU: f(std::integral_constant<int64_t, kExtendedIoU>()); break;
+    case kSIoU: f(std::integral_constant<int64_t, kSIoU>()); break;
+    case kEfficientIoU: f(std::integral_constant<int64_t, kEfficientIoU>()); break;
+    case kWIoU: f(std::integral_constant<int64_t, kWIoU>()); break;
     default: TORCH_CHECK(false, "mmloss_ext fused: unknown box kind ", kind);
   }
 }
 
+void check_box_hp(int64_t kind, const std::vector<double>& hp) {
+  TORCH_CHECK(kind >= kIoULinear && kind <= kWIoU, "mmloss_ext fused: unknown box kind ", kind);
+  TORCH_CHECK(hp.size() == box_hp_size(kind), "mmloss_ext fused: box kind ", kind, " expects ",
+              box_hp_size(kind), " hyper-parameters, got ", hp.size());
+}
+
 // out_mode: 0 total (float64 scalar), 1 per box (N,); w: (N,) weight or undefined
-at::Tensor box_forward(int64_t kind_id, double eps, double floor, at::Tensor pred, at::Tensor target,
+at::Tensor box_forward(int64_t kind_id, double eps, std::vector<double> hp, at::Tensor pred, at::Tensor target,
                        c10::optional<at::Tensor> w, int64_t out_mode) {
   check_inputs(pred, {target, w});
+  check_box_hp(kind_id, hp);
   const int64_t n = pred.size(0);
   at::Tensor out = out_mode == 1 ? at::empty({n}, pred.options()) : at::empty({}, pred.options().dtype(at::kDouble));
   with_box_kind(kind_id, [&](auto k) {
@@ -563,6 +711,7 @@ at::Tensor box_forward(int64_t kind_id, double eps, double floor, at::Tensor pre
     using T = scalar_t;
     using V = Vectorized<T>;
     constexpr int64_t vs = V::size();
+    const BoxHp<T> h(eps, hp);
     const T* p = pred.data_ptr<T>();
     const T* t = target.data_ptr<T>();
     const T* wp = ptr_or_null<T>(w);
@@ -574,7 +723,7 @@ at::Tensor box_forward(int64_t kind_id, double eps, double floor, at::Tensor pre
         const int64_t cnt = std::min(vs, e - i);
         load_boxes(p + 4 * i, cnt, pv);
         load_boxes(t + 4 * i, cnt, tv);
-        V l = box_eval<kind, false, T>(T(eps), T(floor), pv, tv, nullptr);
+        V l = box_eval<kind, false, T>(h, pv, tv, nullptr);
         if (wp != nullptr) l = l * load(wp + i, cnt);
         if (o != nullptr) {
           l.store(o + i, cnt);
@@ -596,9 +745,10 @@ at::Tensor box_forward(int64_t kind_id, double eps, double floor, at::Tensor pre
 }
 
 // d pred = gscale * w[i] * gout[i] * d loss_i / d pred_i
-at::Tensor box_backward(int64_t kind_id, double eps, double floor, at::Tensor pred, at::Tensor target,
+at::Tensor box_backward(int64_t kind_id, double eps, std::vector<double> hp, at::Tensor pred, at::Tensor target,
                         c10::optional<at::Tensor> w, double gscale, c10::optional<at::Tensor> gout) {
   check_inputs(pred, {target, w, gout});
+  check_box_hp(kind_id, hp);
   const int64_t n = pred.size(0);
   at::Tensor dp = at::empty_like(pred);
   with_box_kind(kind_id, [&](auto k) {
@@ -607,6 +757,7 @@ at::Tensor box_backward(int64_t kind_id, double eps, double floor, at::Tensor pr
     using T = scalar_t;
     using V = Vectorized<T>;
     constexpr int64_t vs = V::size();
+    const BoxHp<T> h(eps, hp);
     const T* p = pred.data_ptr<T>();
     const T* t = target.data_ptr<T>();
     const T* wp = ptr_or_null<T>(w);
@@ -618,7 +769,7 @@ at::Tensor box_backward(int64_t kind_id, double eps, double floor, at::Tensor pr
         const int64_t cnt = std::min(vs, e - i);
         load_boxes(p + 4 * i, cnt, pv);
         load_boxes(t + 4 * i, cnt, tv);
-        box_eval<kind, true, T>(T(eps), T(floor), pv, tv, gv);
+        box_eval<kind, true, T>(h, pv, tv, gv);
         V f = V(T(gscale));
         if (wp != nullptr) f = f * load(wp + i, cnt);
         if (gp != nullptr) f = f * load(gp + i, cnt);

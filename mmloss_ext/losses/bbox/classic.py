@@ -76,7 +76,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         return -iou.log()
 
     return box_loss(name, pred, target, _OVERLAPS_EPS, fn, weight, reduction, avg_factor,
-                    kernel=(f'iou_{mode}', eps), impl=impl)
+                    kernel=(f'iou_{mode}', (eps,)), impl=impl)
 
 
 def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3,
@@ -122,7 +122,7 @@ def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: f
                       impl: str = 'eager') -> Tensor:
     check_ranges(name, EPS_RANGES, eps=eps)
     return box_loss(name, pred, target, eps, lambda g: variant_loss(g, mode, clamp=clamp), weight, reduction,
-                    avg_factor, kernel=(mode, 0.0), impl=impl)
+                    avg_factor, kernel=(mode, ()), impl=impl)
 
 
 def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
@@ -179,7 +179,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
                              impl=impl)
 
 
-def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1,
+def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Extended-IoU loss (Peng & Yu 2021), as mmdet's ``eiou_loss``.
 
@@ -211,10 +211,11 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         # inter <= 0 whenever either box is inverted, so the union stays >= eps
         return _smooth(1.0 - inter / (ap + at - inter + eps), smooth_point)
 
-    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor,
+                    kernel=('extended_iou', (smooth_point,)), impl=impl)
 
 
-def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False,
+def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""SCYLLA-IoU loss (Gevorgyan 2022), as mmdet's ``siou_loss``.
 
@@ -237,7 +238,8 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
     def fn(g: BoxPair) -> Tensor:
         return 1.0 - (g.iou - siou_penalty(g, neg_gamma)).clamp(min=-1.0, max=1.0)
 
-    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor,
+                    kernel=('siou', (1.0 if neg_gamma else 0.0,)), impl=impl)
 
 
 # --- registered modules ---------------------------------------------------------------------------
@@ -303,8 +305,8 @@ class EIoULoss(BaseLoss):
     loss_fn = staticmethod(eiou_loss)
     hparam_ranges = _EIOU_RANGES
 
-    def __init__(self, eps: float = 1e-6, smooth_point: float = 0.1, **base) -> None:
-        super().__init__(eps=eps, smooth_point=smooth_point, **base)
+    def __init__(self, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, smooth_point=smooth_point, impl=impl, **base)
 
 
 @register_loss
@@ -313,5 +315,5 @@ class SIoULoss(BaseLoss):
     loss_fn = staticmethod(siou_loss)
     hparam_ranges = EPS_RANGES
 
-    def __init__(self, eps: float = 1e-6, neg_gamma: bool = False, **base) -> None:
-        super().__init__(eps=eps, neg_gamma=neg_gamma, **base)
+    def __init__(self, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, neg_gamma=neg_gamma, impl=impl, **base)

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ...kernels import cpu as fused
 from ...registry import register_loss
 from .._boxes import (EPS_RANGES, IOU_MODES, NON_NEGATIVE, POSITIVE, UNIT, BoxPair, box_loss, iou_penalties,
                       shape_cost, size_mismatch, variant_loss)
@@ -40,7 +41,7 @@ _NWD_RANGES = dict(constant=POSITIVE, eps=NON_NEGATIVE)
 
 
 def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal_gamma: float = 0.0,
-                       weight: Optional[Tensor] = None, reduction: str = 'mean',
+                       impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
     r"""Efficient-IoU loss and Focal-EIoU (Zhang et al. 2021, "Focal and Efficient IOU Loss").
 
@@ -66,7 +67,14 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
         loss = variant_loss(g, 'eiou')
         return loss if focal_gamma == 0 else g.iou.detach() ** focal_gamma * loss
 
-    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
+    def focus(box_weight: Optional[Tensor]) -> Tensor:
+        # IoU^gamma = exp(-gamma * (-log IoU)) from the 'iou_log' kernel (floor 0: IoU = 0 gives 0);
+        # 1 - (1 - IoU) from 'iou_linear' would lose the relative precision of a small IoU
+        factor = torch.exp(-focal_gamma * fused.box_values('iou_log', pred, target, eps=eps, hp=(0.0,)))
+        return factor if box_weight is None else factor * adapt_weight(name, box_weight, factor)
+
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor, kernel=('efficient_iou', ()),
+                    focus=None if focal_gamma == 0 else focus, impl=impl)
 
 
 def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: str = 'iou', eps: float = 1e-9,
@@ -121,7 +129,7 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
 
 def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = None, training: bool = False, *,
               version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
-              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+              impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Wise-IoU v1/v2/v3 (Tong et al. 2023, "Wise-IoU: Bounding Box Regression Loss with Dynamic
     Focusing Mechanism").
 
@@ -161,17 +169,28 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
             raise ValueError(f'{name}: `running_mean` expected a tensor of one element, '
                              f'got shape {tuple(running_mean.shape)}')
 
+    def focusing(loss_iou: Tensor, box_weight: Optional[Tensor]) -> Tensor:
+        """v2/v3's factor from the detached ``1 - IoU``; updates the running mean once per call."""
+        box_weight = None if box_weight is None else adapt_weight(name, box_weight, loss_iou)
+        mean = _wiou_mean(loss_iou, running_mean, training, momentum, box_weight)
+        beta = loss_iou / mean.clamp(min=_EPS)
+        return beta.sqrt() if version == 'v2' else beta / (delta * alpha ** (beta - delta))
+
     def fn(g: BoxPair) -> Tensor:
         loss_iou = 1.0 - g.iou
         loss = torch.exp(g.centre_dist2 / g.enclose_diag2.detach()) * loss_iou
         if version == 'v1':
             return loss
-        box_weight = None if weight is None else adapt_weight(name, per_box_weight(name, weight, pred), loss_iou)
-        mean = _wiou_mean(loss_iou.detach(), running_mean, training, momentum, box_weight)
-        beta = loss_iou.detach() / mean.clamp(min=_EPS)
-        return loss * (beta.sqrt() if version == 'v2' else beta / (delta * alpha ** (beta - delta)))
+        return loss * focusing(loss_iou.detach(), per_box_weight(name, weight, pred))
 
-    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
+    def focus(box_weight: Optional[Tensor]) -> Tensor:
+        # the fused v1 kernel times the factor folded into the weight; 1 - IoU from 'iou_linear'
+        # (floor 0: exactly the eager 1 - IoU)
+        factor = focusing(fused.box_values('iou_linear', pred, target, eps=_EPS, hp=(0.0,)), box_weight)
+        return factor if box_weight is None else factor * adapt_weight(name, box_weight, factor)
+
+    return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor, kernel=('wiou', ()),
+                    focus=None if version == 'v1' else focus, impl=impl)
 
 
 def _check_img_shape(name: str, img_shape) -> None:
@@ -347,8 +366,8 @@ class EfficientIoULoss(BaseLoss):
     loss_fn = staticmethod(efficient_iou_loss)
     hparam_ranges = _EFFICIENT_RANGES
 
-    def __init__(self, eps: float = 1e-7, focal_gamma: float = 0.0, **base) -> None:
-        super().__init__(eps=eps, focal_gamma=focal_gamma, **base)
+    def __init__(self, eps: float = 1e-7, focal_gamma: float = 0.0, impl: str = 'auto', **base) -> None:
+        super().__init__(eps=eps, focal_gamma=focal_gamma, impl=impl, **base)
 
 
 @register_loss
@@ -377,8 +396,8 @@ class WIoULoss(BaseLoss):
     hparam_ranges = _WIOU_RANGES
 
     def __init__(self, version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
-                 **base) -> None:
-        super().__init__(version=version, alpha=alpha, delta=delta, momentum=momentum, **base)
+                 impl: str = 'auto', **base) -> None:
+        super().__init__(version=version, alpha=alpha, delta=delta, momentum=momentum, impl=impl, **base)
         self.register_buffer('iou_mean', torch.tensor(1.0))
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
