@@ -13,7 +13,9 @@ call minus the resident size before it, inputs already allocated).
     python tools/benchmark.py --cases focal giou
 
 CE and Dice have no fused kernel (torch's cross-entropy is already a fused kernel): their
-fused column is the eager path. Losses run with ``impl='eager'`` / ``impl='fused'`` explicitly.
+fused column is the eager path. Efficient-IoU and Wise-IoU (v3, training) have no mmdet
+implementation: their ``vs mmdet`` column is ``—``; compare fused with eager. Losses run with
+``impl='eager'`` / ``impl='fused'`` explicitly.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# name: (mmdet type, mmloss_ext type, input kind, size, has a fused path, extra config)
+# name: (mmdet type or None, mmloss_ext type, input kind, size, has a fused path, extra config)
 CASES = {
     'focal': ('FocalLoss', 'FocalLoss', 'labels', (200_000, 80), True, {}),
     'qfl': ('QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80), True, {}),
@@ -39,6 +41,10 @@ CASES = {
     'giou': ('GIoULoss', 'GIoULoss', 'boxes', (1_000_000,), True, {}),
     'diou': ('DIoULoss', 'DIoULoss', 'boxes', (1_000_000,), True, {}),
     'ciou': ('CIoULoss', 'CIoULoss', 'boxes', (1_000_000,), True, {}),
+    'eiou': ('EIoULoss', 'EIoULoss', 'boxes', (1_000_000,), True, {}),
+    'siou': ('SIoULoss', 'SIoULoss', 'boxes', (1_000_000,), True, {}),
+    'efficient_iou': (None, 'EfficientIoULoss', 'boxes', (1_000_000,), True, {}),  # no mmdet implementation
+    'wiou': (None, 'WIoULoss', 'boxes', (1_000_000,), True, {}),  # v3, training: the running mean updated
     'smooth_l1': ('SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), True, {}),
     'l1': ('L1Loss', 'L1Loss', 'residual', (1_000_000, 4), True, {}),
     'balanced_l1': ('BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4), True, {}),
@@ -140,7 +146,7 @@ def run_case(case, scale, repeat, out):
     floor = median_time(lambda: torch.sigmoid(x), repeat)
     rows = {}
     for impl in IMPLS:
-        if impl == 'fused' and not has_fused:
+        if (impl == 'fused' and not has_fused) or (impl == 'mmdet' and CASES[case][0] is None):
             continue
         loss = build(case, impl)
         step(loss, x, target)  # warm-up
@@ -151,7 +157,8 @@ def run_case(case, scale, repeat, out):
     out.write(f'  {"impl":<6} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
               f'{"1st call ms":>12}\n')
     for impl, r in rows.items():
-        out.write(f'  {impl:<6} {r["time"] * 1e3:>11.1f} {rows["mmdet"]["time"] / r["time"]:>8.2f}x '
+        vs = f'{rows["mmdet"]["time"] / r["time"]:>8.2f}x' if 'mmdet' in rows else f'{"—":>9}'
+        out.write(f'  {impl:<6} {r["time"] * 1e3:>11.1f} {vs} '
                   f'{r["time"] / floor:>8.1f}x {r["peak"] / 2 ** 20:>14.0f} {r["first"] * 1e3:>12.1f}\n')
     out.flush()
     return dict(case=case, shape=shape, sigmoid=floor, **{k: v for k, v in rows.items()})

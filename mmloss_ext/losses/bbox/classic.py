@@ -224,8 +224,9 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
     with the angle-aware distance cost :math:`\Delta` and the shape cost :math:`\Omega` of
     :func:`~mmloss_ext.losses._boxes.siou_penalty`. ``neg_gamma=True`` is the paper's
     :math:`\gamma = \Lambda - 2`; mmdet's default ``False`` uses :math:`2 - \Lambda`. The angle
-    cost is evaluated in closed form (no ``asin``), so it is finite for coincident centres.
-    Args and returns as :func:`iou_loss`.
+    cost is evaluated in closed form (no ``asin``), so it is finite for coincident centres, and the
+    distance exponent is capped where the clamp saturates (mmdet's ``exp`` overflows there into a
+    ``nan`` gradient). Args and returns as :func:`iou_loss`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
