@@ -40,7 +40,7 @@ def _extensions():
                 print(f'[mmloss_ext] the fused CPU kernels were not built ({err}); the losses run eagerly',
                       file=sys.stderr)
 
-    ext = CppExtension('mmloss_ext._fused', ['mmloss_ext/kernels/csrc/fused.cpp'],
+    ext = CppExtension('mmloss_ext._fused', ['mmloss_ext/kernels/csrc/fused.cpp', 'mmloss_ext/kernels/csrc/dense.cpp'],
                        extra_compile_args=['-O3', '-fopenmp', *_isa_flags()], extra_link_args=['-fopenmp'])
     return {'build_ext': OptionalBuild}, [ext]
 

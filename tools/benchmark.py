@@ -12,10 +12,10 @@ call minus the resident size before it, inputs already allocated).
     python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
     python tools/benchmark.py --cases focal giou
 
-CE and Dice have no fused kernel (torch's cross-entropy is already a fused kernel): their
-fused column is the eager path. Efficient-IoU and Wise-IoU (v3, training) have no mmdet
-implementation: their ``vs mmdet`` column is ``—``; compare fused with eager. Losses run with
-``impl='eager'`` / ``impl='fused'`` explicitly.
+Efficient-IoU and Wise-IoU (v3, training) have no mmdet implementation: their ``vs mmdet``
+column is ``—``; compare fused with eager. Losses run with ``impl='eager'`` / ``impl='fused'``
+explicitly. The CE case also times torch's ``F.cross_entropy`` (mean over the batch) as a
+``torch`` row.
 """
 from __future__ import annotations
 
@@ -48,10 +48,12 @@ CASES = {
     'smooth_l1': ('SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), True, {}),
     'l1': ('L1Loss', 'L1Loss', 'residual', (1_000_000, 4), True, {}),
     'balanced_l1': ('BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4), True, {}),
-    'ce': ('CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), False, {}),
-    'dice': ('DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512), False, {}),
+    'ce': ('CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), True, {}),
+    'dice': ('DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512), True, {}),
 }
-IMPLS = ('mmdet', 'eager', 'fused')
+IMPLS = ('mmdet', 'torch', 'eager', 'fused')
+#: cases with a plain torch reference, timed as the 'torch' row
+TORCH_REFS = {'ce': lambda x, target: torch.nn.functional.cross_entropy(x, target)}
 
 
 def make_inputs(kind, size, scale=1.0):
@@ -85,6 +87,8 @@ def make_inputs(kind, size, scale=1.0):
 
 def build(case, impl):
     mm_type, ours_type, _, _, has_fused, extra = CASES[case]
+    if impl == 'torch':
+        return TORCH_REFS[case]
     if impl == 'mmdet':
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
@@ -146,7 +150,8 @@ def run_case(case, scale, repeat, out):
     floor = median_time(lambda: torch.sigmoid(x), repeat)
     rows = {}
     for impl in IMPLS:
-        if (impl == 'fused' and not has_fused) or (impl == 'mmdet' and CASES[case][0] is None):
+        if ((impl == 'fused' and not has_fused) or (impl == 'mmdet' and CASES[case][0] is None)
+                or (impl == 'torch' and case not in TORCH_REFS)):
             continue
         loss = build(case, impl)
         step(loss, x, target)  # warm-up

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..losses.inputs import check_label_range
 from ..losses.reduction import AvgFactor, adapt_weight, reduce_summed
 from .dispatch import EXT
 
@@ -185,3 +186,95 @@ def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
 
+
+# --- dense losses: softmax cross-entropy and binary Dice (csrc/dense.cpp) -------------------------
+
+def _row_upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor]]:
+    """The upstream gradient of a per-row loss as (scale, per row)."""
+    return (float(grad), None) if out_mode == _TOTAL else (1.0, grad.contiguous())
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Softmax cross-entropy of ``x`` (N, C) at ``labels`` (N,); gradient for ``x`` only. Saves the
+    inputs and the (N,) log-sum-exp (N values against N * C: the backward skips a row max and
+    rescale pass)."""
+
+    @staticmethod
+    def forward(ctx, x, labels, class_weight, w, ignore_index, out_mode, name):
+        save_lse = ctx.needs_input_grad[0]
+        out, lse, bad = EXT.ce_forward(x, labels, class_weight, w, ignore_index, out_mode, save_lse)
+        if bad:  # the kernel checked the labels in its pass: the eager check gives the error
+            check_label_range(name, 'target', labels, 0, x.shape[1] - 1, ignore_index)
+        ctx.ignore_index, ctx.out_mode = ignore_index, out_mode
+        ctx.save_for_backward(x, labels, class_weight, w, lse if save_lse else None)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, labels, class_weight, w, lse = ctx.saved_tensors
+        scale, grow = _row_upstream(ctx.out_mode, grad.to(x.dtype))
+        dx = EXT.ce_backward(x, labels, class_weight, w, ctx.ignore_index, scale, grow, lse)
+        return (dx,) + (None,) * 6
+
+
+def cross_entropy_family(name: str, x: Tensor, labels: Tensor, pred_dtype: torch.dtype, *,
+                         class_weight: Optional[Tensor] = None, ignore_index: int = -100,
+                         weight: Optional[Tensor] = None, reduction: str = 'mean',
+                         avg_factor: AvgFactor = None) -> Tensor:
+    """Softmax cross-entropy of logits ``x`` (N, C) at integer ``labels`` (N,) in ``[0, C)`` or
+    ``ignore_index`` (loss 0); ``class_weight`` (C,); per-sample ``weight``. The kernel checks the
+    label values (``ValueError`` as :func:`~mmloss_ext.losses.inputs.check_label_range`)."""
+    dtype = _compute_dtype(x)
+    x = _prepare(x, dtype)
+    shape = (x.shape[0],)
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    w = wrow if wfull is None else wfull
+    cw = None if class_weight is None else _prepare(class_weight.detach(), dtype)
+    labels = labels.long().contiguous()
+
+    def run(out_mode: int = _ELEMENTS) -> Tensor:
+        return _CrossEntropy.apply(x, labels, cw, w, int(ignore_index), out_mode, name)
+
+    return _reduce(run, shape, reduction, avg_factor, name).to(pred_dtype)
+
+
+class _Dice(torch.autograd.Function):
+    """Binary Dice of ``x`` (N, P) against ``target`` (N, P), one loss per row; gradient for ``x``
+    only. Saves the inputs and the (N, 3) per-row sums (the backward is then one pass)."""
+
+    @staticmethod
+    def forward(ctx, x, target, hp, w, out_mode):
+        out, sums = EXT.dice_forward(hp, x, target, w, out_mode)
+        ctx.hp, ctx.out_mode = hp, out_mode
+        ctx.save_for_backward(x, target, sums, w)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, target, sums, w = ctx.saved_tensors
+        scale, grow = _row_upstream(ctx.out_mode, grad.to(x.dtype))
+        return (EXT.dice_backward(ctx.hp, x, target, sums, w, scale, grow),) + (None,) * 4
+
+
+def dice_family(name: str, pred: Tensor, target: Tensor, *, sigmoid: bool, naive: bool, eps: float,
+                ignore_index: Optional[int] = None, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                avg_factor: AvgFactor = None) -> Tensor:
+    """Binary Dice loss per sample of ``pred`` (N, ...) (logits with ``sigmoid``, else
+    probabilities) against a ``target`` of the same number of elements; elements whose target
+    equals ``ignore_index`` take no part in the sums."""
+    dtype = _compute_dtype(pred)
+    n = pred.shape[0]
+    x = _prepare(pred, dtype).flatten(1)
+    t = _prepare(target.detach(), dtype).flatten(1)
+    shape = (n,)
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    w = wrow if wfull is None else wfull
+    hp = [float(sigmoid), float(naive), float(eps), float(ignore_index is not None),
+          float(0 if ignore_index is None else ignore_index)]
+
+    def run(out_mode: int = _ELEMENTS) -> Tensor:
+        return _Dice.apply(x, t, hp, w, out_mode)
+
+    return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels import use_fused
+from ..kernels import cpu as fused
 from ..registry import register_loss
 from .base import BaseLoss
 from .inputs import (NON_NEGATIVE, POSITIVE, check_choice, check_int_tensor, check_label_range, check_ranges,
@@ -53,6 +55,24 @@ _RANGES = {
 
 # --- shared input handling ------------------------------------------------------------------------
 
+def _check_pair(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: Optional[int]) -> None:
+    """The checks of :func:`_prepare` that need no computation (binary mode: all of them)."""
+    check_tensor(name, 'pred', pred)
+    check_tensor(name, 'target', target, floating=False)
+    check_same_device(name, pred, target)
+    check_choice(name, 'mode', mode, MODES)
+    _check_ignore_index(name, ignore_index)
+    if pred.dim() < 2:
+        want = '(N, *)' if mode == 'binary' else '(N, C, *)'
+        raise ValueError(f'{name}: `pred` expected shape {want} with at least 2 dims for '
+                         f"mode='{mode}', got {tuple(pred.shape)}")
+    if mode == 'binary' and pred.shape != target.shape and not (
+            pred.dim() == target.dim() + 1 and pred.shape[1] == 1 and pred.shape[:1] + pred.shape[2:] == target.shape):
+        raise ValueError(f"{name}: `pred` and `target` expected the same shape (or pred (N, 1, *) "
+                         f"with target (N, *)) for mode='binary', got {tuple(pred.shape)} and "
+                         f'{tuple(target.shape)}')
+
+
 def _prepare(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: Optional[int],
              activation: Optional[str]) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     """Validate a segmentation (pred, target) pair and flatten it to per-class rows.
@@ -68,22 +88,9 @@ def _prepare(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: O
         ignored). ``prob`` and ``onehot`` are already zero where ``valid`` is zero. ``K`` is 1 in
         binary mode and ``C`` in multiclass mode.
     """
-    check_tensor(name, 'pred', pred)
-    check_tensor(name, 'target', target, floating=False)
-    check_same_device(name, pred, target)
-    check_choice(name, 'mode', mode, MODES)
-    _check_ignore_index(name, ignore_index)
-    if pred.dim() < 2:
-        want = '(N, *)' if mode == 'binary' else '(N, C, *)'
-        raise ValueError(f'{name}: `pred` expected shape {want} with at least 2 dims for '
-                         f"mode='{mode}', got {tuple(pred.shape)}")
+    _check_pair(name, pred, target, mode, ignore_index)
     (scores,) = upcast(pred)
     if mode == 'binary':
-        if pred.shape != target.shape and not (pred.dim() == target.dim() + 1 and pred.shape[1] == 1
-                                               and pred.shape[:1] + pred.shape[2:] == target.shape):
-            raise ValueError(f"{name}: `pred` and `target` expected the same shape (or pred (N, 1, *) "
-                             f"with target (N, *)) for mode='binary', got {tuple(pred.shape)} and "
-                             f'{tuple(target.shape)}')
         prob = scores if activation is None else (
             scores.sigmoid() if activation == 'sigmoid' else scores.softmax(1))
         scores, prob = scores.flatten(1).unsqueeze(1), prob.flatten(1).unsqueeze(1)
@@ -136,8 +143,8 @@ def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: 
 
 def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activate: bool = True,
               naive_dice: bool = False, eps: float = 1e-3, mode: str = 'binary',
-              ignore_index: Optional[int] = None, weight: Optional[Tensor] = None, reduction: str = 'mean',
-              avg_factor: AvgFactor = None) -> Tensor:
+              ignore_index: Optional[int] = None, impl: str = 'auto', weight: Optional[Tensor] = None,
+              reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Dice loss (V-Net, Milletari et al. 2016), with mmdet's options.
 
     With :math:`p` the activated prediction and :math:`t` the target of one sample (and class):
@@ -159,6 +166,8 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
         eps: smoothing term, placed as in mmdet for each form.
         mode: ``'binary'`` | ``'multiclass'`` (see the module docstring).
         ignore_index: target value excluded from the sums (``None``: nothing ignored).
+        impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (:mod:`mmloss_ext.kernels.dispatch`); binary
+            mode with the sigmoid (or ``activate=False``) has a fused kernel.
         weight: per-sample :math:`(N,)` weight (or :math:`(N, C)` in multiclass mode).
         reduction, avg_factor: as in mmdet.
 
@@ -180,6 +189,10 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
     activation = None
     if activate:
         activation = 'sigmoid' if use_sigmoid and mode == 'binary' else 'softmax'
+    if use_fused(name, impl, pred, supported=mode == 'binary' and activation != 'softmax', others=(target, weight)):
+        _check_pair(name, pred, target, mode, ignore_index)
+        return fused.dice_family(name, pred, target, sigmoid=activate, naive=naive_dice, eps=eps,
+                                 ignore_index=ignore_index, weight=weight, reduction=reduction, avg_factor=avg_factor)
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
     if naive_dice:
@@ -410,10 +423,10 @@ class DiceLoss(BaseLoss):
 
     def __init__(self, use_sigmoid: bool = True, activate: bool = True, reduction: str = 'mean',
                  naive_dice: bool = False, loss_weight: float = 1.0, eps: float = 1e-3, mode: str = 'binary',
-                 ignore_index: Optional[int] = None, **base) -> None:
+                 ignore_index: Optional[int] = None, impl: str = 'auto', **base) -> None:
         _check_ignore_index('DiceLoss', ignore_index)
         super().__init__(use_sigmoid=use_sigmoid, activate=activate, naive_dice=naive_dice, eps=eps, mode=mode,
-                         ignore_index=ignore_index, reduction=reduction, loss_weight=loss_weight, **base)
+                         ignore_index=ignore_index, impl=impl, reduction=reduction, loss_weight=loss_weight, **base)
 
 
 @register_loss

@@ -784,12 +784,15 @@ at::Tensor box_backward(int64_t kind_id, double eps, std::vector<double> hp, at:
 
 }  // namespace
 
+void register_dense(pybind11::module_& m);  // dense.cpp: cross-entropy and Dice
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmloss_ext fused CPU kernels (see mmloss_ext/kernels/)";
   m.def("elementwise_forward", &elementwise_forward);
   m.def("elementwise_backward", &elementwise_backward);
   m.def("box_forward", &box_forward);
   m.def("box_backward", &box_backward);
+  register_dense(m);
 #if defined(CPU_CAPABILITY_AVX512)
   m.attr("isa") = "AVX512";
 #elif defined(CPU_CAPABILITY_AVX2)

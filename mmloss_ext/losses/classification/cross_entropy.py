@@ -13,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...kernels import use_fused
+from ...kernels import cpu as fused
 from ...registry import register_loss
 from ..base import BaseLoss
-from ..inputs import check_ignore_index, check_int_tensor, check_label_range, check_ranges, check_tensor
+from ..inputs import (check_ignore_index, check_int_tensor, check_label_range, check_ranges, check_same_device,
+                      check_tensor)
 from ..reduction import AvgFactor
 from ._common import (RANGES, along_dim1, bce, check_class_labels, check_label_values, check_logits,
                       check_target_like, check_values, class_mask, finish, gather_class, per_class)
@@ -107,6 +110,15 @@ def _mask_ce(name: str, x: Tensor, target: Tensor, label, class_weight, smoothin
     return loss, None
 
 
+def _check_label_shape(name: str, x: Tensor, target: Tensor) -> None:
+    """:func:`check_class_labels` for (N, C) logits, without the value check."""
+    check_int_tensor(name, 'target', target)
+    if tuple(target.shape) != x.shape[:1]:
+        raise ValueError(f'{name}: `target` expected integer labels of shape {tuple(x.shape[:1])} for `pred` of '
+                         f'shape {tuple(x.shape)} (classes on dim 1), got {tuple(target.shape)}')
+    check_same_device(name, x, target, ('pred', 'target'))
+
+
 def _check_ce_modes(name: str, use_sigmoid: bool, use_mask: bool, ignore_index) -> None:
     check_ignore_index(name, ignore_index)
     if use_sigmoid and use_mask:
@@ -118,7 +130,7 @@ def _check_ce_modes(name: str, use_sigmoid: bool, use_mask: bool, ignore_index) 
 def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                        use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                        ignore_index: Optional[int] = None, avg_non_ignore: bool = False,
-                       label_smoothing: float = 0.0, weight: Optional[Tensor] = None,
+                       label_smoothing: float = 0.0, impl: str = 'auto', weight: Optional[Tensor] = None,
                        reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Cross-entropy with mmdet's three modes, label smoothing and soft targets.
 
@@ -147,6 +159,10 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     ``avg_non_ignore=True`` makes ``'mean'`` (without ``avg_factor``) divide by the number of
     non-ignored elements (a tensor: no host sync).
 
+    ``impl``: ``'auto'`` | ``'eager'`` | ``'fused'`` (:mod:`mmloss_ext.kernels.dispatch`); the
+    softmax form on ``(N, C)`` logits with integer labels and no label smoothing has a fused
+    kernel (``class_weight``, ``ignore_index``, ``avg_non_ignore`` and weights included).
+
     Example:
         >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
         >>> cross_entropy_loss(logits, torch.tensor([0, 2]), reduction='none')
@@ -159,6 +175,15 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     check_ranges(name, RANGES[name], label_smoothing=label_smoothing)
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     check_tensor(name, 'target', target, floating=False)
+    if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
+                 and x.dim() == 2, others=(weight, class_weight)):
+        ignore = TORCH_IGNORE if ignore_index is None else ignore_index
+        _check_label_shape(name, x, target)  # the values: by the kernel, in its pass
+        cw = per_class(name, 'class_weight', class_weight, x, x.shape[1])
+        if avg_non_ignore and avg_factor is None and reduction == 'mean':
+            avg_factor = (target != ignore).sum()
+        return fused.cross_entropy_family(name, x, target, pred.dtype, class_weight=cw, ignore_index=ignore,
+                                          weight=weight, reduction=reduction, avg_factor=avg_factor)
     if use_mask:
         loss, count = _mask_ce(name, x, target, label, class_weight, label_smoothing)
     elif use_sigmoid:
@@ -320,11 +345,11 @@ class CrossEntropyLoss(BaseLoss):
 
     def __init__(self, use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                  ignore_index: Optional[int] = None, avg_non_ignore: bool = False, label_smoothing: float = 0.0,
-                 **base) -> None:
+                 impl: str = 'auto', **base) -> None:
         _check_ce_modes(type(self).__name__, use_sigmoid, use_mask, ignore_index)
         super().__init__(use_sigmoid=use_sigmoid, use_mask=use_mask, class_weight=class_weight,
                          ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
-                         label_smoothing=label_smoothing, **base)
+                         label_smoothing=label_smoothing, impl=impl, **base)
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, ignore_index: Optional[int] = None, **kwargs) -> Tensor:
