@@ -30,11 +30,11 @@ install:
 	       $(PY) -c "import mmcv.ops" || { echo "[install] mmcv.ops does not import"; exit 1; }; }
 	@$(PY) -c "import pkg_resources, mmdet, mmdet.models, mmdet.datasets, mmdet.evaluation, sys; sys.exit(mmdet.__version__ != '3.3.0')" 2>/dev/null \
 	  || { echo "[install] mmdet 3.3.0 (and a setuptools that still ships pkg_resources)"; $(PIP) install -q -r requirements/runtime.txt; }
-	@$(PY) -c "import kornia, monai, pytest, hypothesis" 2>/dev/null \
+	@$(PY) -c "import kornia, monai, pytest, hypothesis, triton" 2>/dev/null \
 	  || { echo "[install] test references and runner"; $(PIP) install -q -r requirements/tests.txt; }
 	@$(PY) -I -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != '$(CURDIR)/mmloss_ext')" 2>/dev/null \
 	  || { echo "[install] mmloss_ext (editable)"; $(PIP) install -q --no-build-isolation --no-deps -e .; }
-	@$(PY) -c "import mmloss_ext._fused" 2>/dev/null \
+	@$(PY) -c "import sys; from mmloss_ext.kernels.dispatch import EXT; sys.exit(EXT is None)" 2>/dev/null \
 	  || { echo "[install] fused C++ kernels mmloss_ext._fused (~1 min)"; \
 	       $(PY) setup.py -q build_ext --inplace || echo "[install] fused kernels not built: the losses run eagerly"; }
 	@echo "[install] ok: $(VENV) is ready"

@@ -116,17 +116,26 @@ def _weight(kind, pred, gen):
 def _run(fn, kw, pred, target, impl, reduction, weight=None, avg_factor=None):
     x = pred.detach().clone().requires_grad_()
     out = fn(x, target, impl=impl, weight=weight, reduction=reduction, avg_factor=avg_factor, **_kw(kw))
-    upstream = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view(out.shape)  # a non-uniform grad_output
+    upstream = torch.linspace(-1, 2, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)  # non-uniform
     (out * upstream).sum().backward()
     return out.detach(), x.grad
 
 
-def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None):
+def _to(obj, device):
+    """Tensors (also inside tuples: QFL's (labels, scores) target) moved to ``device``."""
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    return obj.to(device) if isinstance(obj, torch.Tensor) else obj
+
+
+def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None, device='cpu'):
+    """fused == eager for case ``name`` on ``device`` (test_triton runs it on the Triton backend)."""
     fn, kw, _, _ = CASES[name]
     pred, target = _inputs(name, gen, dtype)
     w = None if weight_kind is None else _weight(weight_kind, pred, gen)
     if w is not None and CASES[name][2][0] == 'boxes' and weight_kind == 'full':
         w = torch.rand(pred.shape, generator=gen, dtype=torch.float64).to(dtype)  # (N, 4): mmdet averages it
+    pred, target, w = _to((pred, target, w), device)
     v_e, g_e = _run(fn, kw, pred, target, 'eager', reduction, w, avg_factor)
     v_f, g_f = _run(fn, kw, pred, target, 'fused', reduction, w, avg_factor)
     assert v_f.dtype == v_e.dtype and v_f.shape == v_e.shape

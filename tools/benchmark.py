@@ -11,6 +11,14 @@ call minus the resident size before it, inputs already allocated).
     python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
     python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
     python tools/benchmark.py --cases focal giou
+    python tools/benchmark.py --device cuda   # CUDA: mmdet, ours eager, ours Triton (+ torchvision's focal)
+
+On CUDA (``--device cuda``) times come from CUDA events (median fwd+bwd), the extra peak memory from
+``torch.cuda.max_memory_allocated`` over one call (inputs already allocated), and the first-call
+time includes Triton's compilation of the kernels (paid once per process and shape class). mmdet's
+focal loss runs mmcv's CUDA op when mmcv was built with it (the header says so);
+``torchvision.ops.sigmoid_focal_loss`` is timed too for the focal case, on a one-hot target made
+outside the timed region.
 
 Efficient-IoU and Wise-IoU (v3, training) have no mmdet implementation: their ``vs mmdet``
 column is ``—``; compare fused with eager. Losses run with ``impl='eager'`` / ``impl='fused'``
@@ -169,12 +177,112 @@ def run_case(case, scale, repeat, out):
     return dict(case=case, shape=shape, sigmoid=floor, **{k: v for k, v in rows.items()})
 
 
+def _to_cuda(obj):
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_cuda(o) for o in obj)
+    return obj.cuda()
+
+
+def cuda_time(fn, repeat):
+    """Median seconds of ``fn`` by CUDA events."""
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def cuda_first_call(fn):
+    """Seconds of the first call (kernel compilation included)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def cuda_extra_peak(fn):
+    """Bytes allocated at the peak of one call beyond what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def _ran_fused(loss, x, target):
+    """Whether a fused autograd Function is in the graph of ``loss(x, target)``."""
+    todo, seen = [loss(x.detach().requires_grad_(), target).grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ('_ElementwiseBackward', '_BoxesBackward'):
+            return True
+        todo.extend(n for n, _ in node.next_functions)
+    return False
+
+
+def _torchvision_focal(x, target):
+    """torchvision's sigmoid focal loss on ``labels`` (one-hot outside the timed region), or None."""
+    try:
+        from torchvision.ops import sigmoid_focal_loss
+    except ImportError:
+        return None
+    onehot = torch.nn.functional.one_hot(target, x.shape[1] + 1)[:, :-1].to(x.dtype)
+    return lambda xx: sigmoid_focal_loss(xx, onehot, alpha=0.25, gamma=2.0, reduction='sum') / max(1, len(target))
+
+
+def run_case_cuda(case, scale, repeat, out):
+    """mmdet, ours eager, ours Triton (and torchvision for focal) on CUDA tensors."""
+    _, _, kind, size, has_fused, _ = CASES[case]
+    x, target = (_to_cuda(a) for a in make_inputs(kind, size, scale))
+    floor = cuda_time(lambda: torch.sigmoid(x), repeat)
+    runs = {}
+    for impl in IMPLS:
+        if impl == 'fused' and not has_fused:
+            continue
+        loss = build(case, impl)
+        name = 'triton' if impl == 'fused' else impl
+        if impl == 'fused' and not _ran_fused(loss, x, target):
+            name = 'triton (ran eager!)'
+        runs[name] = lambda xx, loss=loss: loss(xx, target)
+    if case == 'focal':
+        tv = _torchvision_focal(x, target)
+        if tv is not None:
+            runs['torchvision'] = tv
+    rows = {}
+    for name, fn in runs.items():
+        def one(fn=fn):
+            fn(x.detach().requires_grad_()).backward()
+        first = cuda_first_call(one)
+        one()
+        rows[name] = dict(time=cuda_time(one, repeat), peak=cuda_extra_peak(one), first=first)
+    shape = 'x'.join(map(str, x.shape))
+    out.write(f'\n{case} ({shape}; one sigmoid pass {floor * 1e3:.3f} ms)\n')
+    out.write(f'  {"impl":<20} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
+              f'{"1st call ms":>12}\n')
+    for name, r in rows.items():
+        out.write(f'  {name:<20} {r["time"] * 1e3:>11.3f} {rows["mmdet"]["time"] / r["time"]:>8.2f}x '
+                  f'{r["time"] / floor:>8.1f}x {r["peak"] / 2 ** 20:>14.0f} {r["first"] * 1e3:>12.1f}\n')
+    out.flush()
+    return dict(case=case, shape=shape, device='cuda', sigmoid=floor, **rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true', help='1/10 of the sizes, 3 repeats')
     parser.add_argument('--repeat', type=int, default=None, help='timed runs per implementation (default 7)')
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
     parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
+                        help='cuda: time mmdet / ours eager / ours Triton on the GPU')
     parser.add_argument('--_fresh', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._fresh:
@@ -183,6 +291,22 @@ def main(argv=None):
         return
     scale = 0.1 if args.quick else 1.0
     repeat = args.repeat or (3 if args.quick else 7)
+    if args.device == 'cuda':
+        if not torch.cuda.is_available():
+            parser.error('--device cuda: no CUDA device is available to torch')
+        from mmloss_ext.kernels.dispatch import triton_available
+        try:
+            from mmcv.ops import sigmoid_focal_loss  # noqa: F401
+            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss imports (mmdet focal uses it)'
+        except ImportError:
+            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss missing'
+        print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}, triton available: {triton_available()}, '
+              f'{mmcv_focal}')
+        results = [run_case_cuda(c, scale, repeat, sys.stdout) for c in args.cases]
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(results, f, indent=1)
+        return
     from mmloss_ext.kernels import fused_available
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability '
           f'{torch.backends.cpu.get_cpu_capability()}, fused kernels available: {fused_available()}')

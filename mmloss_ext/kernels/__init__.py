@@ -5,12 +5,18 @@ the same losses in one pass over memory forward and one backward, saving only th
 ``torch.autograd.Function`` with the analytic gradient over the C++ kernels of
 ``kernels/csrc/fused.cpp``, built by ``setup.py`` as ``mmloss_ext._fused``).
 
-* :mod:`.dispatch` — the one ``impl='auto'|'eager'|'fused'`` switch (and ``MMLOSS_EXT_IMPL``);
-* :mod:`.cpu` — the autograd Functions and the per-family entry points called by the losses.
+* :mod:`.dispatch` — the one ``impl='auto'|'eager'|'fused'`` switch (and ``MMLOSS_EXT_IMPL``),
+  and :func:`~.dispatch.backend`, the kernels of a device;
+* :mod:`.cpu` — the autograd Functions and the per-family entry points called by the losses;
+* :mod:`.gpu` — the same kernels in Triton, for CUDA tensors (same ABI as the C++ extension;
+  imported on first use).
 
-When the extension is missing (not built, or built for a vector ISA the running CPU lacks) every
-loss runs its eager path; :func:`fused_available` says which.
+What runs where: CPU tensors use the C++ extension; CUDA tensors use the Triton kernels where the
+loss's call site lists ``'cuda'`` in ``use_fused(..., devices=...)`` (sigmoid-focal, residual and
+IoU families) and ``triton`` imports. When the extension is missing (not built, or built for a
+vector ISA the running CPU lacks) or Triton is, the loss runs its eager path;
+:func:`fused_available` says which.
 """
-from .dispatch import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, fused_available, resolve_impl, use_fused
+from .dispatch import CPU_AND_CUDA, ENV_IMPL, ENV_MIN_NUMEL, IMPLS, backend, fused_available, resolve_impl, use_fused
 
-__all__ = ['ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'fused_available', 'resolve_impl', 'use_fused']
+__all__ = ['CPU_AND_CUDA', 'ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'backend', 'fused_available', 'resolve_impl', 'use_fused']

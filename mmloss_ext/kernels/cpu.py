@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ..losses.inputs import check_label_range
 from ..losses.reduction import AvgFactor, adapt_weight, reduce_summed
-from .dispatch import EXT
+from .dispatch import EXT, backend
 
 # kernel ids, as in csrc/fused.cpp
 FOCAL, QUALITY_FOCAL, VARIFOCAL, SMOOTH_L1, BALANCED_L1 = range(5)
@@ -36,8 +36,8 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def _upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor], Optional[Tensor]]:
     """The upstream gradient as (scale, per row, per element) for the backward kernels."""
-    if out_mode == _TOTAL:
-        return float(grad), None, None
+    if out_mode == _TOTAL:  # a CUDA scale stays a tensor: float() would synchronise
+        return (float(grad) if grad.device.type == 'cpu' else grad), None, None
     if out_mode == _ROWS:
         return 1.0, grad.contiguous(), None
     return 1.0, None, grad.contiguous()
@@ -50,14 +50,15 @@ class _Elementwise(torch.autograd.Function):
     def forward(ctx, x, kind, hp, target, labels, score, wrow, wfull, out_mode):
         ctx.kind, ctx.hp, ctx.out_mode = kind, hp, out_mode
         ctx.save_for_backward(x, target, labels, score, wrow, wfull)
-        return EXT.elementwise_forward(kind, hp, x, target, labels, score, wrow, wfull, out_mode)
+        return backend(x.device).elementwise_forward(kind, hp, x, target, labels, score, wrow, wfull, out_mode)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, target, labels, score, wrow, wfull = ctx.saved_tensors
         scale, grow, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
-        dx = EXT.elementwise_backward(ctx.kind, ctx.hp, x, target, labels, score, wrow, wfull, scale, grow, gfull)
+        dx = backend(x.device).elementwise_backward(ctx.kind, ctx.hp, x, target, labels, score, wrow, wfull, scale,
+                                                    grow, gfull)
         return (dx,) + (None,) * 8
 
 
@@ -68,14 +69,15 @@ class _Boxes(torch.autograd.Function):
     def forward(ctx, pred, target, kind, eps, hp, w, out_mode):
         ctx.kind, ctx.eps, ctx.hp, ctx.out_mode = kind, eps, hp, out_mode
         ctx.save_for_backward(pred, target, w)
-        return EXT.box_forward(kind, eps, hp, pred, target, w, out_mode)
+        return backend(pred.device).box_forward(kind, eps, hp, pred, target, w, out_mode)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         pred, target, w = ctx.saved_tensors
         scale, _, per_box = _upstream(ctx.out_mode, grad.to(pred.dtype))
-        return (EXT.box_backward(ctx.kind, ctx.eps, ctx.hp, pred, target, w, scale, per_box),) + (None,) * 6
+        dp = backend(pred.device).box_backward(ctx.kind, ctx.eps, ctx.hp, pred, target, w, scale, per_box)
+        return (dp,) + (None,) * 6
 
 
 def _prepare(x: Tensor, dtype: torch.dtype) -> Tensor:

@@ -13,13 +13,22 @@ The environment variable ``MMLOSS_EXT_IMPL`` (``auto``/``eager``/``fused``) repl
 for every loss at once; an explicit ``impl='eager'`` or ``'fused'`` keeps precedence.
 ``MMLOSS_EXT_FUSED_MIN_NUMEL`` overrides :data:`MIN_NUMEL`. Both are read at each call.
 
+Where the fused kernels run: a call site names the device types its kernels cover with
+``devices=`` (default ``('cpu',)``). On the CPU the kernels are the C++ extension
+(``mmloss_ext._fused``, :data:`EXT`); on CUDA they are the Triton kernels of :mod:`.gpu`
+(the sigmoid-focal, residual and IoU families), available when ``triton`` imports.
+:func:`backend` returns the module implementing the kernels for a device.
+
 The fused backward is once-differentiable: use ``impl='eager'`` for double backward. Under
 ``torch.compile`` / TorchScript the eager path is used, so that the compiler sees the formula.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Iterable, Optional
+import warnings
+from types import ModuleType
+from typing import Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -34,11 +43,19 @@ MIN_NUMEL = 4096
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+#: the interface version of ``csrc/`` (``m.attr("abi")`` in fused.cpp): an older build is not used
+ABI = 2
+
 
 def _load_extension():
     try:
         from .. import _fused
     except ImportError:
+        return None
+    if getattr(_fused, 'abi', None) != ABI:
+        warnings.warn(f'mmloss_ext: the fused C++ kernels at {_fused.__file__} are a stale build '
+                      f'(interface {getattr(_fused, "abi", 1)}, expected {ABI}); the losses run eagerly. '
+                      'Rebuild with `make install` or `python setup.py build_ext --inplace`.')
         return None
     # built for the build machine's vector ISA: use it only where the running CPU has that ISA
     have = torch.backends.cpu.get_cpu_capability()
@@ -49,10 +66,38 @@ def _load_extension():
 EXT = _load_extension()
 
 
-def fused_available(device: Optional[torch.device] = None) -> bool:
-    """Whether a fused kernel exists for ``device`` (CPU only: the C++ extension)."""
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether ``triton`` imports (checked once, on the first CUDA call)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # ImportError, or a broken install
+        return False
+    return True
+
+
+#: the device types of the families with both a C++ and a Triton kernel (focal, residual, box)
+CPU_AND_CUDA = ('cpu', 'cuda')
+
+
+def fused_available(device: Optional[torch.device] = None, devices: Tuple[str, ...] = ('cpu',)) -> bool:
+    """Whether a fused kernel exists for ``device`` (default: the CPU) among ``devices``:
+    ``'cpu'``, the C++ extension; ``'cuda'``, the Triton kernels."""
     device = torch.device('cpu') if device is None else torch.device(device)
-    return EXT is not None and device.type == 'cpu'
+    if device.type not in devices:
+        return False
+    if device.type == 'cpu':
+        return EXT is not None
+    return device.type == 'cuda' and triton_available()
+
+
+def backend(device) -> ModuleType:
+    """The kernels for ``device``: :data:`EXT` on the CPU, the Triton module :mod:`.gpu` on CUDA
+    (imported on first use: ``TRITON_INTERPRET`` is read when its kernels are decorated)."""
+    if torch.device(device).type == 'cuda':
+        from . import gpu
+        return gpu
+    return EXT
 
 
 def resolve_impl(name: str, impl: str) -> str:
@@ -70,7 +115,7 @@ def min_numel() -> int:
 
 
 def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
-              others: Iterable[Optional[Tensor]] = ()) -> bool:
+              others: Iterable[Optional[Tensor]] = (), devices: Tuple[str, ...] = ('cpu',)) -> bool:
     """Whether ``name`` runs fused for this call (see the module docstring).
 
     Args:
@@ -79,10 +124,11 @@ def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
         pred: the (validated) prediction.
         supported: False when the kernel lacks an option of this call.
         others: the other tensors of the call (targets, weights); fused only if none needs a gradient.
+        devices: the device types with a kernel for this loss (``'cpu'``, ``'cuda'``).
     """
     impl = resolve_impl(name, impl)
     if (impl == 'eager' or not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS
-            or not fused_available(pred.device)):
+            or not fused_available(pred.device, devices)):
         return False
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..kernels import use_fused
+from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import cpu as fused
 from .inputs import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL as UNIT, check_boxes, check_choice, upcast
 from .reduction import AvgFactor, per_box_weight, weight_reduce_loss
@@ -280,7 +280,7 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
     check_boxes(name, pred, target)
     if per_box:
         weight = per_box_weight(name, weight, pred)
-    if kernel is not None and use_fused(name, impl, pred, others=(target, weight)):
+    if kernel is not None and use_fused(name, impl, pred, others=(target, weight), devices=CPU_AND_CUDA):
         if focus is not None:
             weight = focus(weight)
         return fused.box_family(name, kernel[0], pred, target, eps=eps, hp=kernel[1], weight=weight,

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..kernels import use_fused
+from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import cpu as fused
 from ..registry import register_loss
 from .base import BaseLoss
@@ -60,7 +60,8 @@ def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor],
 
     ``kernel``: ``(kind, hparams)`` of the fused kernel of ``fn`` (see :mod:`mmloss_ext.kernels`),
     taken when :func:`~mmloss_ext.kernels.use_fused` says so for ``impl``."""
-    if kernel is not None and use_fused(name, impl, pred, supported=pred.dim() >= 1, others=(target, weight)):
+    if kernel is not None and use_fused(name, impl, pred, supported=pred.dim() >= 1, others=(target, weight),
+                                           devices=CPU_AND_CUDA):
         _check_pair(name, pred, target)
         return fused.residual_family(name, *kernel, pred, target, weight=weight, reduction=reduction,
                                      avg_factor=avg_factor)

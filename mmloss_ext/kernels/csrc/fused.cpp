@@ -793,6 +793,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_forward", &box_forward);
   m.def("box_backward", &box_backward);
   register_dense(m);
+  // bumped whenever a signature or kind id changes: mmloss_ext/kernels/dispatch.py refuses a stale build
+  m.attr("abi") = 2;
 #if defined(CPU_CAPABILITY_AVX512)
   m.attr("isa") = "AVX512";
 #elif defined(CPU_CAPABILITY_AVX2)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...kernels import use_fused
+from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import cpu as fused
 from ...registry import register_loss
 from ..base import BaseLoss
@@ -95,7 +95,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     check_ranges(name, RANGES[name], gamma=gamma, alpha=alpha)
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
     if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
-                                 others=(target, weight)):
+                                 others=(target, weight), devices=CPU_AND_CUDA):
         labels, dense = _checked_target(name, x, target)
         if labels is None or x.dim() == 2:
             return fused.sigmoid_family(name, fused.FOCAL, (alpha, gamma), x, pred.dtype, target=dense, labels=labels,
@@ -160,7 +160,8 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     else:
         check_tensor(name, 'target', target, floating=False)
         t = check_target_like(name, x, target)
-    if use_fused(name, impl, x, supported=not activated and x.dim() == 2, others=(scores, t, weight)):
+    if use_fused(name, impl, x, supported=not activated and x.dim() == 2, others=(scores, t, weight),
+                 devices=CPU_AND_CUDA):
         return fused.sigmoid_family(name, fused.QUALITY_FOCAL, (beta,), x, pred.dtype, target=t, labels=labels,
                                     score=scores, weight=weight, reduction=reduction, avg_factor=avg_factor,
                                     row_sums=True)
@@ -192,7 +193,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
     x = check_logits(name, pred)
     check_tensor(name, 'target', target, floating=False)
     t = check_target_like(name, x, target)
-    if use_fused(name, impl, x, others=(t, weight)):
+    if use_fused(name, impl, x, others=(t, weight), devices=CPU_AND_CUDA):
         return fused.sigmoid_family(name, fused.VARIFOCAL, (alpha, gamma, float(iou_weighted)), x, pred.dtype,
                                     target=t, weight=weight, reduction=reduction, avg_factor=avg_factor)
     negative = alpha * (torch.sigmoid(x) - t).abs().pow(gamma)

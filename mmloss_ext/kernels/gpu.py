@@ -1,0 +1,808 @@
+"""Fused CUDA paths: Triton kernels with the ABI of the C++ extension (``csrc/fused.cpp``).
+
+:func:`elementwise_forward`, :func:`elementwise_backward`, :func:`box_forward` and
+:func:`box_backward` take and return what the extension's functions of the same names do, so the
+autograd Functions of :mod:`.cpu` run either backend (:func:`~.dispatch.backend` picks it by
+device). The formulas mirror the eager functionals of :mod:`mmloss_ext.losses` term by term, with
+the gradients derived by hand (one backward pass, recomputing from the saved inputs).
+
+* elementwise kinds (hyper-parameters ``hp``): 0 sigmoid focal ``[alpha, gamma]``, 1 quality
+  focal ``[beta]``, 2 varifocal ``[alpha, gamma, iou_weighted]``, 3 smooth L1 ``[beta]`` (L1 below
+  ``1e-5``), 4 balanced L1 ``[alpha, gamma, beta]``; one program per ``BLOCK`` elements of the flat
+  ``(N, K)`` input (row sums: per ``BLOCK_R`` rows);
+* box kinds: 0/1/2 IoU linear/square/log ``[floor]``, 3 GIoU, 4 DIoU, 5 CIoU, 6 mmdet's
+  Extended-IoU ``[smooth_point]``, 7 SIoU ``[neg_gamma]``, 8 Efficient-IoU, 9 Wise-IoU v1;
+  one program per ``BLOCK`` boxes.
+
+Totals (``out_mode`` 0) are per-program partial sums added up by ``torch.sum`` in float64
+(deterministic, no atomics). float32 inputs compute in float32, float64 in float64 (the
+hyper-parameters travel in a small tensor of that dtype: Triton passes Python floats as float32).
+``log1p``/``expm1``/``atan`` are series written here in ``tl`` primitives (libdevice has them
+on CUDA but not in Triton's CPU interpreter, which the tests run under ``TRITON_INTERPRET=1``).
+
+Import this module lazily (``TRITON_INTERPRET`` is read when the kernels are decorated).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Union
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ['elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward']
+
+_BLOCK = 1024      # elements per program (elementwise)
+_BLOCK_BOX = 256   # boxes per program
+_ROW_TILE = 2048   # elements per program tile of the row-sum kernel
+_HALF_PI = tl.constexpr(math.pi / 2)
+_QUARTER_PI = tl.constexpr(math.pi / 4)
+_ASPECT = tl.constexpr(4.0 / math.pi ** 2)  # CIoU's 4 / pi^2
+
+# ---------------------------------------------------------------------------------------------
+# math helpers (float32 or float64 by F64; every constant is promoted to the operand's dtype)
+
+
+@triton.jit
+def _log1p_pos(u, F64: tl.constexpr):
+    """log(1 + u) for u >= 0: 2 atanh(s), s = u / (2 + u), as a series below u = 0.5, log above.
+
+    (The series are unrolled with literal coefficients: under the interpreter, arithmetic on a
+    ``static_range`` index makes int tensors, and the coefficients would round through float32.)
+    """
+    s = u / (u + 2.0)
+    z = s * s
+    if F64:  # sum_k z^k / (2k + 1), k <= 11: < 1e-17 for s <= 0.2
+        poly = z * (1.0 / 23.0) + (1.0 / 21.0)
+        poly = poly * z + (1.0 / 19.0)
+        poly = poly * z + (1.0 / 17.0)
+        poly = poly * z + (1.0 / 15.0)
+        poly = poly * z + (1.0 / 13.0)
+        poly = poly * z + (1.0 / 11.0)
+        poly = poly * z + (1.0 / 9.0)
+        poly = poly * z + (1.0 / 7.0)
+        poly = poly * z + (1.0 / 5.0)
+        poly = poly * z + (1.0 / 3.0)
+        poly = poly * z + (1.0 / 1.0)
+    else:  # k <= 5: < 1e-9
+        poly = z * (1.0 / 11.0) + (1.0 / 9.0)
+        poly = poly * z + (1.0 / 7.0)
+        poly = poly * z + (1.0 / 5.0)
+        poly = poly * z + (1.0 / 3.0)
+        poly = poly * z + (1.0 / 1.0)
+    small = 2.0 * s * poly
+    big = tl.log(tl.maximum(u, 0.5) + 1.0)
+    return tl.where(u < 0.5, small, big)
+
+
+@triton.jit
+def _expm1(y, F64: tl.constexpr):
+    """exp(y) - 1: Taylor series for |y| < 0.5, else exp(y) - 1."""
+    ys = tl.minimum(tl.maximum(y, -0.5), 0.5)
+    if F64:  # 15 terms: < 1e-17
+        acc = ys * (1.0 / 15.0) + 1.0
+        acc = acc * ys * (1.0 / 14.0) + 1.0
+        acc = acc * ys * (1.0 / 13.0) + 1.0
+        acc = acc * ys * (1.0 / 12.0) + 1.0
+        acc = acc * ys * (1.0 / 11.0) + 1.0
+        acc = acc * ys * (1.0 / 10.0) + 1.0
+        acc = acc * ys * (1.0 / 9.0) + 1.0
+        acc = acc * ys * (1.0 / 8.0) + 1.0
+        acc = acc * ys * (1.0 / 7.0) + 1.0
+        acc = acc * ys * (1.0 / 6.0) + 1.0
+        acc = acc * ys * (1.0 / 5.0) + 1.0
+        acc = acc * ys * (1.0 / 4.0) + 1.0
+        acc = acc * ys * (1.0 / 3.0) + 1.0
+        acc = acc * ys * (1.0 / 2.0) + 1.0
+    else:
+        acc = ys * (1.0 / 9.0) + 1.0
+        acc = acc * ys * (1.0 / 8.0) + 1.0
+        acc = acc * ys * (1.0 / 7.0) + 1.0
+        acc = acc * ys * (1.0 / 6.0) + 1.0
+        acc = acc * ys * (1.0 / 5.0) + 1.0
+        acc = acc * ys * (1.0 / 4.0) + 1.0
+        acc = acc * ys * (1.0 / 3.0) + 1.0
+        acc = acc * ys * (1.0 / 2.0) + 1.0
+    return tl.where(tl.abs(y) < 0.5, ys * acc, tl.exp(y) - 1.0)
+
+
+@triton.jit
+def _atan_pos(z, F64: tl.constexpr):
+    """atan(z) for z >= 0: reduced to |u| <= tan(pi/8), then the alternating series."""
+    big = z > 1.0
+    w = tl.where(big, 1.0 / tl.maximum(z, 1.0), z)
+    mid = w > 0.41421356237309503
+    u = tl.where(mid, (w - 1.0) / (w + 1.0), w)
+    u2 = u * u
+    if F64:  # sum_k (-u2)^k / (2k + 1), k <= 21: < 1e-17
+        poly = u2 * (-1.0 / 43.0) + (1.0 / 41.0)
+        poly = poly * u2 + (-1.0 / 39.0)
+        poly = poly * u2 + (1.0 / 37.0)
+        poly = poly * u2 + (-1.0 / 35.0)
+        poly = poly * u2 + (1.0 / 33.0)
+        poly = poly * u2 + (-1.0 / 31.0)
+        poly = poly * u2 + (1.0 / 29.0)
+        poly = poly * u2 + (-1.0 / 27.0)
+        poly = poly * u2 + (1.0 / 25.0)
+        poly = poly * u2 + (-1.0 / 23.0)
+        poly = poly * u2 + (1.0 / 21.0)
+        poly = poly * u2 + (-1.0 / 19.0)
+        poly = poly * u2 + (1.0 / 17.0)
+        poly = poly * u2 + (-1.0 / 15.0)
+        poly = poly * u2 + (1.0 / 13.0)
+        poly = poly * u2 + (-1.0 / 11.0)
+        poly = poly * u2 + (1.0 / 9.0)
+        poly = poly * u2 + (-1.0 / 7.0)
+        poly = poly * u2 + (1.0 / 5.0)
+        poly = poly * u2 + (-1.0 / 3.0)
+        poly = poly * u2 + (1.0 / 1.0)
+    else:  # k <= 9: < 1e-8
+        poly = u2 * (-1.0 / 19.0) + (1.0 / 17.0)
+        poly = poly * u2 + (-1.0 / 15.0)
+        poly = poly * u2 + (1.0 / 13.0)
+        poly = poly * u2 + (-1.0 / 11.0)
+        poly = poly * u2 + (1.0 / 9.0)
+        poly = poly * u2 + (-1.0 / 7.0)
+        poly = poly * u2 + (1.0 / 5.0)
+        poly = poly * u2 + (-1.0 / 3.0)
+        poly = poly * u2 + (1.0 / 1.0)
+    a = u * poly
+    a = tl.where(mid, a + _QUARTER_PI, a)
+    return tl.where(big, _HALF_PI - a, a)
+
+
+@triton.jit
+def _sign(d):
+    return (d > 0).to(d.dtype) - (d < 0).to(d.dtype)
+
+
+@triton.jit
+def _pow_slope(q, g, POW: tl.constexpr):
+    """``(q^g, g q^(g - 1))`` for q >= 0 (slope 0 at q = 0); POW: 2 / 1 / 0 exact, -1 any g."""
+    if POW == 2:
+        qg = q * q
+        slope = 2.0 * q
+    elif POW == 1:
+        qg = q
+        slope = tl.zeros_like(q) + 1.0
+    elif POW == 0:
+        qg = tl.zeros_like(q) + 1.0
+        slope = tl.zeros_like(q)
+    else:
+        pos = q > 0
+        lq = tl.log(tl.where(pos, q, 1.0))
+        qg = tl.where(pos, tl.exp(g * lq), 0.0)
+        slope = tl.where(pos, g * tl.exp((g - 1.0) * lq), 0.0)
+    return qg, slope
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise losses: value and d/dx of one element (hp in hp_ptr, in x's dtype)
+
+
+@triton.jit
+def _sigmoid_bce(x, t, F64: tl.constexpr):
+    """p = sigmoid(x), p (1 - p) and bce(x, t) = max(x, 0) - x t + log1p(exp(-|x|)), one exp."""
+    e = tl.exp(-tl.abs(x))
+    r = 1.0 / (1.0 + e)
+    er = e * r
+    p = tl.where(x >= 0, r, er)
+    bce = tl.maximum(x, 0.0) - x * t + _log1p_pos(e, F64)
+    return p, er * r, bce
+
+
+@triton.jit
+def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexpr, FLAG: tl.constexpr,
+          F64: tl.constexpr):
+    """The loss of one element (GRAD=False) or its derivative in x (GRAD=True); see csrc/fused.cpp."""
+    if KIND == 0:  # focal: bce (alpha t + (1 - alpha)(1 - t)) (p (1 - t) + (1 - p) t)^gamma
+        alpha = tl.load(hp_ptr)
+        gamma = tl.load(hp_ptr + 1)
+        p, pq, bce = _sigmoid_bce(x, t, F64)
+        af = (1.0 - alpha) + (2.0 * alpha - 1.0) * t
+        q = p + t * (1.0 - 2.0 * p)
+        qg, slope = _pow_slope(q, gamma, POW)
+        if GRAD:
+            out = af * ((p - t) * qg + bce * slope * (1.0 - 2.0 * t) * pq)
+        else:
+            out = bce * af * qg
+    elif KIND == 1:  # quality focal: bce |p - t|^beta
+        beta = tl.load(hp_ptr)
+        p, pq, bce = _sigmoid_bce(x, t, F64)
+        d = p - t
+        qg, slope = _pow_slope(tl.abs(d), beta, POW)
+        if GRAD:
+            out = d * qg + bce * slope * _sign(d) * pq
+        else:
+            out = bce * qg
+    elif KIND == 2:  # varifocal: bce (t > 0 ? (iou_weighted ? t : 1) : alpha |p - t|^gamma)
+        alpha = tl.load(hp_ptr)
+        gamma = tl.load(hp_ptr + 1)
+        p, pq, bce = _sigmoid_bce(x, t, F64)
+        d = p - t
+        qg, slope = _pow_slope(tl.abs(d), gamma, POW)
+        if FLAG:
+            positive = t
+        else:
+            positive = tl.zeros_like(t) + 1.0
+        if GRAD:
+            out = tl.where(t > 0, d * positive, alpha * (d * qg + bce * slope * _sign(d) * pq))
+        else:
+            out = bce * tl.where(t > 0, positive, alpha * qg)
+    elif KIND == 3:  # smooth L1 (FLAG: L1)
+        d = x - t
+        ad = tl.abs(d)
+        if FLAG:
+            if GRAD:
+                out = _sign(d)
+            else:
+                out = ad
+        else:
+            beta = tl.load(hp_ptr)
+            if GRAD:
+                out = tl.where(ad < beta, d / beta, _sign(d))
+            else:
+                out = tl.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
+    else:  # balanced L1 (Libra R-CNN), hp = [alpha, gamma, beta, b = exp(gamma / alpha) - 1]
+        alpha = tl.load(hp_ptr)
+        gamma = tl.load(hp_ptr + 1)
+        beta = tl.load(hp_ptr + 2)
+        b = tl.load(hp_ptr + 3)
+        d = x - t
+        ad = tl.abs(d)
+        lg = _log1p_pos(b * ad / beta, F64)
+        if GRAD:
+            inner = alpha * (lg + (b * ad + 1.0) / (beta + b * ad)) - alpha
+            out = _sign(d) * tl.where(ad < beta, inner, gamma)
+        else:
+            inner = alpha / b * (b * ad + 1.0) * lg - alpha * ad
+            out = tl.where(ad < beta, inner, gamma * ad + (gamma / b - alpha * beta))
+    return out
+
+
+@triton.jit
+def _target(t_ptr, lab_ptr, score_ptr, offs, row, col, mask, x, HAS_T: tl.constexpr, HAS_SCORE: tl.constexpr):
+    """The dense target at ``offs``, or the one-hot of the row's label (times its score)."""
+    if HAS_T:
+        t = tl.load(t_ptr + offs, mask=mask, other=0.0)
+    else:
+        lab = tl.load(lab_ptr + row, mask=mask, other=-1)
+        t = (col == lab).to(x.dtype)
+        if HAS_SCORE:
+            t = t * tl.load(score_ptr + row, mask=mask, other=0.0)
+    return t
+
+
+@triton.jit
+def _elementwise_kernel(x_ptr, t_ptr, lab_ptr, score_ptr, wrow_ptr, wfull_ptr, hp_ptr, scale_ptr, grow_ptr,
+                        gfull_ptr, out_ptr, numel, cols,
+                        KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexpr, FLAG: tl.constexpr,
+                        HAS_T: tl.constexpr, HAS_SCORE: tl.constexpr, HAS_WROW: tl.constexpr,
+                        HAS_WFULL: tl.constexpr, HAS_GROW: tl.constexpr, HAS_GFULL: tl.constexpr,
+                        OUT_ELEM: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+    """Forward (GRAD=False): the weighted loss per element (OUT_ELEM) or per-program partial sums;
+    backward (GRAD=True): d x = scale * grow[row] * gfull * weight * d loss / d x."""
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    row = offs // cols
+    col = offs - row * cols
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    t = _target(t_ptr, lab_ptr, score_ptr, offs, row, col, mask, x, HAS_T, HAS_SCORE)
+    v = _elem(x, t, hp_ptr, KIND, GRAD, POW, FLAG, F64)
+    if HAS_WFULL:
+        v = v * tl.load(wfull_ptr + offs, mask=mask, other=0.0)
+    if HAS_WROW:
+        v = v * tl.load(wrow_ptr + row, mask=mask, other=0.0)
+    if GRAD:
+        v = v * tl.load(scale_ptr)
+        if HAS_GROW:
+            v = v * tl.load(grow_ptr + row, mask=mask, other=0.0)
+        if HAS_GFULL:
+            v = v * tl.load(gfull_ptr + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + offs, v, mask=mask)
+    elif OUT_ELEM:
+        tl.store(out_ptr + offs, v, mask=mask)
+    else:
+        tl.store(out_ptr + pid, tl.sum(tl.where(mask, v, 0.0), axis=0))
+
+
+@triton.jit
+def _row_sum_kernel(x_ptr, t_ptr, lab_ptr, score_ptr, wrow_ptr, wfull_ptr, hp_ptr, out_ptr, rows, cols,
+                    KIND: tl.constexpr, POW: tl.constexpr, FLAG: tl.constexpr, HAS_T: tl.constexpr,
+                    HAS_SCORE: tl.constexpr, HAS_WROW: tl.constexpr, HAS_WFULL: tl.constexpr,
+                    F64: tl.constexpr, I64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The weighted loss summed over each row (out_mode 2), BLOCK_R rows per program."""
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = r < rows
+    acc = tl.zeros((BLOCK_R, BLOCK_C), x_ptr.dtype.element_ty)
+    for c0 in range(0, cols, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        mask = rmask[:, None] & (c < cols)[None, :]
+        row = r[:, None] + c[None, :] * 0
+        col = c[None, :] + r[:, None] * 0
+        offs = row * cols + col
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        t = _target(t_ptr, lab_ptr, score_ptr, offs, row, col, mask, x, HAS_T, HAS_SCORE)
+        v = _elem(x, t, hp_ptr, KIND, False, POW, FLAG, F64)
+        if HAS_WFULL:
+            v = v * tl.load(wfull_ptr + offs, mask=mask, other=0.0)
+        acc += tl.where(mask, v, 0.0)
+    s = tl.sum(acc, axis=1)
+    if HAS_WROW:
+        s = s * tl.load(wrow_ptr + r, mask=rmask, other=0.0)
+    tl.store(out_ptr + r, s, mask=rmask)
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes: the loss of one (pred, target) pair and its gradient for pred, by a hand-derived reverse
+# sweep (subgradients as torch's: max/min split ties in halves, clamp passes on the boundary)
+
+
+@triton.jit
+def _max_share(a, b):  # d max(a, b) / d a
+    return (a > b).to(a.dtype) + 0.5 * (a == b).to(a.dtype)
+
+
+@triton.jit
+def _min_share(a, b):  # d min(a, b) / d a
+    return (a < b).to(a.dtype) + 0.5 * (a == b).to(a.dtype)
+
+
+@triton.jit
+def _ge(a, b):
+    return (a >= b).to(a.dtype)
+
+
+@triton.jit
+def _in_unit(s):  # d clamp(s, -1, 1) / d s
+    return ((s >= -1.0) & (s <= 1.0)).to(s.dtype)
+
+
+@triton.jit
+def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexpr, GRAD: tl.constexpr,
+              FLAG: tl.constexpr, F64: tl.constexpr):
+    """``(loss, d/dx1, d/dy1, d/dx2, d/dy2)`` of pred boxes against target boxes (zeros if not GRAD)."""
+    zero = tl.zeros_like(px1)
+    pwr = px2 - px1
+    phr = py2 - py1
+    twr = tx2 - tx1
+    thr = ty2 - ty1
+    pw = tl.maximum(pwr, 0.0)
+    ph = tl.maximum(phr, 0.0)
+    tw = tl.maximum(twr, 0.0)
+    th = tl.maximum(thr, 0.0)
+    g0 = zero
+    g1 = zero
+    g2 = zero
+    g3 = zero
+    if KIND == 6:  # mmdet's Extended-IoU: a signed intersection, then smooth L1 (knee h0)
+        ex1 = tl.minimum(px1, tx1)
+        ey1 = tl.minimum(py1, ty1)
+        ix1 = tl.maximum(px1, tx1)
+        iy1 = tl.maximum(py1, ty1)
+        ix2 = tl.minimum(px2, tx2)
+        iy2 = tl.minimum(py2, ty2)
+        xmin = tl.minimum(ix1, ix2)
+        xmax = tl.maximum(ix1, ix2)
+        ymin = tl.minimum(iy1, iy2)
+        ymax = tl.maximum(iy1, iy2)
+        a_ = ix2 - ex1
+        b_ = iy2 - ey1
+        c_ = xmin - ex1
+        d_ = ymin - ey1
+        e_ = ix1 - ex1
+        f_ = ymax - ey1
+        g_ = xmax - ex1
+        h_ = iy1 - ey1
+        inter = a_ * b_ + c_ * d_ - e_ * f_ - g_ * h_
+        uni = pw * ph + tw * th - inter + eps
+        q = inter / uni
+        l0 = 1.0 - q
+        loss = tl.where(l0 < h0, 0.5 * l0 * l0 / h0, l0 - 0.5 * h0)
+        if GRAD:
+            d_q = -tl.where(l0 < h0, l0 / h0, 1.0)
+            d_uni = -d_q * q / uni
+            d_inter = d_q / uni - d_uni
+            d_pw = d_uni * ph * _ge(pwr, 0.0)
+            d_ph = d_uni * pw * _ge(phr, 0.0)
+            d_a = d_inter * b_
+            d_b = d_inter * a_
+            d_c = d_inter * d_
+            d_d = d_inter * c_
+            d_e = -d_inter * f_
+            d_f = -d_inter * e_
+            d_g = -d_inter * h_
+            d_h = -d_inter * g_
+            d_ex1 = -(d_a + d_c + d_e + d_g)
+            d_ey1 = -(d_b + d_d + d_f + d_h)
+            d_ix1 = d_e + d_c * _min_share(ix1, ix2) + d_g * _max_share(ix1, ix2)
+            d_ix2 = d_a + d_c * _min_share(ix2, ix1) + d_g * _max_share(ix2, ix1)
+            d_iy1 = d_h + d_d * _min_share(iy1, iy2) + d_f * _max_share(iy1, iy2)
+            d_iy2 = d_b + d_d * _min_share(iy2, iy1) + d_f * _max_share(iy2, iy1)
+            g0 = d_ix1 * _max_share(px1, tx1) + d_ex1 * _min_share(px1, tx1) - d_pw
+            g1 = d_iy1 * _max_share(py1, ty1) + d_ey1 * _min_share(py1, ty1) - d_ph
+            g2 = d_ix2 * _min_share(px2, tx2) + d_pw
+            g3 = d_iy2 * _min_share(py2, ty2) + d_ph
+    else:
+        iwr = tl.minimum(px2, tx2) - tl.maximum(px1, tx1)
+        ihr = tl.minimum(py2, ty2) - tl.maximum(py1, ty1)
+        iw = tl.maximum(iwr, 0.0)
+        ih = tl.maximum(ihr, 0.0)
+        inter = iw * ih
+        uni = pw * ph + tw * th - inter + eps
+        iou = inter / uni
+        cwr = tl.maximum(px2, tx2) - tl.minimum(px1, tx1)
+        chr_ = tl.maximum(py2, ty2) - tl.minimum(py1, ty1)
+        cw = tl.maximum(cwr, 0.0)
+        ch = tl.maximum(chr_, 0.0)
+        dx = ((tx1 - px1) + (tx2 - px2)) * 0.5
+        dy = ((ty1 - py1) + (ty2 - py2)) * 0.5
+        rho2 = dx * dx + dy * dy
+        diag = cw * cw + ch * ch + eps
+        # adjoints: d loss / d (iou, union, enclosing w/h, centre offset, clamped and raw pred w/h)
+        d_iou = zero
+        d_uni = zero
+        d_cw = zero
+        d_ch = zero
+        d_dx = zero
+        d_dy = zero
+        d_pw = zero
+        d_ph = zero
+        d_pwr = zero
+        d_phr = zero
+        if KIND <= 2:  # IoU, clamped below at h0
+            c = tl.maximum(iou, h0)
+            pas = _ge(iou, h0)
+            if KIND == 0:
+                loss = 1.0 - c
+                d_iou = -pas
+            elif KIND == 1:
+                loss = 1.0 - c * c
+                d_iou = -2.0 * c * pas
+            else:
+                loss = -tl.log(c)
+                d_iou = -pas / c
+        elif KIND == 3:  # GIoU: 1 - (iou - (area - union) / area), area = cw ch + eps
+            area = cw * ch + eps
+            loss = 1.0 - (iou - (area - uni) / area)
+            d_iou = zero - 1.0
+            if GRAD:
+                inv = 1.0 / area
+                d_area = uni * inv * inv
+                d_uni = -inv
+                d_cw = d_area * ch
+                d_ch = d_area * cw
+        elif KIND == 4 or KIND == 5 or KIND == 8:  # DIoU, CIoU, Efficient-IoU: rho^2 / c^2 + ...
+            pen = rho2 / diag
+            d_pen = zero + 1.0
+            if KIND == 4:
+                loss = 1.0 - (iou - pen)
+                d_iou = zero - 1.0
+            elif KIND == 5:  # 1 - clamp(iou - (pen + alpha v), -1, 1), alpha without gradient
+                hpe = ph + eps
+                a = pw / hpe
+                da = _atan_pos(tw / (th + eps), F64) - _atan_pos(a, F64)
+                v = _ASPECT * (da * da)
+                alpha = (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + eps)
+                score = iou - (pen + alpha * v)
+                loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
+                d_iou = -_in_unit(score)
+                d_pen = -d_iou
+                if GRAD:
+                    k = d_pen * alpha * _ASPECT * 2.0 * da / ((1.0 + a * a) * hpe)
+                    d_pw = -k
+                    d_ph = k * a
+            else:  # Efficient-IoU: + (w_p - w_t)^2 / (C_w^2 + eps) + (h_p - h_t)^2 / (C_h^2 + eps), raw sizes
+                cw2 = cw * cw + eps
+                ch2 = ch * ch + eps
+                dw = pwr - twr
+                dh = phr - thr
+                tw_ = dw * dw / cw2
+                th_ = dh * dh / ch2
+                loss = 1.0 - (iou - (pen + tw_ + th_))
+                d_iou = zero - 1.0
+                if GRAD:
+                    d_pwr = 2.0 * dw / cw2
+                    d_phr = 2.0 * dh / ch2
+                    d_cw = -tw_ * 2.0 * cw / cw2
+                    d_ch = -th_ * 2.0 * ch / ch2
+            if GRAD:
+                d_dx = d_pen * 2.0 * dx / diag
+                d_dy = d_pen * 2.0 * dy / diag
+                d_diag = -d_pen * pen / diag
+                d_cw += d_diag * 2.0 * cw
+                d_ch += d_diag * 2.0 * ch
+        elif KIND == 7:  # SIoU (mmdet): 1 - clamp(iou - (distance + shape) / 2, -1, 1)
+            sx = dx + eps
+            sy = dy + eps
+            ss = sx * sx + sy * sy
+            den = tl.maximum(ss, eps * eps)
+            pp = sx * sy
+            angle = 2.0 * tl.abs(pp) / den
+            if FLAG:
+                gam = angle - 2.0
+            else:
+                gam = 2.0 - angle
+            cwc = tl.maximum(cw, eps)
+            chc = tl.maximum(ch, eps)
+            qx = sx / cwc
+            qy = sy / chc
+            rx = qx * qx
+            ry = qy * qy
+            # the exponents capped at 50 (_boxes.SIOU_EXP_MAX): past it the loss's clamp saturates
+            ax = gam * rx
+            ay = gam * ry
+            mx = _expm1(tl.minimum(ax, 50.0), F64)
+            my = _expm1(tl.minimum(ay, 50.0), F64)
+            distance = -mx - my
+            ow = tl.abs(pw - tw) / (tl.maximum(pw, tw) + eps)
+            oh = tl.abs(ph - th) / (tl.maximum(ph, th) + eps)
+            mw = -_expm1(-ow, F64)
+            mh = -_expm1(-oh, F64)
+            shape = mw * mw * mw * mw + mh * mh * mh * mh
+            score = iou - 0.5 * (distance + shape)
+            loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
+            d_iou = -_in_unit(score)
+            if GRAD:
+                d_half = -0.5 * d_iou  # d loss / d distance = d loss / d shape
+                ex = mx + 1.0
+                ey = my + 1.0
+                kx = (ax <= 50.0).to(ax.dtype)
+                ky = (ay <= 50.0).to(ay.dtype)
+                d_gam = -d_half * (rx * ex * kx + ry * ey * ky)
+                d_rx = -d_half * gam * ex * kx
+                d_ry = -d_half * gam * ey * ky
+                d_sx = d_rx * 2.0 * qx / cwc
+                d_sy = d_ry * 2.0 * qy / chc
+                d_cw = -d_rx * 2.0 * rx / cwc * _ge(cw, eps)
+                d_ch = -d_ry * 2.0 * ry / chc * _ge(ch, eps)
+                if FLAG:
+                    d_angle = d_gam
+                else:
+                    d_angle = -d_gam
+                d_pp = d_angle * 2.0 / den * _sign(pp)
+                d_ss = -d_angle * angle / den * _ge(ss, eps * eps)
+                d_dx = d_sx + d_pp * sy + d_ss * 2.0 * sx
+                d_dy = d_sy + d_pp * sx + d_ss * 2.0 * sy
+                d_ow = d_half * 4.0 * mw * mw * mw * (1.0 - mw)
+                d_oh = d_half * 4.0 * mh * mh * mh * (1.0 - mh)
+                denw = tl.maximum(pw, tw) + eps
+                denh = tl.maximum(ph, th) + eps
+                d_pw = d_ow / denw * _sign(pw - tw) - d_ow * ow / denw * _max_share(pw, tw)
+                d_ph = d_oh / denh * _sign(ph - th) - d_oh * oh / denh * _max_share(ph, th)
+        else:  # Wise-IoU v1: exp(rho^2 / diag) (1 - iou), diag without gradient
+            big_r = tl.exp(rho2 / diag)
+            loss = big_r * (1.0 - iou)
+            d_iou = -big_r
+            if GRAD:
+                d_rho2 = big_r * (1.0 - iou) / diag
+                d_dx = d_rho2 * 2.0 * dx
+                d_dy = d_rho2 * 2.0 * dy
+        if GRAD:
+            # iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
+            d_uni = d_uni - d_iou * iou / uni
+            d_inter = d_iou / uni - d_uni
+            d_pw += d_uni * ph
+            d_ph += d_uni * pw
+            d_iwr = d_inter * ih * _ge(iwr, 0.0)
+            d_ihr = d_inter * iw * _ge(ihr, 0.0)
+            d_pwr += d_pw * _ge(pwr, 0.0)
+            d_phr += d_ph * _ge(phr, 0.0)
+            d_cwr = d_cw * _ge(cwr, 0.0)
+            d_chr = d_ch * _ge(chr_, 0.0)
+            g0 = -d_iwr * _max_share(px1, tx1) - d_pwr - 0.5 * d_dx - d_cwr * _min_share(px1, tx1)
+            g1 = -d_ihr * _max_share(py1, ty1) - d_phr - 0.5 * d_dy - d_chr * _min_share(py1, ty1)
+            g2 = d_iwr * _min_share(px2, tx2) + d_pwr - 0.5 * d_dx + d_cwr * _max_share(px2, tx2)
+            g3 = d_ihr * _min_share(py2, ty2) + d_phr - 0.5 * d_dy + d_chr * _max_share(py2, ty2)
+    return loss, g0, g1, g2, g3
+
+
+@triton.jit
+def _box_kernel(p_ptr, t_ptr, w_ptr, hp_ptr, scale_ptr, gout_ptr, out_ptr, n,
+                KIND: tl.constexpr, GRAD: tl.constexpr, FLAG: tl.constexpr, HAS_W: tl.constexpr,
+                HAS_GOUT: tl.constexpr, OUT_ELEM: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """Forward: the weighted loss per box (OUT_ELEM) or per-program partial sums; backward:
+    d pred = scale * w * gout * d loss / d pred, (N, 4)."""
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    i = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    px1 = tl.load(p_ptr + 4 * i, mask=mask, other=0.0)
+    py1 = tl.load(p_ptr + 4 * i + 1, mask=mask, other=0.0)
+    px2 = tl.load(p_ptr + 4 * i + 2, mask=mask, other=1.0)
+    py2 = tl.load(p_ptr + 4 * i + 3, mask=mask, other=1.0)
+    tx1 = tl.load(t_ptr + 4 * i, mask=mask, other=0.0)
+    ty1 = tl.load(t_ptr + 4 * i + 1, mask=mask, other=0.0)
+    tx2 = tl.load(t_ptr + 4 * i + 2, mask=mask, other=1.0)
+    ty2 = tl.load(t_ptr + 4 * i + 3, mask=mask, other=1.0)
+    eps = tl.load(hp_ptr)
+    h0 = tl.load(hp_ptr + 1)
+    loss, g0, g1, g2, g3 = _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND, GRAD, FLAG, F64)
+    if GRAD:
+        f = tl.zeros_like(px1) + tl.load(scale_ptr)
+        if HAS_W:
+            f = f * tl.load(w_ptr + i, mask=mask, other=0.0)
+        if HAS_GOUT:
+            f = f * tl.load(gout_ptr + i, mask=mask, other=0.0)
+        tl.store(out_ptr + 4 * i, g0 * f, mask=mask)
+        tl.store(out_ptr + 4 * i + 1, g1 * f, mask=mask)
+        tl.store(out_ptr + 4 * i + 2, g2 * f, mask=mask)
+        tl.store(out_ptr + 4 * i + 3, g3 * f, mask=mask)
+    else:
+        if HAS_W:
+            loss = loss * tl.load(w_ptr + i, mask=mask, other=0.0)
+        if OUT_ELEM:
+            tl.store(out_ptr + i, loss, mask=mask)
+        else:
+            tl.store(out_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), axis=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# host side: the extension's ABI
+
+_HP_CACHE: dict = {}
+
+
+def _const(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant tensor, cached (no host-to-device copy per call)."""
+    key = (tuple(float(v) for v in values), dtype, device)
+    t = _HP_CACHE.get(key)
+    if t is None:
+        if len(_HP_CACHE) > 512:
+            _HP_CACHE.clear()
+        t = _HP_CACHE[key] = torch.tensor(key[0], dtype=dtype, device=device)
+    return t
+
+
+def _scale(scale: Union[float, Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The upstream scale as a 1-element tensor (a 0-d CUDA tensor stays on the device: no sync)."""
+    if isinstance(scale, Tensor):
+        return scale.detach().reshape(1).to(dtype)
+    return torch.full((1,), float(scale), dtype=dtype, device=device)
+
+
+def _pow_code(g: float) -> int:
+    return {2.0: 2, 1.0: 1, 0.0: 0}.get(float(g), -1)
+
+
+def _elementwise_config(kind: int, hp: Sequence[float]):
+    """``(hp values for the kernel, POW, FLAG)`` of an elementwise kind."""
+    hp = [float(h) for h in hp]
+    if kind == 0:
+        return hp[:2], _pow_code(hp[1]), False
+    if kind == 1:
+        return hp[:1], _pow_code(hp[0]), False
+    if kind == 2:
+        return hp[:2], _pow_code(hp[1]), hp[2] != 0.0
+    if kind == 3:
+        return hp[:1], 0, hp[0] < 1e-5
+    if kind == 4:
+        alpha, gamma, beta = hp[:3]
+        return [alpha, gamma, beta, math.exp(gamma / alpha) - 1.0], 0, False
+    raise ValueError(f'mmloss_ext fused (triton): unknown elementwise kind {kind}')
+
+
+def _opt(t: Optional[Tensor], fallback: Tensor) -> Tensor:
+    return fallback if t is None else t
+
+
+def _check(x: Tensor, *others: Optional[Tensor]) -> None:
+    if not x.is_contiguous() or x.dim() < 1:
+        raise ValueError('mmloss_ext fused (triton): bad pred')
+    for t in others:
+        if t is not None and (t.device != x.device or not t.is_contiguous()
+                              or (t.dtype != torch.long and t.dtype != x.dtype)):
+            raise ValueError('mmloss_ext fused (triton): inputs must be contiguous, on pred\'s device, of its dtype')
+
+
+def _common(x: Tensor, target, labels, score, wrow, wfull):
+    rows = x.shape[0]
+    numel = x.numel()
+    cols = numel // rows if rows else 0
+    return dict(HAS_T=target is not None, HAS_SCORE=score is not None, HAS_WROW=wrow is not None,
+                HAS_WFULL=wfull is not None, F64=x.dtype == torch.float64, I64=numel + _BLOCK >= 2 ** 31), rows, cols
+
+
+def elementwise_forward(kind: int, hp: Sequence[float], x: Tensor, target: Optional[Tensor], labels: Optional[Tensor],
+                        score: Optional[Tensor], wrow: Optional[Tensor], wfull: Optional[Tensor],
+                        out_mode: int) -> Tensor:
+    """out_mode 0: the weighted total (float64, 0-d); 1: the weighted loss (x's shape); 2: row sums (N,)."""
+    _check(x, target, labels, score, wrow, wfull)
+    vals, pow_code, flag = _elementwise_config(kind, hp)
+    flags, rows, cols = _common(x, target, labels, score, wrow, wfull)
+    hpt = _const(vals, x.dtype, x.device)
+    numel = x.numel()
+    args = (x, _opt(target, x), _opt(labels, x), _opt(score, x), _opt(wrow, x), _opt(wfull, x), hpt)
+    if out_mode == 2:
+        out = torch.zeros(rows, dtype=x.dtype, device=x.device)
+        if numel == 0:
+            return out
+        block_c = min(triton.next_power_of_2(cols), 256)
+        block_r = max(1, _ROW_TILE // block_c)
+        _row_sum_kernel[(triton.cdiv(rows, block_r),)](
+            *args, out, rows, cols, KIND=kind, POW=pow_code, FLAG=flag, BLOCK_R=block_r, BLOCK_C=block_c, **flags)
+        return out
+    if out_mode == 1:
+        out = torch.empty_like(x)
+    else:
+        out = torch.empty(triton.cdiv(numel, _BLOCK), dtype=x.dtype, device=x.device)
+    if numel > 0:
+        _elementwise_kernel[(triton.cdiv(numel, _BLOCK),)](
+            *args, x, x, x, out, numel, cols, KIND=kind, GRAD=False, POW=pow_code, FLAG=flag, HAS_GROW=False,
+            HAS_GFULL=False, OUT_ELEM=out_mode == 1, BLOCK=_BLOCK, **flags)
+    return out if out_mode == 1 else out.sum(dtype=torch.float64)
+
+
+def elementwise_backward(kind: int, hp: Sequence[float], x: Tensor, target: Optional[Tensor],
+                         labels: Optional[Tensor], score: Optional[Tensor], wrow: Optional[Tensor],
+                         wfull: Optional[Tensor], scale: Union[float, Tensor], grow: Optional[Tensor],
+                         gfull: Optional[Tensor]) -> Tensor:
+    """d x = scale * grow[n] * gfull[n, k] * weight * d loss / d x."""
+    _check(x, target, labels, score, wrow, wfull, grow, gfull)
+    vals, pow_code, flag = _elementwise_config(kind, hp)
+    flags, rows, cols = _common(x, target, labels, score, wrow, wfull)
+    dx = torch.empty_like(x)
+    numel = x.numel()
+    if numel > 0:
+        _elementwise_kernel[(triton.cdiv(numel, _BLOCK),)](
+            x, _opt(target, x), _opt(labels, x), _opt(score, x), _opt(wrow, x), _opt(wfull, x),
+            _const(vals, x.dtype, x.device), _scale(scale, x.dtype, x.device), _opt(grow, x), _opt(gfull, x), dx,
+            numel, cols, KIND=kind, GRAD=True, POW=pow_code, FLAG=flag, HAS_GROW=grow is not None,
+            HAS_GFULL=gfull is not None, OUT_ELEM=True, BLOCK=_BLOCK, **flags)
+    return dx
+
+
+#: box kinds whose first hyper-parameter the kernel reads (IoU floor, Extended-IoU smooth point)
+_BOX_HP_KINDS = (0, 1, 2, 6)
+
+
+def _box_config(kind: int, eps: float, hp: Sequence[float]):
+    if not 0 <= kind <= 9:
+        raise ValueError(f'mmloss_ext fused (triton): unknown box kind {kind}')
+    expected = 1 if kind in _BOX_HP_KINDS or kind == 7 else 0
+    if len(hp) != expected:
+        raise ValueError(f'mmloss_ext fused (triton): box kind {kind} takes {expected} hyper-parameters, got {len(hp)}')
+    h0 = float(hp[0]) if kind in _BOX_HP_KINDS else 0.0
+    return [float(eps), h0], kind == 7 and bool(hp and hp[0] != 0.0)
+
+
+def box_forward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Tensor,
+                w: Optional[Tensor], out_mode: int) -> Tensor:
+    """out_mode 0: the weighted total (float64, 0-d); 1: the weighted loss per box (N,)."""
+    _check(pred, target, w)
+    vals, flag = _box_config(kind, eps, hp)
+    n = pred.shape[0]
+    grid = (triton.cdiv(n, _BLOCK_BOX),)
+    out = torch.empty(n if out_mode == 1 else grid[0], dtype=pred.dtype, device=pred.device)
+    if n > 0:
+        _box_kernel[grid](pred, target, _opt(w, pred), _const(vals, pred.dtype, pred.device), pred, pred, out, n,
+                          KIND=kind, GRAD=False, FLAG=flag, HAS_W=w is not None, HAS_GOUT=False,
+                          OUT_ELEM=out_mode == 1, F64=pred.dtype == torch.float64,
+                          I64=4 * n + 4 * _BLOCK_BOX >= 2 ** 31, BLOCK=_BLOCK_BOX)
+    return out if out_mode == 1 else out.sum(dtype=torch.float64)
+
+
+def box_backward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Tensor,
+                 w: Optional[Tensor], scale: Union[float, Tensor], per_box: Optional[Tensor]) -> Tensor:
+    """d pred (N, 4) = scale * w[i] * per_box[i] * d loss_i / d pred_i."""
+    _check(pred, target, w, per_box)
+    vals, flag = _box_config(kind, eps, hp)
+    n = pred.shape[0]
+    dp = torch.empty_like(pred)
+    if n > 0:
+        _box_kernel[(triton.cdiv(n, _BLOCK_BOX),)](
+            pred, target, _opt(w, pred), _const(vals, pred.dtype, pred.device), _scale(scale, pred.dtype, pred.device),
+            _opt(per_box, pred), dp, n, KIND=kind, GRAD=True, FLAG=flag, HAS_W=w is not None,
+            HAS_GOUT=per_box is not None, OUT_ELEM=True, F64=pred.dtype == torch.float64,
+            I64=4 * n + 4 * _BLOCK_BOX >= 2 ** 31, BLOCK=_BLOCK_BOX)
+    return dp
