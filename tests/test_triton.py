@@ -2,7 +2,7 @@
 
 Without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, set by
 conftest.py) on CPU tensors; with one, compiled, on CUDA tensors. Either way the family entry points
-of kernels/cpu.py route to the Triton module (``backend`` patched), so weights, ``avg_factor``,
+of kernels/functions.py route to the Triton module (``backend`` patched), so weights, ``avg_factor``,
 reductions, ``out_mode`` and half precision go through the real plumbing. The box kinds that no
 loss wires yet (6-9) and the new ``hp``-list ABI of every box kind go through a small autograd
 Function over the module's functions. Only the tests that need CUDA itself skip without it.
@@ -17,7 +17,7 @@ import torch
 
 triton = pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
 
-from mmloss_ext.kernels import cpu as fused  # noqa: E402
+from mmloss_ext.kernels import functions as fused  # noqa: E402
 from mmloss_ext.kernels import dispatch, gpu  # noqa: E402
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss  # noqa: E402
 from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa: E402
@@ -153,7 +153,7 @@ class _GpuBoxes(torch.autograd.Function):
 
 
 def _box_family(kind, eps, hp, pred, target, weight, reduction, avg_factor):
-    """kernels/cpu.py's box_family plumbing over _GpuBoxes."""
+    """kernels/functions.py's box_family plumbing over _GpuBoxes."""
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     p, t = pred.to(dtype).contiguous(), target.detach().to(dtype).contiguous()
     if weight is not None and weight.shape == pred.shape:

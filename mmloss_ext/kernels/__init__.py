@@ -7,7 +7,8 @@ the same losses in one pass over memory forward and one backward, saving only th
 
 * :mod:`.dispatch` — the one ``impl='auto'|'eager'|'fused'`` switch (and ``MMLOSS_EXT_IMPL``),
   and :func:`~.dispatch.backend`, the kernels of a device;
-* :mod:`.cpu` — the autograd Functions and the per-family entry points called by the losses;
+* :mod:`.functions` — the autograd Functions and the per-family entry points called by the losses
+  (one code path for both backends: weights, ``avg_factor``, reductions, half precision);
 * :mod:`.gpu` — the same kernels in Triton, for CUDA tensors (same ABI as the C++ extension;
   imported on first use).
 

@@ -2,7 +2,7 @@
 
 :func:`elementwise_forward`, :func:`elementwise_backward`, :func:`box_forward` and
 :func:`box_backward` take and return what the extension's functions of the same names do, so the
-autograd Functions of :mod:`.cpu` run either backend (:func:`~.dispatch.backend` picks it by
+autograd Functions of :mod:`.functions` run either backend (:func:`~.dispatch.backend` picks it by
 device). The formulas mirror the eager functionals of :mod:`mmloss_ext.losses` term by term, with
 the gradients derived by hand (one backward pass, recomputing from the saved inputs).
 

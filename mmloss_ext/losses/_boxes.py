@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import CPU_AND_CUDA, use_fused
-from ..kernels import cpu as fused
+from ..kernels import functions as fused
 from .inputs import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL as UNIT, check_boxes, check_choice, upcast
 from .reduction import AvgFactor, per_box_weight, weight_reduce_loss
 
@@ -272,7 +272,7 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
     per-box loss of shape ``(...)``. ``kernel``: ``(kind, hp)`` of the fused kernel of ``fn``
-    (:func:`mmloss_ext.kernels.cpu.box_family`), taken when ``use_fused`` says so for ``impl``.
+    (:func:`mmloss_ext.kernels.functions.box_family`), taken when ``use_fused`` says so for ``impl``.
     ``focus`` (fused path only): ``focus(per-box weight or None)`` returns the per-box weight with
     the loss's gradient-free factor folded in (Focal-EIoU's ``IoU^gamma``, Wise-IoU v2/v3's
     focusing coefficient), so that the kernel computes ``factor * kernel loss``, as ``fn`` does.

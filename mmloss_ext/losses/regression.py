@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import CPU_AND_CUDA, use_fused
-from ..kernels import cpu as fused
+from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
 from .inputs import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges, check_same_device, check_same_shape,

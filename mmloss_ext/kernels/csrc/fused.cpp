@@ -430,7 +430,7 @@ inline void store_boxes(T* p, int64_t cnt, const Vectorized<T> in[4]) {
 template <typename V> inline V max_share(const V& a, const V& b) { return a.gt(b) + V(0.5) * a.eq(b); }
 template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b) + V(0.5) * a.eq(b); }
 
-// The kinds (ids shared with kernels/cpu.py BOX_KINDS and the Triton backend) and their
+// The kinds (ids shared with kernels/functions.py BOX_KINDS and the Triton backend) and their
 // hyper-parameters hp: IoU [floor], Extended-IoU [smooth_point], SIoU [neg_gamma (0 or 1)], else [].
 enum BoxKind {
   kIoULinear = 0, kIoUSquare = 1, kIoULog = 2, kGIoU = 3, kDIoU = 4, kCIoU = 5,

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ...kernels import cpu as fused
+from ...kernels import functions as fused
 from ...registry import register_loss
 from .._boxes import (EPS_RANGES, IOU_MODES, NON_NEGATIVE, POSITIVE, UNIT, BoxPair, box_loss, iou_penalties,
                       shape_cost, size_mismatch, variant_loss)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...kernels import use_fused
-from ...kernels import cpu as fused
+from ...kernels import functions as fused
 from ...registry import register_loss
 from ..base import BaseLoss
 from ..inputs import (check_ignore_index, check_int_tensor, check_label_range, check_ranges, check_same_device,

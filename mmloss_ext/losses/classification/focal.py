@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...kernels import CPU_AND_CUDA, use_fused
-from ...kernels import cpu as fused
+from ...kernels import functions as fused
 from ...registry import register_loss
 from ..base import BaseLoss
 from ..inputs import check_ranges, check_same_device, check_tensor

@@ -1,11 +1,15 @@
-"""Fused CPU paths: autograd Functions over the C++ kernels of ``csrc/fused.cpp``.
+"""The fused paths' autograd Functions and the per-family entry points the losses call.
 
-Each Function saves only its inputs. Its forward returns the weighted total (``'mean'``/``'sum'``:
-no elementwise loss is materialised), the elementwise loss (``'none'``) or the per-row sums
-(``'none'`` of QFL); its backward is one pass writing the gradient of ``pred``. Losses call the
-family entry points (:func:`sigmoid_family`, :func:`residual_family`, :func:`box_family`) after
-their own validation, and only when :func:`~.dispatch.use_fused` said so; these take care of
-weights (mmdet's shapes), ``avg_factor``, reductions and the half-precision policy (computed in
+Each Function calls the kernels of its tensors' device (:func:`~.dispatch.backend`: the C++
+extension of ``csrc/`` on the CPU, the Triton kernels of :mod:`.gpu` on CUDA) and saves only its
+inputs (cross-entropy and Dice also keep their (N,) row statistics). Its forward returns the
+weighted total (``'mean'``/``'sum'``: no elementwise loss is materialised), the elementwise loss
+(``'none'``) or the per-row sums (``'none'`` of QFL); its backward is one pass writing the
+gradient of ``pred``. Losses call the family entry points (:func:`sigmoid_family`,
+:func:`residual_family`, :func:`box_family`, :func:`cross_entropy_family`, :func:`dice_family`)
+after their own validation, and only when :func:`~.dispatch.use_fused` said so; these take care
+of weights (mmdet's shapes), ``avg_factor`` and reductions (through
+:func:`~mmloss_ext.losses.reduction.reduce_summed`) and the half-precision policy (computed in
 float32, returned in ``pred``'s dtype).
 """
 from __future__ import annotations
