@@ -40,7 +40,8 @@ def _extensions():
                 print(f'[mmloss_ext] the fused CPU kernels were not built ({err}); the losses run eagerly',
                       file=sys.stderr)
 
-    ext = CppExtension('mmloss_ext._fused', ['mmloss_ext/kernels/csrc/fused.cpp', 'mmloss_ext/kernels/csrc/dense.cpp'],
+    csrc = 'mmloss_ext/kernels/csrc/'
+    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp'], depends=[csrc + 'vec_common.h'],
                        extra_compile_args=['-O3', '-fopenmp', *_isa_flags()], extra_link_args=['-fopenmp'])
     return {'build_ext': OptionalBuild}, [ext]
 

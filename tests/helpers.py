@@ -18,3 +18,8 @@ def assert_parity(ours, ref, *tensors, atol=1e-5, rtol=1e-5):
     torch.testing.assert_close(v1, v2.to(v1.dtype), atol=atol, rtol=rtol)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol)
+
+
+#: fused == eager tolerances (DESIGN: float64 tight, float32 1e-5 relative; half precision looser)
+FUSED_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
+             torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}

@@ -10,15 +10,16 @@ import torch
 import mmloss_ext  # noqa: F401
 from mmloss_ext import kernels
 from mmloss_ext.kernels import dispatch
+from mmloss_ext.kernels.functions import ran_fused
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss
 from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss, varifocal_loss
 from mmloss_ext.losses.regression import balanced_l1_loss, l1_loss, smooth_l1_loss
 from mmloss_ext.registry import MODELS
 
+from helpers import FUSED_TOL as TOL
+
 N, C = 37, 11  # 37 rows: not a multiple of the vector width, so the tails are exercised
-TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
-       torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
 
 
 def _boxes(n, gen, dtype):
@@ -151,26 +152,12 @@ def _assert_grads_close(name, g_f, g_e, dtype):
     torch.testing.assert_close(g_f, g_e, **TOL[dtype])
 
 
-def _fused_in_graph(out):
-    """Whether a fused autograd Function produced ``out`` (searched through the cast nodes)."""
-    todo, seen = [out.grad_fn], set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if type(node).__name__ in ('_ElementwiseBackward', '_BoxesBackward'):
-            return True
-        todo.extend(n for n, _ in node.next_functions)
-    return False
-
-
 def test_extension_is_built_and_used():
     # `make install` builds mmloss_ext._fused; without it every loss silently runs eagerly
     assert kernels.fused_available(), 'mmloss_ext._fused is missing: run `make install`'
     x = torch.randn(8, 3, requires_grad=True)
     out = focal_loss(x, torch.randint(0, 4, (8,)), impl='fused', reduction='sum')
-    assert _fused_in_graph(out)
+    assert ran_fused(out)
 
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
@@ -268,7 +255,7 @@ def test_module_impl_is_config_settable_and_validated():
 
 def _path(impl='auto', n=8):
     x = torch.randn(n, 3, requires_grad=True)
-    return 'fused' if _fused_in_graph(smooth_l1_loss(x, torch.zeros(n, 3), impl=impl, reduction='sum')) else 'eager'
+    return 'fused' if ran_fused(smooth_l1_loss(x, torch.zeros(n, 3), impl=impl, reduction='sum')) else 'eager'
 
 
 def test_auto_dispatch_threshold_and_env(monkeypatch):
@@ -293,7 +280,7 @@ def test_unsupported_options_and_grad_targets_fall_back_to_eager(gen):
     labels = torch.randint(0, 4, (6,), generator=gen)
     for kw in (dict(pos_weight=[1.0, 2.0, 3.0]), dict(use_sigmoid=False, gamma=2.0)):
         out = focal_loss(x, labels.clamp(max=2), impl='fused', reduction='sum', **kw)
-        assert not _fused_in_graph(out)
+        assert not ran_fused(out)
         torch.testing.assert_close(out, focal_loss(x, labels.clamp(max=2), impl='eager', reduction='sum', **kw))
     t = torch.rand(6, 3, generator=gen, requires_grad=True)  # a target that needs a gradient
     out = smooth_l1_loss(x, t, impl='fused', reduction='sum')
@@ -346,7 +333,7 @@ def test_fused_box_gradcheck(fn, kw, gen):
     pred, target = _plain_boxes(12, gen, inside=fn is wiou_loss)
     w = torch.rand(12, generator=gen, dtype=torch.float64)
     x = pred.clone().requires_grad_()
-    assert _fused_in_graph(fn(x, target, impl='fused', reduction='sum', **kw))
+    assert ran_fused(fn(x, target, impl='fused', reduction='sum', **kw))
     for reduction in ('none', 'mean'):
         assert torch.autograd.gradcheck(lambda p: fn(p, target, impl='fused', weight=w, reduction=reduction, **kw),
                                         (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -369,7 +356,7 @@ def test_fused_wiou_running_mean_matches_eager(version, training, gen):
             out = loss(x, target.float(), weight=weight.float(), avg_factor=5.0)
             out.backward()
             outs.append(out.detach())
-        assert _fused_in_graph(out) == (impl == 'fused')
+        assert ran_fused(out) == (impl == 'fused')
         results.append((torch.stack(outs), x.grad, loss.iou_mean.clone()))
     (v_e, g_e, m_e), (v_f, g_f, m_f) = results
     assert (m_e != 1.0) == training  # updated in training only
@@ -387,7 +374,7 @@ def test_new_box_modules_build_with_impl(loss_type, cfg, gen):
         loss = MODELS.build(dict(type=f'mmloss_ext.{loss_type}', impl=impl, **cfg))
         assert loss.impl == impl and f"impl='{impl}'" in repr(loss)
         outs[impl] = loss(pred.clone().requires_grad_(), target)
-        assert _fused_in_graph(outs[impl]) == (impl == 'fused')
+        assert ran_fused(outs[impl]) == (impl == 'fused')
     torch.testing.assert_close(outs['fused'], outs['eager'], **TOL[torch.float32])
     with pytest.raises(ValueError, match='impl'):
         MODELS.build(dict(type=f'mmloss_ext.{loss_type}', impl='triton'))

@@ -12,26 +12,12 @@ import torch
 import mmloss_ext  # noqa: F401
 from mmloss_ext.losses.classification.cross_entropy import cross_entropy_loss
 from mmloss_ext.losses.segmentation import dice_loss
+from mmloss_ext.kernels.functions import ran_fused
 from mmloss_ext.registry import MODELS
 
+from helpers import FUSED_TOL as TOL
+
 N, C = 37, 11  # 37 rows: not a multiple of the vector width, so the tails are exercised
-TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
-       torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
-FUSED_NODES = ('_CrossEntropyBackward', '_DiceBackward')
-
-
-def _fused_in_graph(out):
-    """Whether a fused autograd Function produced ``out`` (searched through the cast nodes)."""
-    todo, seen = [out.grad_fn], set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if type(node).__name__ in FUSED_NODES:
-            return True
-        todo.extend(n for n, _ in node.next_functions)
-    return False
 
 
 def _run(fn, pred, target, impl, **kw):
@@ -46,7 +32,7 @@ def _assert_same(fn, pred, target, dtype=None, **kw):
     dtype = dtype or pred.dtype
     v_e, g_e = _run(fn, pred, target, 'eager', **kw)
     v_f, g_f = _run(fn, pred, target, 'fused', **kw)
-    assert _fused_in_graph(v_f) and not _fused_in_graph(v_e)
+    assert ran_fused(v_f) and not ran_fused(v_e)
     assert v_f.dtype == v_e.dtype == pred.dtype and v_f.shape == v_e.shape
     assert torch.isfinite(v_f).all() and torch.isfinite(g_f).all()
     torch.testing.assert_close(v_f, v_e, **TOL[dtype])
@@ -136,7 +122,7 @@ def test_ce_fused_all_ignored_and_empty(avg_non_ignore, reduction, gen):
         assert out.shape == ((0,) if reduction == 'none' else ()) and (out == 0).all()
         out.sum().backward()
         assert empty.grad is not None and empty.grad.shape == (0, C)
-        assert _fused_in_graph(out) == (impl == 'fused')
+        assert ran_fused(out) == (impl == 'fused')
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
@@ -157,7 +143,7 @@ def test_ce_fused_gradcheck(gen):
         def fn(inp):
             out = cross_entropy_loss(inp, labels, ignore_index=255, class_weight=cw, weight=w,
                                      reduction=reduction, impl='fused')
-            assert _fused_in_graph(out)
+            assert ran_fused(out)
             return out
         assert torch.autograd.gradcheck(fn, (x,))
 
@@ -189,7 +175,7 @@ def test_ce_fused_matches_mmdet(gen):
         ref = MMDetCE(**kw)(x, labels)
         ours = MODELS.build(dict(type='mmloss_ext.CrossEntropyLoss', impl='fused', **kw))(x.clone().requires_grad_(),
                                                                                            labels)
-        assert _fused_in_graph(ours)
+        assert ran_fused(ours)
         torch.testing.assert_close(ours, ref, **TOL[torch.float32])
 
 
@@ -219,7 +205,7 @@ def test_ce_unsupported_options_fall_back_to_eager(gen):
              (x, labels, dict(weight=torch.rand(N, generator=gen).requires_grad_()))]
     for pred, target, kw in calls:
         out = cross_entropy_loss(pred.clone().requires_grad_(), target, impl='fused', reduction='sum', **kw)
-        assert not _fused_in_graph(out)
+        assert not ran_fused(out)
         torch.testing.assert_close(out, cross_entropy_loss(pred, target, impl='eager', reduction='sum', **kw))
 
 
@@ -299,7 +285,7 @@ def test_dice_fused_empty_batch(reduction, gen):
     x = torch.randn(0, 1, 4, 4, generator=gen).requires_grad_()
     out = dice_loss(x, torch.zeros(0, 4, 4), reduction=reduction, impl='fused')
     ref = dice_loss(x, torch.zeros(0, 4, 4), reduction=reduction, impl='eager')
-    assert _fused_in_graph(out) and out.shape == ref.shape and (out == 0).all()
+    assert ran_fused(out) and out.shape == ref.shape and (out == 0).all()
     out.sum().backward()
     assert x.grad.shape == x.shape
 
@@ -324,7 +310,7 @@ def test_dice_fused_gradcheck(gen):
             def fn(a):
                 out = dice_loss(a, t.clamp(max=1) if 'ignore_index' not in kw else t, weight=w,
                                 reduction=reduction, impl='fused', **kw)
-                assert _fused_in_graph(out)
+                assert ran_fused(out)
                 return out
             assert torch.autograd.gradcheck(fn, (inp,))
 
@@ -358,7 +344,7 @@ def test_dice_fused_matches_mmdet(gen):
         pred = x.sigmoid() if kw.get('activate') is False else x
         ref = MMDetDice(**kw)(pred, t)
         ours = MODELS.build(dict(type='mmloss_ext.DiceLoss', impl='fused', **kw))(pred.clone().requires_grad_(), t)
-        assert _fused_in_graph(ours)
+        assert ran_fused(ours)
         torch.testing.assert_close(ours, ref, **TOL[torch.float32])
 
 
@@ -371,7 +357,7 @@ def test_dice_unsupported_options_fall_back_to_eager(gen):
              (x, t.clone().requires_grad_(), dict())]
     for pred, target, kw in calls:
         out = dice_loss(pred.clone().requires_grad_(), target, impl='fused', reduction='sum', **kw)
-        assert not _fused_in_graph(out)
+        assert not ran_fused(out)
         torch.testing.assert_close(out, dice_loss(pred, target, impl='eager', reduction='sum', **kw))
 
 
@@ -401,7 +387,7 @@ def test_dense_impl_switch(loss, gen, monkeypatch):
 
     def path(impl, inputs=(x, target)):
         module = MODELS.build(dict(type=f'mmloss_ext.{loss}', impl=impl))
-        return 'fused' if _fused_in_graph(module(inputs[0].clone().requires_grad_(), inputs[1])) else 'eager'
+        return 'fused' if ran_fused(module(inputs[0].clone().requires_grad_(), inputs[1])) else 'eager'
 
     assert [path('auto'), path('auto', small), path('eager'), path('fused', small)] == ['fused', 'eager', 'eager',
                                                                                       'fused']

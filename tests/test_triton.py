@@ -24,7 +24,7 @@ from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa:
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
 from mmloss_ext.losses.regression import smooth_l1_loss  # noqa: E402
 import test_fused  # noqa: E402
-from test_fused import CASES, TOL, _boxes, _fused_in_graph, _logits_and_targets  # noqa: E402
+from test_fused import CASES, TOL, _boxes, _logits_and_targets  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
@@ -351,7 +351,7 @@ def test_cuda_losses_route_to_triton(dtype, gen):
             xx = pred.detach().clone().requires_grad_()
             out = fn(xx, target, impl=impl, **kw)
             out.backward()
-            outs.append((out.detach(), xx.grad, _fused_in_graph(out)))
+            outs.append((out.detach(), xx.grad, fused.ran_fused(out)))
         assert outs[0][2] and not outs[1][2], fn.__name__
         torch.testing.assert_close(outs[0][0], outs[1][0], **TOL[dtype])
         if dtype == torch.float32:

@@ -215,20 +215,6 @@ def cuda_extra_peak(fn):
     return torch.cuda.max_memory_allocated() - before
 
 
-def _ran_fused(loss, x, target):
-    """Whether a fused autograd Function is in the graph of ``loss(x, target)``."""
-    todo, seen = [loss(x.detach().requires_grad_(), target).grad_fn], set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if type(node).__name__ in ('_ElementwiseBackward', '_BoxesBackward'):
-            return True
-        todo.extend(n for n, _ in node.next_functions)
-    return False
-
-
 def _torchvision_focal(x, target):
     """torchvision's sigmoid focal loss on ``labels`` (one-hot outside the timed region), or None."""
     try:
@@ -241,6 +227,8 @@ def _torchvision_focal(x, target):
 
 def run_case_cuda(case, scale, repeat, out):
     """mmdet, ours eager, ours Triton (and torchvision for focal) on CUDA tensors."""
+    from mmloss_ext.kernels.functions import ran_fused
+
     _, _, kind, size, has_fused, _ = CASES[case]
     x, target = (_to_cuda(a) for a in make_inputs(kind, size, scale))
     floor = cuda_time(lambda: torch.sigmoid(x), repeat)
@@ -250,7 +238,7 @@ def run_case_cuda(case, scale, repeat, out):
             continue
         loss = build(case, impl)
         name = 'triton' if impl == 'fused' else impl
-        if impl == 'fused' and not _ran_fused(loss, x, target):
+        if impl == 'fused' and not ran_fused(loss(x.detach().requires_grad_(), target)):
             name = 'triton (ran eager!)'
         runs[name] = lambda xx, loss=loss: loss(xx, target)
     if case == 'focal':
@@ -303,14 +291,11 @@ def main(argv=None):
         print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}, triton available: {triton_available()}, '
               f'{mmcv_focal}')
         results = [run_case_cuda(c, scale, repeat, sys.stdout) for c in args.cases]
-        if args.json:
-            with open(args.json, 'w') as f:
-                json.dump(results, f, indent=1)
-        return
-    from mmloss_ext.kernels import fused_available
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability '
-          f'{torch.backends.cpu.get_cpu_capability()}, fused kernels available: {fused_available()}')
-    results = [run_case(c, scale, repeat, sys.stdout) for c in args.cases]
+    else:
+        from mmloss_ext.kernels import fused_available
+        print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability '
+              f'{torch.backends.cpu.get_cpu_capability()}, fused kernels available: {fused_available()}')
+        results = [run_case(c, scale, repeat, sys.stdout) for c in args.cases]
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1)

@@ -34,6 +34,29 @@ BOX_KINDS = {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 
 _TOTAL, _ELEMENTS, _ROWS = 0, 1, 2
 
 
+
+def ran_fused(out: Tensor) -> bool:
+    """Whether a fused kernel (one of this module's autograd Functions, either backend) produced
+    ``out``: its autograd graph is searched through the casts and reductions after the kernel.
+
+    Example:
+        >>> from mmloss_ext.losses.regression import smooth_l1_loss
+        >>> x = torch.zeros(3, 4, requires_grad=True)
+        >>> ran_fused(smooth_l1_loss(x, torch.ones(3, 4), impl='eager'))
+        False
+    """
+    todo, seen = [out.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if getattr(node, '_forward_cls', None) in _FUNCTIONS:
+            return True
+        todo.extend(n for n, _ in node.next_functions)
+    return False
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -284,3 +307,7 @@ def dice_family(name: str, pred: Tensor, target: Tensor, *, sigmoid: bool, naive
         return _Dice.apply(x, t, hp, w, out_mode)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
+
+
+#: the autograd Functions of the fused paths (:func:`ran_fused`)
+_FUNCTIONS = (_Elementwise, _Boxes, _CrossEntropy, _Dice)

@@ -21,6 +21,8 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "vec_common.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -33,19 +35,8 @@ namespace {
 
 using at::vec::Vectorized;
 
-template <typename T>
-inline Vectorized<T> load_n(const T* p, int64_t cnt) {
-  return cnt == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, cnt);
-}
-
-template <typename T>
-inline double sum_lanes(const Vectorized<T>& v) {
-  T buf[Vectorized<T>::size()];
-  v.store(buf);
-  double s = 0.0;
-  for (int64_t i = 0; i < Vectorized<T>::size(); ++i) s += double(buf[i]);
-  return s;
-}
+using mmloss_ext::hsum;
+using mmloss_ext::load;
 
 // horizontal max and sum in the vector unit (shuffles): a row of the cross-entropy is a few vectors
 template <typename T>
@@ -103,7 +94,7 @@ inline T row_lse(const T* x, int64_t cols) {
   V acc = zero;
   for (int64_t c = 0; c < cols; c += vs) {
     const int64_t cnt = std::min(vs, cols - c);
-    const V e = fast_exp(load_n(x + c, cnt) - vm);
+    const V e = fast_exp(load(x + c, cnt) - vm);
     acc = acc + (cnt == vs ? e : V::set(zero, e, cnt));
   }
   return m + std::log(add_lanes(acc));
@@ -202,7 +193,7 @@ at::Tensor ce_backward(at::Tensor x, at::Tensor labels, c10::optional<at::Tensor
           const V s(lp[i]), vf(f);
           for (int64_t c = 0; c < cols; c += vs) {
             const int64_t cnt = std::min(vs, cols - c);
-            (fast_exp(load_n(xr + c, cnt) - s) * vf).store(dr + c, cnt);
+            (fast_exp(load(xr + c, cnt) - s) * vf).store(dr + c, cnt);
           }
         } else {
           const V ninf(-std::numeric_limits<T>::infinity());
@@ -215,14 +206,14 @@ at::Tensor ce_backward(at::Tensor x, at::Tensor labels, c10::optional<at::Tensor
           V acc = zero;
           for (int64_t c = 0; c < cols; c += vs) {
             const int64_t cnt = std::min(vs, cols - c);
-            const V ex = fast_exp(load_n(xr + c, cnt) - vm);
+            const V ex = fast_exp(load(xr + c, cnt) - vm);
             acc = acc + (cnt == vs ? ex : V::set(zero, ex, cnt));
             ex.store(dr + c, cnt);
           }
           const V scale(f / add_lanes(acc));
           for (int64_t c = 0; c < cols; c += vs) {
             const int64_t cnt = std::min(vs, cols - c);
-            (load_n(dr + c, cnt) * scale).store(dr + c, cnt);
+            (load(dr + c, cnt) * scale).store(dr + c, cnt);
           }
         }
         dr[y] -= f;
@@ -287,8 +278,8 @@ void dice_sums(const T* x, const T* t, int64_t rows, int64_t cols, double ignore
       int64_t pending = 0;
       for (int64_t c = c0; c < c1; c += vs) {
         const int64_t cnt = std::min(vs, c1 - c);
-        const V xv = load_n(xr + c, cnt);
-        V tv = load_n(tr + c, cnt), p, pq;
+        const V xv = load(xr + c, cnt);
+        V tv = load(tr + c, cnt), p, pq;
         if constexpr (sig) {
           sigmoid_and_slope(xv, p, pq);
         } else {
@@ -309,13 +300,13 @@ void dice_sums(const T* x, const T* t, int64_t rows, int64_t cols, double ignore
           ab = at::vec::fmadd(tv, tv, ab);
         }
         if (++pending == 64) {  // float32 sums stay short: flush to double every 64 vectors
-          s[0] += sum_lanes(ai), s[1] += sum_lanes(aa), s[2] += sum_lanes(ab);
+          s[0] += hsum(ai), s[1] += hsum(aa), s[2] += hsum(ab);
           ai = aa = ab = zero;
           pending = 0;
         }
       }
       double* out = part.data() + 3 * blk;
-      out[0] = s[0] + sum_lanes(ai), out[1] = s[1] + sum_lanes(aa), out[2] = s[2] + sum_lanes(ab);
+      out[0] = s[0] + hsum(ai), out[1] = s[1] + hsum(aa), out[2] = s[2] + hsum(ab);
     }
   });
   for (int64_t r = 0; r < rows; ++r) {  // combined in block order: independent of the thread count
@@ -341,7 +332,7 @@ void dice_grad(const T* x, const T* t, int64_t rows, int64_t cols, double ignore
       T* dr = dx + r * cols;
       for (int64_t c = c0; c < c1; c += vs) {
         const int64_t cnt = std::min(vs, c1 - c);
-        const V xv = load_n(xr + c, cnt), tv = load_n(tr + c, cnt);
+        const V xv = load(xr + c, cnt), tv = load(tr + c, cnt);
         V p, pq, g;
         if constexpr (sig) {
           sigmoid_and_slope(xv, p, pq);

@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "vec_common.h"
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -215,19 +217,8 @@ struct Rows {  // raw views of the inputs of one elementwise call
   }
 };
 
-template <typename T>
-inline Vectorized<T> load(const T* p, int64_t cnt) {
-  return cnt == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, cnt);
-}
-
-template <typename T>
-inline double hsum(const Vectorized<T>& v) {
-  T buf[Vectorized<T>::size()];
-  v.store(buf);
-  double s = 0.0;
-  for (int64_t i = 0; i < Vectorized<T>::size(); ++i) s += double(buf[i]);
-  return s;
-}
+using mmloss_ext::hsum;
+using mmloss_ext::load;
 
 // software prefetch 4 KiB ahead of a stream (one line per vector): the hardware prefetchers stop at
 // page boundaries, which leaves the long per-element formulas waiting on memory (measured: ~25%)
