@@ -97,16 +97,17 @@ def _kw(kw):
     return {k: v() if callable(v) else v for k, v in kw.items()}
 
 
-def _inputs(name, gen, dtype):
+def _inputs(name, gen, dtype, rows=N, cols=C):
+    """``(pred, target)`` of case ``name``: ``rows`` samples (logits: of ``cols`` classes; boxes)."""
     make = CASES[name][2]
     if make[0] == 'logits':
-        return _logits_and_targets(make[1], gen, dtype)
+        return _logits_and_targets(make[1], gen, dtype, n=rows, c=cols)
     if make[0] == 'residual':
-        x = torch.randn(N, 4, generator=gen, dtype=torch.float64)
-        t = x + torch.randn(N, 4, generator=gen, dtype=torch.float64) * 1.5
+        x = torch.randn(rows, 4, generator=gen, dtype=torch.float64)
+        t = x + torch.randn(rows, 4, generator=gen, dtype=torch.float64) * 1.5
         t[:3] = x[:3]  # zero residual: the subgradient of |d| at 0
         return x.to(dtype), t.to(dtype)
-    return _boxes(N, gen, dtype)
+    return _boxes(rows, gen, dtype)
 
 
 def _weight(kind, pred, gen):
@@ -198,13 +199,8 @@ def test_fused_large_inputs_split_across_threads(name, gen):
     # row); float32 gradients of single boxes can cancel catastrophically, in eager as in fused:
     # those are compared in float64
     fn, kw, make, _ = CASES[name]
-    if make[0] == 'logits':
-        pred, target = _logits_and_targets(make[1], gen, torch.float64, n=1201, c=80)
-    elif make[0] == 'residual':
-        pred = torch.randn(50001, 4, generator=gen, dtype=torch.float64)
-        target = pred + torch.randn(50001, 4, generator=gen, dtype=torch.float64)
-    else:
-        pred, target = _boxes(9001, gen, torch.float64)
+    rows = {'logits': 1201, 'residual': 50001, 'boxes': 9001}[make[0]]
+    pred, target = _inputs(name, gen, torch.float64, rows=rows, cols=80)
     w = _weight('row', pred, gen)
     single = tuple(t.float() if t.is_floating_point() else t for t in (target if isinstance(target, tuple)
                                                                        else (target,)))

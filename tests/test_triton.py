@@ -24,7 +24,7 @@ from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa:
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
 from mmloss_ext.losses.regression import smooth_l1_loss  # noqa: E402
 import test_fused  # noqa: E402
-from test_fused import CASES, TOL, _boxes, _logits_and_targets  # noqa: E402
+from test_fused import CASES, TOL, _boxes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
@@ -86,14 +86,8 @@ def test_triton_half_precision(name, dtype, gen, on_triton):
 def test_triton_several_programs(name, gen, on_triton):
     # more rows / boxes than one program holds: masked tails, partial sums over programs, QFL's row tiles
     fn, kw, make, _ = CASES[name]
-    if make[0] == 'logits':
-        pred, target = _logits_and_targets(make[1], gen, torch.float64, n=301, c=11)
-    elif make[0] == 'residual':
-        pred = torch.randn(700, 4, generator=gen, dtype=torch.float64)
-        target = pred + torch.randn(700, 4, generator=gen, dtype=torch.float64)
-    else:
-        pred, target = _boxes(700, gen, torch.float64)
-    pred, target = _to_device(pred), _to_device(target)
+    rows = 301 if make[0] == 'logits' else 700
+    pred, target = _to_device(test_fused._inputs(name, gen, torch.float64, rows=rows, cols=11))
     w = torch.rand(pred.shape[0], generator=gen, dtype=torch.float64).to(DEVICE)
     for reduction, weight in (('mean', None), ('none', w), ('sum', w)):
         outs = []
