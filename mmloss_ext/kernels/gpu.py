@@ -61,17 +61,13 @@ def _log1p_pos(u, F64: tl.constexpr):
         poly = poly * z + (1.0 / 15.0)
         poly = poly * z + (1.0 / 13.0)
         poly = poly * z + (1.0 / 11.0)
-        poly = poly * z + (1.0 / 9.0)
-        poly = poly * z + (1.0 / 7.0)
-        poly = poly * z + (1.0 / 5.0)
-        poly = poly * z + (1.0 / 3.0)
-        poly = poly * z + (1.0 / 1.0)
-    else:  # k <= 5: < 1e-9
-        poly = z * (1.0 / 11.0) + (1.0 / 9.0)
-        poly = poly * z + (1.0 / 7.0)
-        poly = poly * z + (1.0 / 5.0)
-        poly = poly * z + (1.0 / 3.0)
-        poly = poly * z + (1.0 / 1.0)
+    else:  # k <= 5: < 1e-9 (the shared low-order terms below)
+        poly = tl.zeros_like(z) + (1.0 / 11.0)
+    poly = poly * z + (1.0 / 9.0)
+    poly = poly * z + (1.0 / 7.0)
+    poly = poly * z + (1.0 / 5.0)
+    poly = poly * z + (1.0 / 3.0)
+    poly = poly * z + (1.0 / 1.0)
     small = 2.0 * s * poly
     big = tl.log(tl.maximum(u, 0.5) + 1.0)
     return tl.where(u < 0.5, small, big)
@@ -88,23 +84,16 @@ def _expm1(y, F64: tl.constexpr):
         acc = acc * ys * (1.0 / 12.0) + 1.0
         acc = acc * ys * (1.0 / 11.0) + 1.0
         acc = acc * ys * (1.0 / 10.0) + 1.0
-        acc = acc * ys * (1.0 / 9.0) + 1.0
-        acc = acc * ys * (1.0 / 8.0) + 1.0
-        acc = acc * ys * (1.0 / 7.0) + 1.0
-        acc = acc * ys * (1.0 / 6.0) + 1.0
-        acc = acc * ys * (1.0 / 5.0) + 1.0
-        acc = acc * ys * (1.0 / 4.0) + 1.0
-        acc = acc * ys * (1.0 / 3.0) + 1.0
-        acc = acc * ys * (1.0 / 2.0) + 1.0
-    else:
-        acc = ys * (1.0 / 9.0) + 1.0
-        acc = acc * ys * (1.0 / 8.0) + 1.0
-        acc = acc * ys * (1.0 / 7.0) + 1.0
-        acc = acc * ys * (1.0 / 6.0) + 1.0
-        acc = acc * ys * (1.0 / 5.0) + 1.0
-        acc = acc * ys * (1.0 / 4.0) + 1.0
-        acc = acc * ys * (1.0 / 3.0) + 1.0
-        acc = acc * ys * (1.0 / 2.0) + 1.0
+    else:  # 9 terms (the shared low-order terms below)
+        acc = tl.zeros_like(ys) + 1.0
+    acc = acc * ys * (1.0 / 9.0) + 1.0
+    acc = acc * ys * (1.0 / 8.0) + 1.0
+    acc = acc * ys * (1.0 / 7.0) + 1.0
+    acc = acc * ys * (1.0 / 6.0) + 1.0
+    acc = acc * ys * (1.0 / 5.0) + 1.0
+    acc = acc * ys * (1.0 / 4.0) + 1.0
+    acc = acc * ys * (1.0 / 3.0) + 1.0
+    acc = acc * ys * (1.0 / 2.0) + 1.0
     return tl.where(tl.abs(y) < 0.5, ys * acc, tl.exp(y) - 1.0)
 
 
@@ -129,25 +118,17 @@ def _atan_pos(z, F64: tl.constexpr):
         poly = poly * u2 + (-1.0 / 23.0)
         poly = poly * u2 + (1.0 / 21.0)
         poly = poly * u2 + (-1.0 / 19.0)
-        poly = poly * u2 + (1.0 / 17.0)
-        poly = poly * u2 + (-1.0 / 15.0)
-        poly = poly * u2 + (1.0 / 13.0)
-        poly = poly * u2 + (-1.0 / 11.0)
-        poly = poly * u2 + (1.0 / 9.0)
-        poly = poly * u2 + (-1.0 / 7.0)
-        poly = poly * u2 + (1.0 / 5.0)
-        poly = poly * u2 + (-1.0 / 3.0)
-        poly = poly * u2 + (1.0 / 1.0)
-    else:  # k <= 9: < 1e-8
-        poly = u2 * (-1.0 / 19.0) + (1.0 / 17.0)
-        poly = poly * u2 + (-1.0 / 15.0)
-        poly = poly * u2 + (1.0 / 13.0)
-        poly = poly * u2 + (-1.0 / 11.0)
-        poly = poly * u2 + (1.0 / 9.0)
-        poly = poly * u2 + (-1.0 / 7.0)
-        poly = poly * u2 + (1.0 / 5.0)
-        poly = poly * u2 + (-1.0 / 3.0)
-        poly = poly * u2 + (1.0 / 1.0)
+    else:  # k <= 9: < 1e-8 (the shared low-order terms below)
+        poly = tl.zeros_like(u2) + (-1.0 / 19.0)
+    poly = poly * u2 + (1.0 / 17.0)
+    poly = poly * u2 + (-1.0 / 15.0)
+    poly = poly * u2 + (1.0 / 13.0)
+    poly = poly * u2 + (-1.0 / 11.0)
+    poly = poly * u2 + (1.0 / 9.0)
+    poly = poly * u2 + (-1.0 / 7.0)
+    poly = poly * u2 + (1.0 / 5.0)
+    poly = poly * u2 + (-1.0 / 3.0)
+    poly = poly * u2 + (1.0 / 1.0)
     a = u * poly
     a = tl.where(mid, a + _QUARTER_PI, a)
     return tl.where(big, _HALF_PI - a, a)
