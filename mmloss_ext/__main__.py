@@ -6,7 +6,7 @@ import pprint
 import sys
 from typing import List, Optional
 
-from .catalogue import FAMILIES, entries, entry
+from .catalogue import entries, entry, families
 from .registry import MODELS
 
 
@@ -26,7 +26,7 @@ def _show(name: str) -> str:
     e = entry(name)
     return '\n'.join([f'{e.name} ({e.family})', '', e.doc, '',
                       f'defaults: {e.params}, reduction={e.reduction!r}, loss_weight=1.0',
-                      f'tested against: {e.meta.reference}' + (f'; paper: {e.meta.paper}' if e.meta.paper else ''),
+                      f'tested against: {e.reference}' + (f'; paper: {e.paper}' if e.paper else ''),
                       '', 'config:', pprint.pformat(e.config(), sort_dicts=False)])
 
 
@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m mmloss_ext', description='The mmloss_ext loss catalogue.')
     sub = parser.add_subparsers(dest='cmd', required=True)
     p_list = sub.add_parser('list', help='print the catalogue as a table')
-    p_list.add_argument('--family', choices=FAMILIES)
+    p_list.add_argument('--family', choices=families())
     p_show = sub.add_parser('show', help="print a loss's doc, defaults and a config dict")
     p_show.add_argument('name')
     args = parser.parse_args(argv)

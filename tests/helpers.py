@@ -1,5 +1,30 @@
-"""Shared test utilities: value-and-gradient parity against a reference implementation."""
+"""Shared test utilities: building losses, the registry's name lists, value-and-gradient parity."""
 import torch
+from mmdet.registry import MODELS as MMDET_MODELS
+
+import mmloss_ext  # noqa: F401  (registers the losses)
+from loss_cases import CASES
+from mmloss_ext.registry import MODELS
+
+#: every registered loss, and the names of each family (each class says its family)
+NAMES = sorted(MODELS.module_dict)
+
+
+def family_names(family):
+    return [n for n in NAMES if MODELS.get(n).family == family]
+
+
+BOX_NAMES = family_names('bbox')
+
+
+def build(name, **cfg):
+    """``mmloss_ext.<name>`` built through mmdet's registry (the scope resolves it), from ``cfg`` only."""
+    return MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **cfg))
+
+
+def build_case(name, **cfg):
+    """:func:`build` with the loss's contract case configuration (``tests/loss_cases``) under ``cfg``."""
+    return build(name, **{**CASES[name].cfg, **cfg})
 
 
 def value_and_grad(fn, *tensors):
@@ -11,6 +36,14 @@ def value_and_grad(fn, *tensors):
     return out.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(diff, grads)]
 
 
+def value_and_pred_grad(fn, pred, *args, **kw):
+    """``fn(pred, *args, **kw)`` and the gradient of its sum w.r.t. ``pred`` only."""
+    p = pred.detach().clone().requires_grad_()
+    out = fn(p, *args, **kw)
+    grad, = torch.autograd.grad(out.sum(), p)
+    return out.detach(), grad
+
+
 def assert_parity(ours, ref, *tensors, atol=1e-5, rtol=1e-5):
     """Values and gradients of ``ours`` and ``ref`` agree on the same inputs."""
     v1, g1 = value_and_grad(ours, *tensors)
@@ -20,6 +53,6 @@ def assert_parity(ours, ref, *tensors, atol=1e-5, rtol=1e-5):
         torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol)
 
 
-#: fused == eager tolerances (DESIGN: float64 tight, float32 1e-5 relative; half precision looser)
+#: fused == eager tolerances (float64 tight, float32 1e-5 relative; half precision looser)
 FUSED_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}

@@ -1,7 +1,7 @@
-"""Adversarial inputs and numerics over every registered loss (issue 6).
+"""Adversarial inputs and numerics over every registered loss.
 
-* Build time: every numeric hyper-parameter has a declared range that the class (``hparam_ranges``)
-  and the functional (``check_ranges``) both enforce; mistyped values (``gamma='2'``), NaN and
+* Build time: every numeric hyper-parameter has a range declared on its functional, which the class
+  (at build) and the functional (at every call) both enforce; mistyped values (``gamma='2'``), NaN and
   out-of-range values (``alpha=-1``) fail through mmdet's ``MODELS.build`` with a message naming
   the loss, the argument, what was expected and what was given; values used by mmdet configs build.
 * Call time: integer/bool/complex tensors, rank mismatches, labels out of range, wrong-shaped or
@@ -20,23 +20,14 @@ import re
 import pytest
 import torch
 
-import mmloss_ext  # noqa: F401  (registers the losses)
+from helpers import BOX_NAMES, NAMES, build_case as build, family_names
 from loss_cases import CASES
 from loss_cases.bbox import boxes
 from mmdet.registry import MODELS as MMDET_MODELS
-from mmloss_ext.losses.base import functional_hparams
 from mmloss_ext.registry import MODELS
 
-NAMES = sorted(MODELS.module_dict)
-
-
-def _family(name):
-    return MODELS.get(name).loss_fn.__module__.rsplit('.', 1)[-1]
-
-
-BOX_NAMES = [n for n in NAMES if MODELS.get(n).loss_fn.__module__.startswith('mmloss_ext.losses.bbox')]
-REGRESSION_NAMES = [n for n in NAMES if _family(n) == 'regression']
-IMAGE_NAMES = [n for n in NAMES if _family(n) == 'image']
+REGRESSION_NAMES = family_names('regression')
+IMAGE_NAMES = family_names('image')
 LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES]
 #: numeric hyper-parameters that take any value of their type (none today: add one with a reason)
 UNBOUNDED = {
@@ -49,10 +40,6 @@ BINARY_OVERLAP = ('DiceLoss', 'JaccardLoss', 'TverskyLoss', 'FocalTverskyLoss')
 def saturates(name):
     """Whether the loss, as configured by its case, reads an infinite logit as a certain prediction."""
     return name == 'ZeroOneLoss' or (name in BINARY_OVERLAP and CASES[name].cfg.get('mode', 'binary') == 'binary')
-
-
-def build(name, **kw):
-    return MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **{**CASES[name].cfg, **kw}))
 
 
 def make(name, n=4, dtype=torch.float32, seed=0):
@@ -95,20 +82,23 @@ def backward_finite(name, args, *, reduction='mean', **kw):
 
 def _numeric_hparams():
     for name in NAMES:
-        for key, default in functional_hparams(MODELS.get(name).loss_fn).items():
+        for key, default in MODELS.get(name).spec().defaults.items():
             if isinstance(default, (int, float)) and not isinstance(default, bool):
                 yield name, key, default
 
 
 NUMERIC = list(_numeric_hparams())
-RANGED = [(n, k, spec) for n in NAMES for k, spec in MODELS.get(n).hparam_ranges.items()]
-CHOICES = [(n, k, c) for n in NAMES for k, c in MODELS.get(n).choices().items()]
+RANGED = [(n, k, r) for n in NAMES for k, r in MODELS.get(n).spec().ranges().items()]
+CHOICES = [(n, k, c) for n in NAMES for k, c in MODELS.get(n).choices().items()
+           if all(isinstance(v, str) for v in c)]  # string choices (a bool one is a type check first)
 
 
 @pytest.mark.parametrize('name, key, default', NUMERIC, ids=[f'{n}-{k}' for n, k, _ in NUMERIC])
 def test_every_numeric_hparam_has_a_declared_range(name, key, default):
-    cls = MODELS.get(name)
-    assert key in cls.hparam_ranges or (name, key) in UNBOUNDED, f'{name}.{key} has no hparam_ranges entry'
+    ranges = MODELS.get(name).spec().ranges()
+    assert key in ranges or (name, key) in UNBOUNDED, f'{name}.{key} declares no range'
+    if key in ranges:  # the default is valid by its own declaration
+        ranges[key].check(name, key, default)
 
 
 @pytest.mark.parametrize('name, key, default', NUMERIC, ids=[f'{n}-{k}' for n, k, _ in NUMERIC])
@@ -120,32 +110,31 @@ def test_mistyped_numeric_hparam_fails_at_build(name, key, default):
         build(name, **{key: True})
 
 
-def _outside(spec):
-    """A value just outside a check_range spec (below the bound, or above when only bounded above)."""
-    if spec.get('low') is not None:
-        return spec['low'] if spec.get('low_open') else spec['low'] - 1
-    return spec['high'] if spec.get('high_open') else spec['high'] + 1
+def _outside(r):
+    """A value just outside a range (below the bound, or above when only bounded above)."""
+    if r.low is not None:
+        return r.low if r.low_open else r.low - 1
+    return r.high if r.high_open else r.high + 1
 
 
 #: a closed bound that another hyper-parameter's default rules out (d < u)
 _INSIDE = {('FocalerIoULoss', 'u'): 1.0}
 
 
-def _inside(spec):
+def _inside(r):
     """The closed bound itself when there is one (mmdet allows it), else a value just inside."""
-    low = spec.get('low')
-    if low is not None and not spec.get('low_open'):
-        return low
-    if spec.get('high') is not None and not spec.get('high_open'):
-        return spec['high']
-    return 3 if spec.get('odd') else (low or 0) + 0.5
+    if r.low is not None and not r.low_open:
+        return r.low
+    if r.high is not None and not r.high_open:
+        return r.high
+    return 3 if r.odd else (r.low or 0) + 0.5
 
 
 @pytest.mark.parametrize('name, key, spec', RANGED, ids=[f'{n}-{k}' for n, k, _ in RANGED])
 def test_out_of_range_hparam_fails_at_build_and_in_the_functional(name, key, spec):
     bad = _outside(spec)
     for value in (bad, float('nan'), float('inf')):
-        if spec.get('odd') and isinstance(value, float):
+        if spec.odd and isinstance(value, float):
             continue  # an int hparam: a float is a type error, covered above
         with raises(ValueError, f'{name}: `{key}` expected ', f'got {value!r}'):
             build(name, **{key: value})
@@ -165,13 +154,13 @@ def test_window_size_must_be_odd_at_build():
         build('SSIMLoss', window_size=-1)
 
 
-STRINGS = [(n, k) for n in NAMES for k, d in functional_hparams(MODELS.get(n).loss_fn).items() if isinstance(d, str)]
+STRINGS = [(n, k) for n in NAMES for k, d in MODELS.get(n).spec().defaults.items() if isinstance(d, str)]
 
 
 @pytest.mark.parametrize('name, key', STRINGS, ids=[f'{n}-{k}' for n, k in STRINGS])
 def test_every_string_hparam_has_declared_choices(name, key):
     choices = MODELS.get(name).choices()
-    assert key in choices and functional_hparams(MODELS.get(name).loss_fn)[key] in choices[key]
+    assert key in choices and MODELS.get(name).spec().defaults[key] in choices[key]
 
 
 @pytest.mark.parametrize('name, key, choices', CHOICES, ids=[f'{n}-{k}' for n, k, _ in CHOICES])
@@ -180,9 +169,9 @@ def test_unknown_choice_fails_at_build(name, key, choices):
         build(name, **{key: 'nope'})
 
 
-@pytest.mark.parametrize('name', [n for n in NAMES if functional_hparams(MODELS.get(n).loss_fn)])
+@pytest.mark.parametrize('name', [n for n in NAMES if MODELS.get(n).spec().defaults])
 def test_misspelt_config_key_names_the_real_ones(name):
-    key = next(iter(functional_hparams(MODELS.get(name).loss_fn)))
+    key = next(iter(MODELS.get(name).spec().defaults))
     with raises(TypeError, f'{name}: unexpected hyper-parameter `{key}x`', key):
         build(name, **{f'{key}x': 1})
 
@@ -299,7 +288,7 @@ def test_float_labels_are_a_type_error(name):
 def test_ignore_index_is_exempt_from_the_label_range(name, cfg):
     from loss_cases.segmentation import multiclass
     gen = torch.Generator().manual_seed(0)
-    pred, target = multiclass(3, torch.float32, gen) if _family(name) == 'segmentation' else make(name, 3)
+    pred, target = multiclass(3, torch.float32, gen) if MODELS.get(name).family == 'segmentation' else make(name, 3)
     target = target.clone()
     target.view(-1)[:2] = 255
     out = build(name, **cfg)(pred, target)

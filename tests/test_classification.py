@@ -10,27 +10,15 @@ import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss as mmdet_reduce
 from mmdet.registry import MODELS as MMDET_MODELS
 
-import mmloss_ext  # noqa: F401  (registers the losses)
+from helpers import build, family_names, value_and_pred_grad as value_and_grad
 from loss_cases import CASES
 from mmloss_ext.losses.classification import (CrossEntropyLoss, FocalLoss, balanced_cross_entropy_loss,
                                               cross_entropy_loss, focal_loss, hinge_loss, zero_one_loss)
 
-NAMES = ['CrossEntropyLoss', 'BCELoss', 'NLLLoss', 'KLDivLoss', 'BalancedCrossEntropyLoss', 'FocalLoss',
-         'QualityFocalLoss', 'VarifocalLoss', 'DistributionFocalLoss', 'HingeLoss', 'ZeroOneLoss']
 #: (reduction_override, avg_factor) combinations every parity test runs through
 REDUCTIONS = [('none', None), ('mean', None), ('mean', 7.5), ('sum', None)]
 F64 = torch.float64
-
-
-def build(name, **cfg):
-    return MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **cfg))
-
-
-def value_and_grad(fn, pred, *args, **kw):
-    p = pred.detach().clone().requires_grad_()
-    out = fn(p, *args, **kw)
-    grad, = torch.autograd.grad(out.sum(), p)
-    return out.detach(), grad
+NAMES = family_names('classification')
 
 
 def assert_parity(ours, ref, pred, *args, rtol=1e-5, atol=1e-8, **kw):

@@ -1,4 +1,4 @@
-"""The contract every registered loss honours (LOSSES.md, "Common contract").
+"""The contract every registered loss honours (the common contract of the catalogue).
 
 Parametrized over every name in ``mmloss_ext.registry.MODELS``: a new loss gets these tests by
 adding its input factory to ``tests/loss_cases``.
@@ -10,18 +10,12 @@ import pickle
 import pytest
 import torch
 
-import mmloss_ext  # noqa: F401  (registers the losses)
+from helpers import NAMES, build_case as build
 from loss_cases import CASES
 from mmdet.registry import MODELS as MMDET_MODELS
-from mmloss_ext.losses.base import functional_hparams
 from mmloss_ext.registry import MODELS
 
-NAMES = sorted(MODELS.module_dict)
 EPS32 = torch.finfo(torch.float32).eps
-
-
-def build(name, **kw):
-    return MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **CASES[name].cfg, **kw))
 
 
 def inputs(name, gen, n=6, dtype=torch.float64, grad=True):
@@ -156,11 +150,17 @@ def test_module_equals_functional(name, gen):
         torch.testing.assert_close(got, expected)
 
 
+def _functional_defaults(fn):
+    """The keyword-only hyper-parameters of a functional and their defaults, read from its signature."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and k not in ('weight', 'reduction', 'avg_factor')}
+
+
 @pytest.mark.parametrize('name', NAMES)
-def test_class_defaults_equal_functional_defaults(name):
+def test_class_defaults_are_the_functional_defaults(name):
     cls = MODELS.get(name)
     fn_params = inspect.signature(cls.loss_fn).parameters
-    hparams = functional_hparams(cls.loss_fn)
+    hparams = _functional_defaults(cls.loss_fn)
     loss = cls()
     assert loss.hparams().keys() == hparams.keys(), 'the class exposes every hyper-parameter'
     for key, default in hparams.items():
@@ -168,6 +168,24 @@ def test_class_defaults_equal_functional_defaults(name):
         assert value == default or (value is None and default is None), key
     assert loss.reduction == fn_params['reduction'].default
     assert loss.loss_weight == 1.0
+    # what help() and IDEs show: the same parameters and defaults, plus reduction and loss_weight
+    sig = inspect.signature(cls)
+    expected = {**hparams, 'reduction': fn_params['reduction'].default, 'loss_weight': 1.0}
+    assert {k: p.default for k, p in sig.parameters.items()} == expected
+    positional = [k for k, p in sig.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert tuple(positional) == cls.positional
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_no_class_writes_a_default_of_its_own(name):
+    """A constructor in the class hierarchy (e.g. to register a buffer) passes its arguments on
+    unchanged: a default written there would be a second copy of the functional's."""
+    for klass in MODELS.get(name).__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None or klass is torch.nn.Module or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            assert p.default is p.empty, f'{klass.__name__}.__init__ writes a default for `{p.name}`'
 
 
 @pytest.mark.parametrize('name', NAMES)

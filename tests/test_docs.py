@@ -7,14 +7,28 @@ import pytest
 
 import mmloss_ext  # noqa: F401
 from mmloss_ext.__main__ import main
-from mmloss_ext.catalogue import META, entries, render_markdown
+from mmloss_ext.catalogue import _split_paper, entries, families, render_markdown
 from mmloss_ext.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_registered_loss_has_catalogue_metadata_and_vice_versa():
-    assert set(MODELS.module_dict) == set(META)
+def test_every_registered_loss_says_its_family_inputs_and_reference():
+    assert families() == ['regression', 'classification', 'segmentation', 'bbox', 'image']
+    assert [e.name for e in entries()] and {e.name for e in entries()} == set(MODELS.module_dict)
+    for e in entries():
+        assert e.family in families() and e.inputs and e.reference, e.name
+        assert e.family == MODELS.get(e.name).family
+
+
+def test_the_paper_is_the_summarys_citation():
+    assert _split_paper('Smooth L1 loss (Fast R-CNN, Girshick 2015).') == ('Smooth L1 loss.', 'Fast R-CNN, Girshick 2015')
+    assert _split_paper('Hinge loss (squared hinge when ``squared``).') == (
+        'Hinge loss (squared hinge when ``squared``).', '')  # no year: not a citation
+    assert _split_paper('Focal loss (Lin et al., 2017, "Focal Loss (for) Detection") here.') == (
+        'Focal loss here.', 'Lin et al., 2017, "Focal Loss (for) Detection"')
+    papers = {e.name: e.paper for e in entries()}
+    assert papers['FocalLoss'].startswith('Lin et al., 2017') and papers['GIoULoss'].startswith('Rezatofighi')
 
 
 def test_docs_are_up_to_date():

@@ -61,7 +61,7 @@ def test_tv_hand_values_and_none_map():
 # --- WeightedTVLoss ---------------------------------------------------------------------------------
 
 def weighted_tv_reference(x, w):
-    """LOSSES.md, written out: sum w |d| / sum w per direction, w taken at the first pixel of a difference."""
+    """The documented formula, written out: sum w |d| / sum w per direction, w taken at the first pixel of a difference."""
     dh, dw = (x[..., 1:, :] - x[..., :-1, :]).abs(), (x[..., :, 1:] - x[..., :, :-1]).abs()
     wh, ww = w[..., :-1, :], w[..., :, :-1]
     return (wh * dh).sum() / wh.sum() + (ww * dw).sum() / ww.sum()

@@ -9,13 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mmloss_ext  # noqa: F401
+from helpers import BOX_NAMES, NAMES, build_case as build
 from loss_cases import CASES
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmloss_ext.registry import MODELS
-
-NAMES = sorted(MODELS.module_dict)
-BOX_NAMES = [n for n in NAMES if MODELS.get(n).loss_fn.__module__.startswith('mmloss_ext.losses.bbox')]
 EPS32 = torch.finfo(torch.float32).eps
 #: losses whose value may legitimately be negative: -PSNR is negative for an error below max_val
 SIGNED = {'PSNRLoss'}
@@ -25,10 +20,6 @@ NOT_SCALE_INVARIANT = {'NWDLoss', 'BoundedIoULoss'}
 
 CI = settings(max_examples=10, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-def build(name, **kw):
-    return MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **{**CASES[name].cfg, **kw}))
 
 
 def draw_inputs(name, seed, n):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmdet.models.losses.utils import weight_reduce_loss as mmdet_weight_reduce_loss
 
-from mmloss_ext.losses.reduction import adapt_weight, per_box_weight, weight_reduce_loss
+from mmloss_ext.core.reduction import adapt_weight, per_box_weight, weight_reduce_loss
 
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
@@ -57,6 +57,6 @@ def test_weight_shapes():
 def test_per_box_weight_averages_coordinates():
     boxes = torch.zeros(2, 4)
     w = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
-    torch.testing.assert_close(per_box_weight('L', w, boxes), torch.tensor([1.0, 0.5]))
-    assert per_box_weight('L', torch.ones(2), boxes).shape == (2,)
-    assert per_box_weight('L', None, boxes) is None
+    torch.testing.assert_close(per_box_weight(w, boxes), torch.tensor([1.0, 0.5]))
+    assert per_box_weight(torch.ones(2), boxes).shape == (2,)
+    assert per_box_weight(None, boxes) is None

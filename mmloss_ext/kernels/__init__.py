@@ -5,8 +5,8 @@ the same losses in one pass over memory forward and one backward, saving only th
 ``torch.autograd.Function`` with the analytic gradient over the C++ kernels of
 ``kernels/csrc/fused.cpp``, built by ``setup.py`` as ``mmloss_ext._fused``).
 
-* :mod:`.dispatch` — the one ``impl='auto'|'eager'|'fused'`` switch (and ``MMLOSS_EXT_IMPL``),
-  and :func:`~.dispatch.backend`, the kernels of a device;
+* :mod:`.dispatch` — whether a call takes its fused kernel (:func:`~.dispatch.use_fused`, over the
+  ``impl`` switch of :mod:`mmloss_ext.core.impl`) and :func:`~.dispatch.backend`, the kernels of a device;
 * :mod:`.functions` — the autograd Functions and the per-family entry points called by the losses
   (one code path for both backends: weights, ``avg_factor``, reductions, half precision);
 * :mod:`.gpu` — the same kernels in Triton, for CUDA tensors (same ABI as the C++ extension;

@@ -1,17 +1,10 @@
-"""The one switch between a loss's eager path and its fused kernel.
+"""Where the fused kernels run, and whether a call takes them.
 
-Every hot loss takes ``impl='auto'|'eager'|'fused'`` (a constructor keyword, so config-settable)
-and asks :func:`use_fused` once, after validating its inputs:
-
-* ``'eager'``: always the readable eager path;
-* ``'fused'``: the fused kernel whenever it supports the call (else eager, silently: e.g. the
-  softmax focal loss, ``pos_weight``, probabilities, a ``target``/``weight`` that requires grad);
-* ``'auto'`` (default): as ``'fused'`` for inputs of at least :data:`MIN_NUMEL` elements, eager
-  below (the dispatch costs more than it saves on tiny tensors).
-
-The environment variable ``MMLOSS_EXT_IMPL`` (``auto``/``eager``/``fused``) replaces ``'auto'``
-for every loss at once; an explicit ``impl='eager'`` or ``'fused'`` keeps precedence.
-``MMLOSS_EXT_FUSED_MIN_NUMEL`` overrides :data:`MIN_NUMEL`. Both are read at each call.
+Every hot loss takes ``impl='auto'|'eager'|'fused'`` (see :mod:`mmloss_ext.core.impl`, which
+also reads ``MMLOSS_EXT_IMPL`` and ``MMLOSS_EXT_FUSED_MIN_NUMEL``) and asks :func:`use_fused`
+once, after validating its inputs. ``'fused'`` takes the kernel whenever it supports the call
+(else eager, silently: e.g. the softmax focal loss, ``pos_weight``, probabilities, a
+``target``/``weight`` that requires grad); ``'auto'`` does so from ``MIN_NUMEL`` elements on.
 
 Where the fused kernels run: a call site names the device types its kernels cover with
 ``devices=`` (default ``('cpu',)``). On the CPU the kernels are the C++ extension
@@ -25,7 +18,6 @@ The fused backward is once-differentiable: use ``impl='eager'`` for double backw
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from types import ModuleType
 from typing import Iterable, Optional, Tuple
@@ -33,13 +25,7 @@ from typing import Iterable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..losses.inputs import check_choice
-
-IMPLS = ('auto', 'eager', 'fused')
-ENV_IMPL = 'MMLOSS_EXT_IMPL'
-ENV_MIN_NUMEL = 'MMLOSS_EXT_FUSED_MIN_NUMEL'
-#: 'auto' takes the fused path from this many elements of ``pred`` on
-MIN_NUMEL = 4096
+from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, min_numel, resolve_impl  # noqa: F401
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -98,20 +84,6 @@ def backend(device) -> ModuleType:
         from . import gpu
         return gpu
     return EXT
-
-
-def resolve_impl(name: str, impl: str) -> str:
-    """Validate ``impl`` and apply ``MMLOSS_EXT_IMPL`` to ``'auto'``."""
-    check_choice(name, 'impl', impl, IMPLS)
-    if impl == 'auto':
-        impl = os.environ.get(ENV_IMPL, 'auto') or 'auto'
-        check_choice(name, f'${ENV_IMPL}', impl, IMPLS)
-    return impl
-
-
-def min_numel() -> int:
-    value = os.environ.get(ENV_MIN_NUMEL)
-    return MIN_NUMEL if value is None else int(value)
 
 
 def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,

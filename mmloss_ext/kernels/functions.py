@@ -9,7 +9,7 @@ gradient of ``pred``. Losses call the family entry points (:func:`sigmoid_family
 :func:`residual_family`, :func:`box_family`, :func:`cross_entropy_family`, :func:`dice_family`)
 after their own validation, and only when :func:`~.dispatch.use_fused` said so; these take care
 of weights (mmdet's shapes), ``avg_factor`` and reductions (through
-:func:`~mmloss_ext.losses.reduction.reduce_summed`) and the half-precision policy (computed in
+:func:`~mmloss_ext.core.reduction.reduce_summed`) and the half-precision policy (computed in
 float32, returned in ``pred``'s dtype).
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..losses.inputs import check_label_range
-from ..losses.reduction import AvgFactor, adapt_weight, reduce_summed
+from ..core.inputs import check_label_range
+from ..core.reduction import AvgFactor, adapt_weight, reduce_summed
 from .dispatch import EXT, backend
 
 # kernel ids, as in csrc/fused.cpp
@@ -40,7 +40,7 @@ def ran_fused(out: Tensor) -> bool:
     ``out``: its autograd graph is searched through the casts and reductions after the kernel.
 
     Example:
-        >>> from mmloss_ext.losses.regression import smooth_l1_loss
+        >>> from mmloss_ext import smooth_l1_loss
         >>> x = torch.zeros(3, 4, requires_grad=True)
         >>> ran_fused(smooth_l1_loss(x, torch.ones(3, 4), impl='eager'))
         False
@@ -113,7 +113,7 @@ def _prepare(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 def split_weight(name: str, weight: Optional[Tensor], shape: Sequence[int],
                  dtype: torch.dtype) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """``weight`` (any shape :func:`~mmloss_ext.losses.reduction.adapt_weight` accepts for a loss
+    """``weight`` (any shape :func:`~mmloss_ext.core.reduction.adapt_weight` accepts for a loss
     of ``shape``) as ``(per_row (N,), full)``, at most one of them set."""
     if weight is None:
         return None, None
@@ -253,7 +253,7 @@ def cross_entropy_family(name: str, x: Tensor, labels: Tensor, pred_dtype: torch
                          avg_factor: AvgFactor = None) -> Tensor:
     """Softmax cross-entropy of logits ``x`` (N, C) at integer ``labels`` (N,) in ``[0, C)`` or
     ``ignore_index`` (loss 0); ``class_weight`` (C,); per-sample ``weight``. The kernel checks the
-    label values (``ValueError`` as :func:`~mmloss_ext.losses.inputs.check_label_range`)."""
+    label values (``ValueError`` as :func:`~mmloss_ext.core.inputs.check_label_range`)."""
     dtype = _compute_dtype(x)
     x = _prepare(x, dtype)
     shape = (x.shape[0],)

@@ -2,8 +2,8 @@
 
 One module per family; each exports its functionals (snake case) and registered classes.
 """
-from .base import BaseLoss, functional_hparams
-from .reduction import REDUCTIONS, reduce_loss, weight_reduce_loss
+from .base import BaseLoss
+from ..core.reduction import REDUCTIONS, weight_reduce_loss
 from .regression import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
 from .segmentation import *  # noqa: F401,F403

@@ -23,13 +23,13 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..core.inputs import check_boxes, upcast
+from ..core.reduction import AvgFactor, per_box_weight, weight_reduce_loss
 from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import functions as fused
-from .inputs import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL as UNIT, check_boxes, check_choice, upcast
-from .reduction import AvgFactor, per_box_weight, weight_reduce_loss
+from .base import BaseLoss
 
-__all__ = ['BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost',
-           'NON_NEGATIVE', 'POSITIVE', 'UNIT', 'EPS_RANGES']
+__all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost']
 
 #: the IoU variants a composable loss (Alpha/Inner/Focaler) can be built on
 IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
@@ -38,9 +38,12 @@ _ASPECT = 4.0 / math.pi ** 2
 #: the cap of SIoU's distance exponent (see :func:`siou_penalty`), also in the fused kernel
 SIOU_EXP_MAX = 50.0
 
-#: :func:`~mmloss_ext.losses.inputs.check_range` keywords shared by the box losses' range dicts
-#: (``NON_NEGATIVE``, ``POSITIVE``, ``UNIT`` come from :mod:`~mmloss_ext.losses.inputs`)
-EPS_RANGES = dict(eps=NON_NEGATIVE)
+
+class BoxLoss(BaseLoss):
+    """Base of the box family: losses of decoded ``(x1, y1, x2, y2)`` boxes (heads with
+    ``reg_decoded_bbox=True``)."""
+    family = 'bbox'
+    inputs = 'pred, target: (N, 4) decoded boxes (x1, y1, x2, y2)'
 
 
 class BoxPair:
@@ -227,8 +230,7 @@ def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
     return 0.5 * (distance + shape_cost(*size_mismatch(g, eps)))
 
 
-def iou_penalties(g: BoxPair, mode: str, name: str = 'loss',
-                  arg: str = 'iou_mode') -> Tuple[Tensor, Tuple[Tensor, ...]]:
+def iou_penalties(g: BoxPair, mode: str) -> Tuple[Tensor, Tuple[Tensor, ...]]:
     r"""``(IoU, penalty terms)`` of an IoU variant; the variant's loss is ``1 - IoU + sum(terms)``.
 
     ============  ==========================================================================
@@ -240,7 +242,6 @@ def iou_penalties(g: BoxPair, mode: str, name: str = 'loss',
     ``'siou'``    :func:`siou_penalty` as in the paper (``neg_gamma=True``: every term >= 0)
     ============  ==========================================================================
     """
-    check_choice(name, arg, mode, IOU_MODES)
     if mode == 'iou':
         terms = ()
     elif mode == 'giou':
@@ -256,10 +257,9 @@ def iou_penalties(g: BoxPair, mode: str, name: str = 'loss',
     return g.iou, terms
 
 
-def variant_loss(g: BoxPair, mode: str, name: str = 'loss', arg: str = 'iou_mode',
-                 clamp: bool = False) -> Tensor:
+def variant_loss(g: BoxPair, mode: str, clamp: bool = False) -> Tensor:
     """``1 - IoU + sum(penalties)`` of an IoU variant; ``clamp`` clamps ``IoU - sum`` to [-1, 1] (mmdet)."""
-    iou, terms = iou_penalties(g, mode, name, arg)
+    iou, terms = iou_penalties(g, mode)
     score = iou - sum(terms)
     return 1.0 - (score.clamp(min=-1.0, max=1.0) if clamp else score)
 
@@ -267,7 +267,8 @@ def variant_loss(g: BoxPair, mode: str, name: str = 'loss', arg: str = 'iou_mode
 def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[BoxPair], Tensor],
              weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, *,
              per_box: bool = True, kernel: Optional[tuple] = None,
-             focus: Optional[Callable[[Optional[Tensor]], Optional[Tensor]]] = None, impl: str = 'eager') -> Tensor:
+             focus: Optional[Callable[[Optional[Tensor]], Optional[Tensor]]] = None, impl: str = 'eager',
+             detach_target: bool = False) -> Tensor:
     """The shared body of a box loss: validate, ``fn(BoxPair)``, weight, reduce, cast back.
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
@@ -276,10 +277,13 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
     ``focus`` (fused path only): ``focus(per-box weight or None)`` returns the per-box weight with
     the loss's gradient-free factor folded in (Focal-EIoU's ``IoU^gamma``, Wise-IoU v2/v3's
     focusing coefficient), so that the kernel computes ``factor * kernel loss``, as ``fn`` does.
+    ``detach_target``: no gradient flows to ``target`` (a loss that treats it as fixed).
     """
     check_boxes(name, pred, target)
+    if detach_target:
+        target = target.detach()
     if per_box:
-        weight = per_box_weight(name, weight, pred)
+        weight = per_box_weight(weight, pred)
     if kernel is not None and use_fused(name, impl, pred, others=(target, weight), devices=CPU_AND_CUDA):
         if focus is not None:
             weight = focus(weight)

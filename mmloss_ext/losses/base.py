@@ -1,15 +1,22 @@
 """``BaseLoss``: the one module every registered loss derives from.
 
 It owns, once for all losses: ``loss_weight``, ``reduction``, ``reduction_override``, the
-zero-weight and empty-input shortcuts, build-time type checks of the hyper-parameters and
-``extra_repr``. A concrete loss is a documented functional plus a thin class::
+zero-weight and empty-input shortcuts, the constructor, build-time checks of the hyper-parameters
+and ``extra_repr``. A loss is a documented functional plus a class of a few lines::
+
+    @declare('CharbonnierLoss', eps=NON_NEGATIVE)
+    def charbonnier_loss(pred, target, *, eps: float = 1e-6, weight=None, reduction='mean', avg_factor=None):
+        ...
 
     @register_loss
-    class CharbonnierLoss(BaseLoss):
+    class CharbonnierLoss(RegressionLoss):
         loss_fn = staticmethod(charbonnier_loss)
 
-        def __init__(self, eps: float = 1e-6, **base):
-            super().__init__(eps=eps, **base)
+The constructor is derived from the functional: every keyword-only hyper-parameter of
+``loss_fn`` (with its default from the functional's signature, its declared range or choices) plus
+``reduction`` (default: the functional's) and ``loss_weight``; ``inspect.signature(LossClass)``
+shows exactly these. Hyper-parameters are keyword-only, except the names in ``positional``: the
+order a drop-in class for an mmdet loss accepts positionally, as mmdet's constructor does.
 
 ``BaseLoss.forward(pred, target, weight, avg_factor, reduction_override, **kwargs)`` calls
 ``loss_weight * loss_fn(pred, target, weight=..., reduction=..., avg_factor=..., **hparams)``.
@@ -21,87 +28,130 @@ silently); the one exception is a float target whose range the loss checks
 wherever the loss is unbounded in that input (residuals, log-likelihoods, box coordinates, images);
 the overlap losses in ``mode='binary'`` (Dice, Jaccard, Tversky, focal Tversky: a sigmoid into
 a bounded ratio) and the arg-max of ``ZeroOneLoss`` read an infinite logit as its limit, a
-certain prediction, and stay finite. Checking finiteness is left to the caller (e.g. mmengine's ``OptimWrapper`` or
-``torch.autograd.detect_anomaly``): a check inside the loss would read the values on the host,
-a device sync on every step.
+certain prediction, and stay finite. Checking finiteness is left to the caller (e.g. mmengine's
+``OptimWrapper`` or ``torch.autograd.detect_anomaly``): a check inside the loss would read the
+values on the host, a device sync on every step.
 """
 from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Callable, ClassVar, Dict, Optional
+from typing import Callable, ClassVar, Dict, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
-from .inputs import check_choice, check_hparam, check_ranges, check_tensor
-from ..kernels.dispatch import IMPLS
-from .reduction import AvgFactor, check_reduction
+from ..core.hparams import Spec, check_hparam_type
+from ..core.inputs import check_tensor
+from ..core.reduction import AvgFactor, check_reduction
 
-_PLUMBING = ('weight', 'reduction', 'avg_factor')
-#: choices shared by every loss that has the hyper-parameter: the hot losses' fused-path switch
-_SHARED_CHOICES = {'impl': IMPLS}
+#: the constructor keywords every loss has besides its hyper-parameters
+BASE_KEYWORDS = ('reduction', 'loss_weight')
 
 
-def functional_hparams(fn: Callable) -> Dict[str, object]:
-    """The keyword-only hyper-parameters of a loss functional and their defaults."""
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in _PLUMBING}
+class _ClassSignature:
+    """``inspect.signature(LossClass)``: the derived constructor (instances keep their ``forward``'s)."""
+
+    def __get__(self, obj, cls):
+        if obj is not None:
+            raise AttributeError('__signature__')
+        return cls.constructor_signature()
 
 
 class BaseLoss(nn.Module):
     """Base of every mmloss_ext loss module (see the module docstring).
 
-    Args:
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+    Args (derived per class from ``loss_fn``):
+        *args: the hyper-parameters named in ``positional``, in that order.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'`` (default: the functional's).
         loss_weight: multiplies the reduced loss.
-        **hparams: the loss's hyper-parameters; each must be a keyword-only parameter of
-            ``loss_fn``, is type-checked against that parameter's default and stored as an
+        **hparams: the loss's hyper-parameters, each a keyword-only parameter of ``loss_fn``:
+            type-checked against its default, checked against its declaration and stored as an
             attribute of the same name.
     """
 
-    #: the functional holding the math (a ``staticmethod``)
+    #: the functional holding the math (a ``staticmethod``), declared with :func:`~mmloss_ext.core.hparams.declare`
     loss_fn: ClassVar[Callable]
+    #: the loss's family in the catalogue, set once by each family's base class
+    family: ClassVar[str] = ''
+    #: what the loss takes, in a few words (the catalogue's "inputs")
+    inputs: ClassVar[str] = ''
+    #: what the tests hold the loss to (the catalogue's "tested against")
+    reference: ClassVar[str] = 'hand formula'
     #: False for losses of ``pred`` alone (total variation): forward takes no target
     takes_target: ClassVar[bool] = True
-    #: build-time choices for string hyper-parameters, e.g. ``{'mode': ('log', 'linear')}``
-    hparam_choices: ClassVar[Dict[str, tuple]] = {}
-    #: build-time numeric ranges, ``{'gamma': dict(low=0.0)}`` (see :func:`inputs.check_ranges`)
-    hparam_ranges: ClassVar[Dict[str, dict]] = {}
+    #: constructor arguments accepted positionally, in order (an mmdet drop-in's constructor order)
+    positional: ClassVar[Tuple[str, ...]] = ()
 
-    def __init__(self, *, reduction: str = 'mean', loss_weight: float = 1.0, **hparams) -> None:
+    __signature__ = _ClassSignature()
+
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__()
         name = type(self).__name__
+        spec = self.spec()
+        given = self._bind(name, args, kwargs)
+        reduction = given.pop('reduction', spec.reduction)
+        loss_weight = given.pop('loss_weight', 1.0)
         check_reduction(name, reduction)
         if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real):
             raise TypeError(f'{name}: `loss_weight` expected a number, got {type(loss_weight).__name__} '
                             f'{loss_weight!r}')
-        spec = functional_hparams(self.loss_fn)
-        allowed = self.choices()
-        for key, value in hparams.items():
-            if key not in spec:
-                raise TypeError(f'{name}: unexpected hyper-parameter `{key}` '
-                                f'(expected one of {", ".join(spec) or "none"})')
-            check_hparam(name, key, value, spec[key])
-            if key in allowed:
-                check_choice(name, key, value, allowed[key])
-            check_ranges(name, self.hparam_ranges, **{key: value})
-            setattr(self, key, value)
-        self._hparam_names = tuple(hparams)
+        for key, value in given.items():
+            check_hparam_type(name, key, value, spec.defaults[key])
+        spec.check(name, given)
+        for key, default in spec.defaults.items():
+            setattr(self, key, given.get(key, default))
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
 
+    # --- what the class derives from its functional ---------------------------------------------
+
+    @classmethod
+    def spec(cls) -> Spec:
+        """The functional's declaration: hyper-parameters, defaults, ranges, choices."""
+        return cls.loss_fn.spec
+
+    @classmethod
+    def _bind(cls, name: str, args: tuple, kwargs: dict) -> Dict[str, object]:
+        """The constructor's arguments by name (positional ones in ``positional`` order)."""
+        if len(args) > len(cls.positional):
+            takes = ', '.join(cls.positional) or 'none: every argument is a keyword'
+            raise TypeError(f'{name}: expected at most {len(cls.positional)} positional arguments ({takes}), '
+                            f'got {len(args)}')
+        given = dict(zip(cls.positional, args))
+        allowed = (*cls.spec().defaults, *BASE_KEYWORDS)
+        for key, value in kwargs.items():
+            if key in given:
+                raise TypeError(f'{name}: got multiple values for `{key}`')
+            if key not in allowed:
+                raise TypeError(f'{name}: unexpected hyper-parameter `{key}` (expected one of {", ".join(allowed)})')
+            given[key] = value
+        return given
+
+    @classmethod
+    def constructor_signature(cls) -> inspect.Signature:
+        """The constructor's signature: ``positional`` first, every other argument keyword-only."""
+        spec = cls.spec()
+        defaults = {**spec.defaults, 'reduction': spec.reduction, 'loss_weight': 1.0}
+        fn_params = spec.signature.parameters
+
+        def param(key: str, kind) -> inspect.Parameter:
+            annotation = fn_params[key].annotation if key in fn_params else 'float'
+            return inspect.Parameter(key, kind, default=defaults[key], annotation=annotation)
+
+        params = [param(k, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in cls.positional]
+        params += [param(k, inspect.Parameter.KEYWORD_ONLY) for k in defaults if k not in cls.positional]
+        return inspect.Signature(params, return_annotation=None)
+
     @classmethod
     def choices(cls) -> Dict[str, tuple]:
-        """The allowed values of this loss's string hyper-parameters: its own ``hparam_choices``
-        plus the choices every loss shares (``impl``), for the hyper-parameters it has."""
-        own = functional_hparams(cls.loss_fn)
-        shared = {k: v for k, v in _SHARED_CHOICES.items() if k in own}
-        return {**shared, **cls.hparam_choices}
+        """The allowed values of this loss's hyper-parameters that take one of a set."""
+        return cls.spec().choices()
 
     def hparams(self) -> Dict[str, object]:
         """The hyper-parameters passed to :attr:`loss_fn` (current attribute values)."""
-        return {k: getattr(self, k) for k in self._hparam_names}
+        return {k: getattr(self, k) for k in self.spec().defaults}
+
+    # --- the call -------------------------------------------------------------------------------
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.hparams import NON_NEGATIVE, ODD_POSITIVE_INT, POSITIVE, Choice, declare
+from ..core.inputs import check_ndim, check_same_device, check_same_shape, check_tensor, upcast
+from ..core.reduction import AvgFactor, adapt_weight, weight_reduce_loss
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import (NON_NEGATIVE, ODD_POSITIVE_INT, POSITIVE, check_choice, check_ndim, check_ranges,
-                     check_same_device, check_same_shape, check_tensor, upcast)
-from .reduction import AvgFactor, adapt_weight, weight_reduce_loss
 
 __all__ = [
     'tv_loss', 'weighted_tv_loss', 'psnr_loss', 'ssim_loss',
@@ -26,11 +26,6 @@ __all__ = [
 _Y_COEFFS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 #: kornia's floor of the SSIM denominator; also the floor of the weighted-TV normalisers
 _TINY = 1e-12
-#: hyper-parameter ranges: checked by each functional and at build time by each class (``hparam_ranges``)
-_RANGES = {
-    'PSNRLoss': dict(max_val=POSITIVE, eps=NON_NEGATIVE),
-    'SSIMLoss': dict(window_size=ODD_POSITIVE_INT, sigma=POSITIVE, max_val=POSITIVE),
-}
 
 
 def _image(name: str, pred: Tensor) -> Tensor:
@@ -57,9 +52,10 @@ def _abs_diffs(x: Tensor) -> Tuple[Tensor, Tensor]:
     return F.pad(dh, (0, 0, 0, 1)), F.pad(dw, (0, 1, 0, 0))
 
 
+@declare('TVLoss')
 def tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
             avg_factor: AvgFactor = None) -> Tensor:
-    r"""Anisotropic L1 total variation of ``pred`` (a loss of the prediction alone).
+    r"""Anisotropic L1 total variation (Rudin et al. 1992) of ``pred``, a loss of the prediction alone.
 
     .. math::
         m_{ij} = |x_{i+1,j} - x_{ij}| + |x_{i,j+1} - x_{ij}|,
@@ -90,6 +86,7 @@ def tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction: str = '
     return weight_reduce_loss(dh + dw, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
 
+@declare('WeightedTVLoss')
 def weighted_tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
                      avg_factor: AvgFactor = None) -> Tensor:
     r"""Weighted total variation: per direction, the weighted mean of the absolute differences.
@@ -146,6 +143,7 @@ def _rgb_to_y(img: Tensor, name: str) -> Tensor:
     return (_Y_COEFFS[0] * r + _Y_COEFFS[1] * g + _Y_COEFFS[2] * b).unsqueeze(1)
 
 
+@declare('PSNRLoss', max_val=POSITIVE, eps=NON_NEGATIVE)
 def psnr_loss(pred: Tensor, target: Tensor, *, max_val: float = 1.0, eps: float = 1e-8, to_y: bool = False,
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Negative PSNR per image.
@@ -175,7 +173,6 @@ def psnr_loss(pred: Tensor, target: Tensor, *, max_val: float = 1.0, eps: float 
         tensor(-20.)
     """
     name = 'PSNRLoss'
-    check_ranges(name, _RANGES[name], max_val=max_val, eps=eps)
     p, t = _image_pair(name, pred, target)
     if to_y:
         p, t = _rgb_to_y(p, name), _rgb_to_y(t, name)
@@ -212,6 +209,8 @@ def _gaussian_blur(x: Tensor, window_size: int, sigma: float, padding: str) -> T
     return F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
+@declare('SSIMLoss', window_size=ODD_POSITIVE_INT, sigma=POSITIVE, max_val=POSITIVE,
+         padding=Choice('same', 'valid'))
 def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: float = 1.5, max_val: float = 1.0,
               padding: str = 'same', weight: Optional[Tensor] = None, reduction: str = 'mean',
               avg_factor: AvgFactor = None) -> Tensor:
@@ -247,8 +246,6 @@ def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: flo
         tensor(True)
     """
     name = 'SSIMLoss'
-    check_ranges(name, _RANGES[name], window_size=window_size, sigma=sigma, max_val=max_val)
-    check_choice(name, 'padding', padding, ('same', 'valid'))
     x, y = _image_pair(name, pred, target)
     if padding == 'valid' and min(x.shape[-2:]) < window_size:
         raise ValueError(f"{name}: padding='valid' expected H and W >= window_size={window_size}, "
@@ -266,37 +263,38 @@ def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: flo
 
 # --- registered modules ---------------------------------------------------------------------------
 
+class ImageLoss(BaseLoss):
+    """Base of the image-restoration family: ``(N, C, H, W)`` images."""
+    family = 'image'
+    inputs = 'pred, target: (N, C, H, W)'
+
+
 @register_loss
-class TVLoss(BaseLoss):
+class TVLoss(ImageLoss):
     """Total-variation module (no target: ``loss(pred)``); see :func:`tv_loss`."""
     loss_fn = staticmethod(tv_loss)
     takes_target = False
+    inputs = 'pred: (N, C, H, W) (no target)'
+    reference = 'kornia total_variation'
 
 
 @register_loss
-class WeightedTVLoss(BaseLoss):
+class WeightedTVLoss(ImageLoss):
     """Weighted total-variation module (no target: ``loss(pred, weight=w)``); see :func:`weighted_tv_loss`."""
     loss_fn = staticmethod(weighted_tv_loss)
     takes_target = False
+    inputs = 'pred: (N, C, H, W); weight: (N, C, H, W) map (no target)'
 
 
 @register_loss
-class PSNRLoss(BaseLoss):
+class PSNRLoss(ImageLoss):
     """Negative-PSNR module; see :func:`psnr_loss`."""
     loss_fn = staticmethod(psnr_loss)
-    hparam_ranges = _RANGES['PSNRLoss']
-
-    def __init__(self, max_val: float = 1.0, eps: float = 1e-8, to_y: bool = False, **base) -> None:
-        super().__init__(max_val=max_val, eps=eps, to_y=to_y, **base)
+    reference = 'kornia psnr_loss'
 
 
 @register_loss
-class SSIMLoss(BaseLoss):
+class SSIMLoss(ImageLoss):
     """1 − SSIM module; see :func:`ssim_loss`."""
     loss_fn = staticmethod(ssim_loss)
-    hparam_ranges = _RANGES['SSIMLoss']
-    hparam_choices = {'padding': ('same', 'valid')}
-
-    def __init__(self, window_size: int = 11, sigma: float = 1.5, max_val: float = 1.0, padding: str = 'same',
-                 **base) -> None:
-        super().__init__(window_size=window_size, sigma=sigma, max_val=max_val, padding=padding, **base)
+    reference = 'kornia metrics.ssim'

@@ -12,13 +12,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, declare
+from ..core.inputs import check_same_device, check_same_shape, check_tensor, upcast
+from ..core.reduction import AvgFactor, weight_reduce_loss
 from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_ranges, check_same_device, check_same_shape,
-                     check_tensor, upcast)
-from .reduction import AvgFactor, weight_reduce_loss
 
 __all__ = [
     'l1_loss', 'mse_loss', 'sse_loss', 'rmse_loss', 'smooth_l1_loss', 'huber_loss', 'log_cosh_loss',
@@ -26,17 +26,6 @@ __all__ = [
     'L1Loss', 'MSELoss', 'SSELoss', 'RMSELoss', 'SmoothL1Loss', 'HuberLoss', 'LogCoshLoss',
     'QuantileLoss', 'CharbonnierLoss', 'BalancedL1Loss',
 ]
-
-
-#: build-time (class ``hparam_ranges``) and call-time (functional) ranges of the hyper-parameters
-_RANGES = {
-    'RMSELoss': dict(eps=NON_NEGATIVE),
-    'SmoothL1Loss': dict(beta=NON_NEGATIVE),  # mmdet asserts beta > 0; beta = 0 is the L1 limit here
-    'HuberLoss': dict(delta=POSITIVE),
-    'QuantileLoss': dict(quantile=UNIT_INTERVAL),
-    'CharbonnierLoss': dict(eps=NON_NEGATIVE),
-    'BalancedL1Loss': dict(alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE),
-}
 
 
 def _check_pair(name: str, pred: Tensor, target: Tensor) -> None:
@@ -69,6 +58,7 @@ def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor],
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
 
+@declare('L1Loss')
 def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optional[Tensor] = None,
             reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""L1 loss.
@@ -92,6 +82,7 @@ def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optiona
                         kernel=(fused.SMOOTH_L1, (0.0,)), impl=impl)
 
 
+@declare('MSELoss')
 def mse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
              avg_factor: AvgFactor = None) -> Tensor:
     r"""Mean squared error.
@@ -107,6 +98,7 @@ def mse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, r
     return _elementwise('MSELoss', pred, target, torch.square, weight, reduction, avg_factor)
 
 
+@declare('SSELoss')
 def sse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'sum',
              avg_factor: AvgFactor = None) -> Tensor:
     r"""Sum of squared errors: :func:`mse_loss` with ``reduction='sum'`` by default.
@@ -120,6 +112,7 @@ def sse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, r
     return _elementwise('SSELoss', pred, target, torch.square, weight, reduction, avg_factor)
 
 
+@declare('RMSELoss', eps=NON_NEGATIVE)
 def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Root mean squared error; the root is taken after the reduction.
@@ -134,11 +127,11 @@ def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Option
         tensor(4.1231)
     """
     name = 'RMSELoss'
-    check_ranges(name, _RANGES[name], eps=eps)
     squared = torch.square(_residual(name, pred, target))
     return torch.sqrt(weight_reduce_loss(squared, weight, reduction, avg_factor, name=name) + eps).to(pred.dtype)
 
 
+@declare('SmoothL1Loss', beta=NON_NEGATIVE)  # mmdet asserts beta > 0; 0 is the L1 limit here
 def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str = 'auto',
                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Smooth L1 loss (Fast R-CNN, Girshick 2015).
@@ -155,7 +148,6 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str
         tensor([0.1250, 2.5000])
     """
     name = 'SmoothL1Loss'
-    check_ranges(name, _RANGES[name], beta=beta)
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -167,6 +159,7 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str
                         impl=impl)
 
 
+@declare('HuberLoss', delta=POSITIVE)
 def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Optional[Tensor] = None,
                reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Huber loss (Huber 1964); equals ``delta * smooth_l1_loss(beta=delta)``.
@@ -179,7 +172,6 @@ def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Opti
         tensor([0.1250, 2.5000])
     """
     name = 'HuberLoss'
-    check_ranges(name, _RANGES[name], delta=delta)
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -188,6 +180,7 @@ def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Opti
     return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
 
 
+@declare('LogCoshLoss')
 def log_cosh_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
                   avg_factor: AvgFactor = None) -> Tensor:
     r"""Log-cosh loss: quadratic near zero, linear far away, smooth everywhere.
@@ -209,9 +202,10 @@ def log_cosh_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
     return _elementwise('LogCoshLoss', pred, target, fn, weight, reduction, avg_factor)
 
 
+@declare('QuantileLoss', quantile=UNIT_INTERVAL)
 def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight: Optional[Tensor] = None,
                   reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
-    r"""Quantile (pinball) loss; its minimiser is the ``quantile``-th quantile of the target.
+    r"""Quantile (pinball) loss (Koenker & Bassett 1978); its minimiser is the ``quantile``-th quantile of the target.
 
     .. math:: \ell = \max(q\,e,\ (q - 1)\,e), \quad e = \text{target} - \text{pred}
 
@@ -223,7 +217,6 @@ def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight
         tensor([0.9000, 0.1000])
     """
     name = 'QuantileLoss'
-    check_ranges(name, _RANGES[name], quantile=quantile)
 
     def fn(d: Tensor) -> Tensor:
         e = -d
@@ -232,6 +225,7 @@ def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight
     return _elementwise(name, pred, target, fn, weight, reduction, avg_factor)
 
 
+@declare('CharbonnierLoss', eps=NON_NEGATIVE)
 def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight: Optional[Tensor] = None,
                      reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Charbonnier loss, a differentiable L1 (Charbonnier et al., 1994).
@@ -243,10 +237,10 @@ def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight:
         tensor(5.)
     """
     name = 'CharbonnierLoss'
-    check_ranges(name, _RANGES[name], eps=eps)
     return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
 
 
+@declare('BalancedL1Loss', alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE)
 def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
                      beta: float = 1.0, impl: str = 'auto', weight: Optional[Tensor] = None,
                      reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -266,7 +260,6 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
         tensor([0.0000, 2.5786])
     """
     name = 'BalancedL1Loss'
-    check_ranges(name, _RANGES[name], alpha=alpha, gamma=gamma, beta=beta)
     b = math.exp(gamma / alpha) - 1.0
 
     def fn(d: Tensor) -> Tensor:
@@ -281,93 +274,77 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
 
 # --- registered modules ---------------------------------------------------------------------------
 
+class RegressionLoss(BaseLoss):
+    """Base of the regression family: elementwise losses of ``pred - target``."""
+    family = 'regression'
+    inputs = 'pred, target: same shape, float'
+
+
 @register_loss
-class L1Loss(BaseLoss):
-    """L1 loss module; see :func:`l1_loss`."""
+class L1Loss(RegressionLoss):
+    """L1 loss module, a drop-in for mmdet's ``L1Loss``; see :func:`l1_loss`."""
     loss_fn = staticmethod(l1_loss)
-
-    def __init__(self, impl: str = 'auto', **base) -> None:
-        super().__init__(impl=impl, **base)
+    positional = ('reduction', 'loss_weight')
+    reference = 'mmdet L1Loss'
 
 
 @register_loss
-class MSELoss(BaseLoss):
-    """Mean squared error module; see :func:`mse_loss`."""
+class MSELoss(RegressionLoss):
+    """Mean squared error module, a drop-in for mmdet's ``MSELoss``; see :func:`mse_loss`."""
     loss_fn = staticmethod(mse_loss)
+    positional = ('reduction', 'loss_weight')
+    reference = 'mmdet MSELoss'
 
 
 @register_loss
-class SSELoss(BaseLoss):
+class SSELoss(RegressionLoss):
     """Sum of squared errors module (``reduction='sum'`` by default); see :func:`sse_loss`."""
     loss_fn = staticmethod(sse_loss)
-
-    def __init__(self, reduction: str = 'sum', **base) -> None:
-        super().__init__(reduction=reduction, **base)
+    reference = 'torch mse_loss(reduction="sum")'
 
 
 @register_loss
-class RMSELoss(BaseLoss):
+class RMSELoss(RegressionLoss):
     """Root mean squared error module; see :func:`rmse_loss`."""
     loss_fn = staticmethod(rmse_loss)
-    hparam_ranges = _RANGES['RMSELoss']
-
-    def __init__(self, eps: float = 1e-8, **base) -> None:
-        super().__init__(eps=eps, **base)
 
 
 @register_loss
-class SmoothL1Loss(BaseLoss):
-    """Smooth L1 module; see :func:`smooth_l1_loss`."""
+class SmoothL1Loss(RegressionLoss):
+    """Smooth L1 module, a drop-in for mmdet's ``SmoothL1Loss``; see :func:`smooth_l1_loss`."""
     loss_fn = staticmethod(smooth_l1_loss)
-    hparam_ranges = _RANGES['SmoothL1Loss']
-
-    def __init__(self, beta: float = 1.0, impl: str = 'auto', **base) -> None:
-        super().__init__(beta=beta, impl=impl, **base)
+    positional = ('beta', 'reduction', 'loss_weight')
+    reference = 'mmdet SmoothL1Loss, torch smooth_l1_loss'
 
 
 @register_loss
-class HuberLoss(BaseLoss):
+class HuberLoss(RegressionLoss):
     """Huber module; see :func:`huber_loss`."""
     loss_fn = staticmethod(huber_loss)
-    hparam_ranges = _RANGES['HuberLoss']
-
-    def __init__(self, delta: float = 1.0, **base) -> None:
-        super().__init__(delta=delta, **base)
+    reference = 'torch huber_loss'
 
 
 @register_loss
-class LogCoshLoss(BaseLoss):
+class LogCoshLoss(RegressionLoss):
     """Log-cosh module; see :func:`log_cosh_loss`."""
     loss_fn = staticmethod(log_cosh_loss)
 
 
 @register_loss
-class QuantileLoss(BaseLoss):
+class QuantileLoss(RegressionLoss):
     """Quantile (pinball) module; see :func:`quantile_loss`."""
     loss_fn = staticmethod(quantile_loss)
-    hparam_ranges = _RANGES['QuantileLoss']
-
-    def __init__(self, quantile: float = 0.5, **base) -> None:
-        super().__init__(quantile=quantile, **base)
 
 
 @register_loss
-class CharbonnierLoss(BaseLoss):
+class CharbonnierLoss(RegressionLoss):
     """Charbonnier module; see :func:`charbonnier_loss`."""
     loss_fn = staticmethod(charbonnier_loss)
-    hparam_ranges = _RANGES['CharbonnierLoss']
-
-    def __init__(self, eps: float = 1e-6, **base) -> None:
-        super().__init__(eps=eps, **base)
 
 
 @register_loss
-class BalancedL1Loss(BaseLoss):
-    """Balanced L1 module (Libra R-CNN); see :func:`balanced_l1_loss`."""
+class BalancedL1Loss(RegressionLoss):
+    """Balanced L1 module (Libra R-CNN), a drop-in for mmdet's ``BalancedL1Loss``; see :func:`balanced_l1_loss`."""
     loss_fn = staticmethod(balanced_l1_loss)
-    hparam_ranges = _RANGES['BalancedL1Loss']
-
-    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, impl: str = 'auto',
-                 **base) -> None:
-        super().__init__(alpha=alpha, gamma=gamma, beta=beta, impl=impl, **base)
-
+    positional = ('alpha', 'gamma', 'beta', 'reduction', 'loss_weight')
+    reference = 'mmdet BalancedL1Loss'

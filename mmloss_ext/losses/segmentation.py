@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.hparams import NON_NEGATIVE, OPTIONAL_INT, POSITIVE, Choice, declare
+from ..core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
+from ..core.reduction import AvgFactor, weight_reduce_loss
 from ..kernels import use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
-from .inputs import (NON_NEGATIVE, POSITIVE, check_choice, check_int_tensor, check_label_range, check_ranges,
-                     check_same_device, check_tensor, upcast)
-from .inputs import check_ignore_index as _check_ignore_index
-from .reduction import AvgFactor, weight_reduce_loss
 
 __all__ = [
     'dice_loss', 'jaccard_loss', 'tversky_loss', 'focal_tversky_loss', 'lovasz_loss',
@@ -43,25 +42,18 @@ __all__ = [
 MODES = ('binary', 'multiclass')
 #: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0)
 _TINY = 1e-12
-_TVERSKY_RANGES = dict(alpha=NON_NEGATIVE, beta=NON_NEGATIVE, smooth=NON_NEGATIVE)
-#: hyper-parameter ranges: checked by each functional and at build time by each class (``hparam_ranges``)
-_RANGES = {
-    'DiceLoss': dict(eps=NON_NEGATIVE),
-    'JaccardLoss': dict(smooth=NON_NEGATIVE, eps=NON_NEGATIVE),
-    'TverskyLoss': _TVERSKY_RANGES,
-    'FocalTverskyLoss': dict(_TVERSKY_RANGES, gamma=POSITIVE),
-}
+#: the declarations every loss of the family shares
+_LAYOUT = dict(mode=Choice(*MODES), ignore_index=OPTIONAL_INT)
+_TVERSKY = dict(_LAYOUT, alpha=NON_NEGATIVE, beta=NON_NEGATIVE, smooth=NON_NEGATIVE)
 
 
 # --- shared input handling ------------------------------------------------------------------------
 
-def _check_pair(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: Optional[int]) -> None:
+def _check_pair(name: str, pred: Tensor, target: Tensor, mode: str) -> None:
     """The checks of :func:`_prepare` that need no computation (binary mode: all of them)."""
     check_tensor(name, 'pred', pred)
     check_tensor(name, 'target', target, floating=False)
     check_same_device(name, pred, target)
-    check_choice(name, 'mode', mode, MODES)
-    _check_ignore_index(name, ignore_index)
     if pred.dim() < 2:
         want = '(N, *)' if mode == 'binary' else '(N, C, *)'
         raise ValueError(f'{name}: `pred` expected shape {want} with at least 2 dims for '
@@ -88,7 +80,7 @@ def _prepare(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: O
         ignored). ``prob`` and ``onehot`` are already zero where ``valid`` is zero. ``K`` is 1 in
         binary mode and ``C`` in multiclass mode.
     """
-    _check_pair(name, pred, target, mode, ignore_index)
+    _check_pair(name, pred, target, mode)
     (scores,) = upcast(pred)
     if mode == 'binary':
         prob = scores if activation is None else (
@@ -129,8 +121,6 @@ def _reduce(name: str, loss: Tensor, mode: str, pred: Tensor, weight: Optional[T
 def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: float, smooth: float, mode: str,
                    ignore_index: Optional[int]) -> Tensor:
     r""":math:`(TP + s) / (TP + \alpha FP + \beta FN + s)` of the sigmoid / softmax, shape (N, K)."""
-    check_ranges(name, _TVERSKY_RANGES, alpha=alpha, beta=beta, smooth=smooth)
-    check_choice(name, 'mode', mode, MODES)
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index,
                                   'sigmoid' if mode == 'binary' else 'softmax')
     tp = (prob * onehot).sum(-1)
@@ -141,6 +131,7 @@ def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: 
 
 # --- overlap losses -------------------------------------------------------------------------------
 
+@declare('DiceLoss', eps=NON_NEGATIVE, **_LAYOUT)
 def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activate: bool = True,
               naive_dice: bool = False, eps: float = 1e-3, mode: str = 'binary',
               ignore_index: Optional[int] = None, impl: str = 'auto', weight: Optional[Tensor] = None,
@@ -184,13 +175,11 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
         tensor(0.5000)
     """
     name = 'DiceLoss'
-    check_ranges(name, _RANGES[name], eps=eps)
-    check_choice(name, 'mode', mode, MODES)
     activation = None
     if activate:
         activation = 'sigmoid' if use_sigmoid and mode == 'binary' else 'softmax'
     if use_fused(name, impl, pred, supported=mode == 'binary' and activation != 'softmax', others=(target, weight)):
-        _check_pair(name, pred, target, mode, ignore_index)
+        _check_pair(name, pred, target, mode)
         return fused.dice_family(name, pred, target, sigmoid=activate, naive=naive_dice, eps=eps,
                                  ignore_index=ignore_index, weight=weight, reduction=reduction, avg_factor=avg_factor)
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
@@ -203,6 +192,7 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
     return _reduce(name, 1.0 - coeff, mode, pred, weight, reduction, avg_factor)
 
 
+@declare('JaccardLoss', smooth=NON_NEGATIVE, eps=NON_NEGATIVE, **_LAYOUT)
 def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: float = 0.0, eps: float = 1e-7,
                  from_logits: bool = True, ignore_index: Optional[int] = None, weight: Optional[Tensor] = None,
                  reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -232,8 +222,6 @@ def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: 
         tensor(0.6667)
     """
     name = 'JaccardLoss'
-    check_ranges(name, _RANGES[name], smooth=smooth, eps=eps)
-    check_choice(name, 'mode', mode, MODES)
     activation = ('sigmoid' if mode == 'binary' else 'softmax') if from_logits else None
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
@@ -242,6 +230,7 @@ def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: 
     return _reduce(name, 1.0 - score, mode, pred, weight, reduction, avg_factor)
 
 
+@declare('TverskyLoss', **_TVERSKY)
 def tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5,
                  mode: str = 'binary', ignore_index: Optional[int] = None, weight: Optional[Tensor] = None,
                  reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -276,6 +265,7 @@ def tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta: floa
     return _reduce(name, 1.0 - index, mode, pred, weight, reduction, avg_factor)
 
 
+@declare('FocalTverskyLoss', gamma=POSITIVE, **_TVERSKY)
 def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta: float = 0.5,
                        gamma: float = 0.75, smooth: float = 1e-5, mode: str = 'binary',
                        ignore_index: Optional[int] = None, weight: Optional[Tensor] = None,
@@ -304,7 +294,6 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
         tensor(0.2500)
     """
     name = 'FocalTverskyLoss'
-    check_ranges(name, _RANGES[name], gamma=gamma)
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, (1.0 - index).clamp_min(_TINY) ** gamma, mode, pred, weight, reduction, avg_factor)
 
@@ -340,6 +329,7 @@ def _lovasz_per_class(errors: Tensor, fg: Tensor, valid: Optional[Tensor]) -> Te
     return (errors_sorted.relu() * grad).sum(-1)
 
 
+@declare('LovaszLoss', classes=Choice('present', 'all'), **_LAYOUT)
 def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image: bool = False,
                 classes: str = 'present', ignore_index: Optional[int] = None, weight: Optional[Tensor] = None,
                 reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -379,8 +369,6 @@ def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image
         tensor(0.7500)
     """
     name = 'LovaszLoss'
-    check_choice(name, 'mode', mode, MODES)
-    check_choice(name, 'classes', classes, ('present', 'all'))
     activation = None if mode == 'binary' else 'softmax'
     scores, prob, fg, valid = _prepare(name, pred, target, mode, ignore_index, activation)
     if mode == 'binary':
@@ -410,73 +398,45 @@ def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image
 
 # --- registered modules ---------------------------------------------------------------------------
 
+class SegmentationLoss(BaseLoss):
+    """Base of the segmentation family: logits against masks or label maps, by ``mode``."""
+    family = 'segmentation'
+    inputs = 'pred: (N, C, H, W) or (N, H, W) logits; target: masks or int labels'
+
+
 @register_loss
-class DiceLoss(BaseLoss):
+class DiceLoss(SegmentationLoss):
     """Dice loss module, a drop-in for mmdet's ``DiceLoss``; see :func:`dice_loss`.
 
     Note the forward order is BaseLoss's ``(pred, target, weight, avg_factor, reduction_override)``;
     mmdet's is ``(pred, target, weight, reduction_override, avg_factor)``: pass those two by keyword.
     """
     loss_fn = staticmethod(dice_loss)
-    hparam_ranges = _RANGES['DiceLoss']
-    hparam_choices = {'mode': MODES}
-
-    def __init__(self, use_sigmoid: bool = True, activate: bool = True, reduction: str = 'mean',
-                 naive_dice: bool = False, loss_weight: float = 1.0, eps: float = 1e-3, mode: str = 'binary',
-                 ignore_index: Optional[int] = None, impl: str = 'auto', **base) -> None:
-        _check_ignore_index('DiceLoss', ignore_index)
-        super().__init__(use_sigmoid=use_sigmoid, activate=activate, naive_dice=naive_dice, eps=eps, mode=mode,
-                         ignore_index=ignore_index, impl=impl, reduction=reduction, loss_weight=loss_weight, **base)
+    positional = ('use_sigmoid', 'activate', 'reduction', 'naive_dice', 'loss_weight', 'eps')
+    reference = 'mmdet DiceLoss, MONAI DiceLoss'
 
 
 @register_loss
-class JaccardLoss(BaseLoss):
+class JaccardLoss(SegmentationLoss):
     """Jaccard (soft IoU) loss module; see :func:`jaccard_loss`."""
     loss_fn = staticmethod(jaccard_loss)
-    hparam_ranges = _RANGES['JaccardLoss']
-    hparam_choices = {'mode': MODES}
-
-    def __init__(self, mode: str = 'binary', smooth: float = 0.0, eps: float = 1e-7, from_logits: bool = True,
-                 ignore_index: Optional[int] = None, **base) -> None:
-        _check_ignore_index('JaccardLoss', ignore_index)
-        super().__init__(mode=mode, smooth=smooth, eps=eps, from_logits=from_logits, ignore_index=ignore_index,
-                         **base)
 
 
 @register_loss
-class TverskyLoss(BaseLoss):
+class TverskyLoss(SegmentationLoss):
     """Tversky loss module; see :func:`tversky_loss`."""
     loss_fn = staticmethod(tversky_loss)
-    hparam_ranges = _RANGES['TverskyLoss']
-    hparam_choices = {'mode': MODES}
-
-    def __init__(self, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-5, mode: str = 'binary',
-                 ignore_index: Optional[int] = None, **base) -> None:
-        _check_ignore_index('TverskyLoss', ignore_index)
-        super().__init__(alpha=alpha, beta=beta, smooth=smooth, mode=mode, ignore_index=ignore_index, **base)
+    reference = 'MONAI TverskyLoss'
 
 
 @register_loss
-class FocalTverskyLoss(BaseLoss):
+class FocalTverskyLoss(SegmentationLoss):
     """Focal Tversky loss module; see :func:`focal_tversky_loss`."""
     loss_fn = staticmethod(focal_tversky_loss)
-    hparam_ranges = _RANGES['FocalTverskyLoss']
-    hparam_choices = {'mode': MODES}
-
-    def __init__(self, alpha: float = 0.5, beta: float = 0.5, gamma: float = 0.75, smooth: float = 1e-5,
-                 mode: str = 'binary', ignore_index: Optional[int] = None, **base) -> None:
-        _check_ignore_index('FocalTverskyLoss', ignore_index)
-        super().__init__(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, mode=mode,
-                         ignore_index=ignore_index, **base)
 
 
 @register_loss
-class LovaszLoss(BaseLoss):
+class LovaszLoss(SegmentationLoss):
     """Lovász hinge / Lovász-softmax module; see :func:`lovasz_loss`."""
     loss_fn = staticmethod(lovasz_loss)
-    hparam_choices = {'mode': MODES, 'classes': ('present', 'all')}
-
-    def __init__(self, mode: str = 'binary', per_image: bool = False, classes: str = 'present',
-                 ignore_index: Optional[int] = None, **base) -> None:
-        _check_ignore_index('LovaszLoss', ignore_index)
-        super().__init__(mode=mode, per_image=per_image, classes=classes, ignore_index=ignore_index, **base)
+    reference = 'kornia lovasz_hinge_loss / lovasz_softmax_loss'

@@ -1,4 +1,4 @@
-"""Bounding-box regression losses (the IoU family), see LOSSES.md "Bounding boxes".
+"""Bounding-box regression losses (the IoU family).
 
 Every loss takes decoded boxes ``pred``, ``target`` of shape ``(..., 4)`` as ``(x1, y1, x2, y2)``
 and an optional weight of shape ``(...)`` or ``(..., 4)`` (averaged over the coordinates);

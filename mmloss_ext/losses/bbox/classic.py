@@ -14,11 +14,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ...core.hparams import NON_NEGATIVE, POSITIVE, Choice, declare
+from ...core.reduction import AvgFactor
 from ...registry import register_loss
-from .._boxes import EPS_RANGES, NON_NEGATIVE, POSITIVE, BoxPair, box_loss, siou_penalty, variant_loss
-from ..base import BaseLoss
-from ..inputs import check_boxes, check_choice, check_ranges
-from ..reduction import AvgFactor
+from .._boxes import BoxLoss, BoxPair, box_loss, siou_penalty, variant_loss
 
 __all__ = [
     'iou_loss', 'bounded_iou_loss', 'giou_loss', 'diou_loss', 'ciou_loss', 'eiou_loss', 'siou_loss',
@@ -27,8 +26,6 @@ __all__ = [
 
 IOU_LOSS_MODES = ('log', 'linear', 'square')
 _OVERLAPS_EPS = 1e-6  # the union's eps in mmdet's bbox_overlaps, whatever IoULoss's eps
-_BOUNDED_RANGES = dict(beta=POSITIVE, eps=NON_NEGATIVE)
-_EIOU_RANGES = dict(eps=NON_NEGATIVE, smooth_point=POSITIVE)
 
 
 def _smooth(x: Tensor, beta: float) -> Tensor:
@@ -36,6 +33,7 @@ def _smooth(x: Tensor, beta: float) -> Tensor:
     return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
 
 
+@declare('IoULoss', mode=Choice(*IOU_LOSS_MODES), eps=NON_NEGATIVE)
 def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = False, eps: float = 1e-6,
              impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
              avg_factor: AvgFactor = None) -> Tensor:
@@ -52,7 +50,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         eps: lower bound of the IoU (the union carries mmdet's fixed ``1e-6``, as ``bbox_overlaps``).
         impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (see :mod:`mmloss_ext.kernels.dispatch`).
         weight: ``(...)`` or ``(..., 4)`` (averaged over the coordinates).
-        reduction, avg_factor: see :func:`~mmloss_ext.losses.reduction.weight_reduce_loss`.
+        reduction, avg_factor: see :func:`~mmloss_ext.core.reduction.weight_reduce_loss`.
 
     Returns:
         ``(...)`` for ``'none'``, a scalar otherwise.
@@ -63,8 +61,6 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         (tensor(0.6667), tensor(1.0986))
     """
     name = 'IoULoss'
-    check_choice(name, 'mode', mode, IOU_LOSS_MODES)
-    check_ranges(name, EPS_RANGES, eps=eps)
     mode = 'linear' if linear else mode
 
     def fn(g: BoxPair) -> Tensor:
@@ -79,6 +75,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
                     kernel=(f'iou_{mode}', (eps,)), impl=impl)
 
 
+@declare('BoundedIoULoss', beta=POSITIVE, eps=NON_NEGATIVE)
 def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: float = 1e-3,
                      weight: Optional[Tensor] = None, reduction: str = 'mean',
                      avg_factor: AvgFactor = None) -> Tensor:
@@ -102,8 +99,6 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
         tensor([[0.9000, 0.0000, 0.0000, 0.0000]])
     """
     name = 'BoundedIoULoss'
-    check_ranges(name, _BOUNDED_RANGES, beta=beta, eps=eps)
-    check_boxes(name, pred, target)
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.wh
@@ -114,17 +109,17 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
         loss_dh = 1.0 - torch.minimum(th / (ph + eps), ph / (th + eps))
         return _smooth(torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1), beta)
 
-    return box_loss(name, pred, target.detach(), eps, fn, weight, reduction, avg_factor, per_box=False)
+    return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor, per_box=False, detach_target=True)
 
 
 def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: float,
                       weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor, clamp: bool = False,
                       impl: str = 'eager') -> Tensor:
-    check_ranges(name, EPS_RANGES, eps=eps)
     return box_loss(name, pred, target, eps, lambda g: variant_loss(g, mode, clamp=clamp), weight, reduction,
                     avg_factor, kernel=(mode, ()), impl=impl)
 
 
+@declare('GIoULoss', eps=NON_NEGATIVE)
 def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Generalized IoU loss (Rezatofighi et al. 2019).
@@ -141,6 +136,7 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
+@declare('DIoULoss', eps=NON_NEGATIVE)
 def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distance-IoU loss (Zheng et al. 2020).
@@ -158,6 +154,7 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
+@declare('CIoULoss', eps=NON_NEGATIVE)
 def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Complete-IoU loss (Zheng et al. 2021), mmdet's form.
@@ -179,6 +176,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
                              impl=impl)
 
 
+@declare('EIoULoss', eps=NON_NEGATIVE, smooth_point=POSITIVE)
 def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Extended-IoU loss (Peng & Yu 2021), as mmdet's ``eiou_loss``.
@@ -198,7 +196,6 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         tensor(1.2833)
     """
     name = 'EIoULoss'
-    check_ranges(name, _EIOU_RANGES, eps=eps, smooth_point=smooth_point)
 
     def fn(g: BoxPair) -> Tensor:
         ex1, ey1 = g.enclose_corners[:2]
@@ -215,6 +212,7 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
                     kernel=('extended_iou', (smooth_point,)), impl=impl)
 
 
+@declare('SIoULoss', eps=NON_NEGATIVE)
 def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""SCYLLA-IoU loss (Gevorgyan 2022), as mmdet's ``siou_loss``.
@@ -234,7 +232,6 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
         tensor(0.5707)
     """
     name = 'SIoULoss'
-    check_ranges(name, EPS_RANGES, eps=eps)
 
     def fn(g: BoxPair) -> Tensor:
         return 1.0 - (g.iou - siou_penalty(g, neg_gamma)).clamp(min=-1.0, max=1.0)
@@ -246,75 +243,61 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 # --- registered modules ---------------------------------------------------------------------------
 
 @register_loss
-class IoULoss(BaseLoss):
-    """IoU loss module (mmdet's parameters); see :func:`iou_loss`. ``linear=True`` is deprecated."""
+class IoULoss(BoxLoss):
+    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated."""
     loss_fn = staticmethod(iou_loss)
-    hparam_choices = {'mode': IOU_LOSS_MODES}
-    hparam_ranges = EPS_RANGES
+    positional = ('linear', 'eps', 'reduction', 'loss_weight', 'mode')
+    reference = 'mmdet IoULoss'
 
-    def __init__(self, linear: bool = False, eps: float = 1e-6, mode: str = 'log', impl: str = 'auto',
-                 **base) -> None:
-        if linear:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.linear:
             warnings.warn('IoULoss: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
-        super().__init__(mode=mode, linear=linear, eps=eps, impl=impl, **base)
 
 
 @register_loss
-class BoundedIoULoss(BaseLoss):
-    """Bounded IoU module; see :func:`bounded_iou_loss`."""
+class BoundedIoULoss(BoxLoss):
+    """Bounded IoU module, a drop-in for mmdet's ``BoundedIoULoss``; see :func:`bounded_iou_loss`."""
     loss_fn = staticmethod(bounded_iou_loss)
-    hparam_ranges = _BOUNDED_RANGES
-
-    def __init__(self, beta: float = 0.2, eps: float = 1e-3, **base) -> None:
-        super().__init__(beta=beta, eps=eps, **base)
+    positional = ('beta', 'eps', 'reduction', 'loss_weight')
+    reference = 'mmdet BoundedIoULoss'
 
 
 @register_loss
-class GIoULoss(BaseLoss):
-    """Generalized IoU module; see :func:`giou_loss`."""
+class GIoULoss(BoxLoss):
+    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`."""
     loss_fn = staticmethod(giou_loss)
-    hparam_ranges = EPS_RANGES
-
-    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, impl=impl, **base)
+    positional = ('eps', 'reduction', 'loss_weight')
+    reference = 'mmdet GIoULoss'
 
 
 @register_loss
-class DIoULoss(BaseLoss):
-    """Distance-IoU module; see :func:`diou_loss`."""
+class DIoULoss(BoxLoss):
+    """Distance-IoU module, a drop-in for mmdet's ``DIoULoss``; see :func:`diou_loss`."""
     loss_fn = staticmethod(diou_loss)
-    hparam_ranges = EPS_RANGES
-
-    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, impl=impl, **base)
+    positional = ('eps', 'reduction', 'loss_weight')
+    reference = 'mmdet DIoULoss'
 
 
 @register_loss
-class CIoULoss(BaseLoss):
-    """Complete-IoU module; see :func:`ciou_loss`."""
+class CIoULoss(BoxLoss):
+    """Complete-IoU module, a drop-in for mmdet's ``CIoULoss``; see :func:`ciou_loss`."""
     loss_fn = staticmethod(ciou_loss)
-    hparam_ranges = EPS_RANGES
-
-    def __init__(self, eps: float = 1e-6, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, impl=impl, **base)
-
+    positional = ('eps', 'reduction', 'loss_weight')
+    reference = 'mmdet CIoULoss'
 
 
 @register_loss
-class EIoULoss(BaseLoss):
-    """Extended-IoU module (mmdet's); see :func:`eiou_loss`."""
+class EIoULoss(BoxLoss):
+    """Extended-IoU module, a drop-in for mmdet's ``EIoULoss``; see :func:`eiou_loss`."""
     loss_fn = staticmethod(eiou_loss)
-    hparam_ranges = _EIOU_RANGES
-
-    def __init__(self, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, smooth_point=smooth_point, impl=impl, **base)
+    positional = ('eps', 'reduction', 'loss_weight', 'smooth_point')
+    reference = 'mmdet EIoULoss (Extended-IoU)'
 
 
 @register_loss
-class SIoULoss(BaseLoss):
-    """SIoU module; see :func:`siou_loss`."""
+class SIoULoss(BoxLoss):
+    """SIoU module, a drop-in for mmdet's ``SIoULoss``; see :func:`siou_loss`."""
     loss_fn = staticmethod(siou_loss)
-    hparam_ranges = EPS_RANGES
-
-    def __init__(self, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, neg_gamma=neg_gamma, impl=impl, **base)
+    positional = ('eps', 'reduction', 'loss_weight', 'neg_gamma')
+    reference = 'mmdet SIoULoss'

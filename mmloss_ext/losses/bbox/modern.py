@@ -14,13 +14,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ...core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Choice, declare
+from ...core.inputs import check_tensor
+from ...core.reduction import AvgFactor, adapt_weight, per_box_weight
 from ...kernels import functions as fused
 from ...registry import register_loss
-from .._boxes import (EPS_RANGES, IOU_MODES, NON_NEGATIVE, POSITIVE, UNIT, BoxPair, box_loss, iou_penalties,
-                      shape_cost, size_mismatch, variant_loss)
-from ..base import BaseLoss
-from ..inputs import check_choice, check_ranges, check_tensor
-from ..reduction import AvgFactor, adapt_weight, per_box_weight
+from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, iou_penalties, shape_cost, size_mismatch,
+                      variant_loss)
 
 __all__ = [
     'efficient_iou_loss', 'alpha_iou_loss', 'wiou_loss', 'mpdiou_loss', 'inner_iou_loss',
@@ -31,15 +31,9 @@ __all__ = [
 
 _EPS = 1e-7
 WIOU_VERSIONS = ('v1', 'v2', 'v3')
-_EFFICIENT_RANGES = dict(eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
-_ALPHA_RANGES = dict(alpha=POSITIVE, eps=NON_NEGATIVE)
-_WIOU_RANGES = dict(alpha=POSITIVE, delta=POSITIVE, momentum=UNIT)
-_INNER_RANGES = dict(ratio=POSITIVE)
-_FOCALER_RANGES = dict(d=UNIT, u=UNIT)
-_SHAPE_RANGES = dict(scale=NON_NEGATIVE)
-_NWD_RANGES = dict(constant=POSITIVE, eps=NON_NEGATIVE)
 
 
+@declare('EfficientIoULoss', eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
 def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal_gamma: float = 0.0,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -61,7 +55,6 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
         tensor(0.3906)
     """
     name = 'EfficientIoULoss'
-    check_ranges(name, _EFFICIENT_RANGES, eps=eps, focal_gamma=focal_gamma)
 
     def fn(g: BoxPair) -> Tensor:
         loss = variant_loss(g, 'eiou')
@@ -77,6 +70,7 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
                     focus=None if focal_gamma == 0 else focus, impl=impl)
 
 
+@declare('AlphaIoULoss', alpha=POSITIVE, mode=Choice(*IOU_MODES), eps=NON_NEGATIVE)
 def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: str = 'iou', eps: float = 1e-9,
                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Alpha-IoU, a power IoU loss (He et al. 2021).
@@ -94,11 +88,9 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: st
         tensor(0.8750)
     """
     name = 'AlphaIoULoss'
-    check_ranges(name, _ALPHA_RANGES, alpha=alpha, eps=eps)
-    check_choice(name, 'mode', mode, IOU_MODES)
 
     def fn(g: BoxPair) -> Tensor:
-        iou, terms = iou_penalties(g, mode, name, 'mode')
+        iou, terms = iou_penalties(g, mode)
         return 1.0 - iou.clamp(min=eps) ** alpha + sum(t.clamp(min=eps) ** alpha for t in terms)
 
     return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor)
@@ -127,6 +119,7 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
         return running_mean.clone()
 
 
+@declare('WIoULoss', version=Choice(*WIOU_VERSIONS), alpha=POSITIVE, delta=POSITIVE, momentum=UNIT_INTERVAL)
 def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = None, training: bool = False, *,
               version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
               impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -161,8 +154,6 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
         tensor(0.7296)
     """
     name = 'WIoULoss'
-    check_choice(name, 'version', version, WIOU_VERSIONS)
-    check_ranges(name, _WIOU_RANGES, alpha=alpha, delta=delta, momentum=momentum)
     if running_mean is not None:
         check_tensor(name, 'running_mean', running_mean)
         if running_mean.numel() != 1:
@@ -181,7 +172,7 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
         loss = torch.exp(g.centre_dist2 / g.enclose_diag2.detach()) * loss_iou
         if version == 'v1':
             return loss
-        return loss * focusing(loss_iou.detach(), per_box_weight(name, weight, pred))
+        return loss * focusing(loss_iou.detach(), per_box_weight(weight, pred))
 
     def focus(box_weight: Optional[Tensor]) -> Tensor:
         # the fused v1 kernel times the factor folded into the weight; 1 - IoU from 'iou_linear'
@@ -193,7 +184,7 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
                     focus=None if version == 'v1' else focus, impl=impl)
 
 
-def _check_img_shape(name: str, img_shape) -> None:
+def _check_img_shape(name: str, *, img_shape, **_) -> None:
     if img_shape is not None and (
             not isinstance(img_shape, (tuple, list)) or len(img_shape) != 2
             or not all(isinstance(s, numbers.Real) and not isinstance(s, bool) and s > 0 for s in img_shape)):
@@ -201,6 +192,7 @@ def _check_img_shape(name: str, img_shape) -> None:
                          f'got {img_shape!r}')
 
 
+@declare('MPDIoULoss', eps=NON_NEGATIVE, relation=_check_img_shape)
 def mpdiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, img_shape: Optional[Sequence[float]] = None,
                 weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Minimum-point-distance IoU loss (Ma & Xu 2023).
@@ -217,8 +209,6 @@ def mpdiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, img_shape: O
         (tensor(0.6250), tensor(0.5050))
     """
     name = 'MPDIoULoss'
-    check_ranges(name, EPS_RANGES, eps=eps)
-    _check_img_shape(name, img_shape)
     if img_shape is not None:
         img_diag2 = float(img_shape[0]) ** 2 + float(img_shape[1]) ** 2
 
@@ -236,6 +226,7 @@ def _scale_boxes(boxes: Tensor, ratio: float) -> Tensor:
     return torch.cat([centre - half, centre + half], dim=-1)
 
 
+@declare('InnerIoULoss', ratio=POSITIVE, iou_mode=Choice(*IOU_MODES))
 def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mode: str = 'iou',
                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Inner-IoU loss (Zhang et al. 2023): an IoU variant corrected by the IoU of auxiliary boxes.
@@ -252,21 +243,21 @@ def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mod
         tensor(0.8000)
     """
     name = 'InnerIoULoss'
-    check_ranges(name, _INNER_RANGES, ratio=ratio)
-    check_choice(name, 'iou_mode', iou_mode, IOU_MODES)
 
     def fn(g: BoxPair) -> Tensor:
         inner = BoxPair(_scale_boxes(g.pred, ratio), _scale_boxes(g.target, ratio), g.eps).iou
-        return variant_loss(g, iou_mode, name) + g.iou - inner
+        return variant_loss(g, iou_mode) + g.iou - inner
 
     return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
 
 
-def _check_band(name: str, d: float, u: float) -> None:
+def _check_band(name: str, *, d: float, u: float, **_) -> None:
     if not d < u:
         raise ValueError(f'{name}: `d` and `u` expected d < u, got d={d!r}, u={u!r}')
 
 
+@declare('FocalerIoULoss', d=UNIT_INTERVAL, u=UNIT_INTERVAL, iou_mode=Choice(*IOU_MODES),
+         relation=_check_band)
 def focaler_iou_loss(pred: Tensor, target: Tensor, *, d: float = 0.0, u: float = 0.95, iou_mode: str = 'iou',
                      weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Focaler-IoU loss (Zhang & Zhang 2024): an IoU variant with a linearly re-mapped IoU.
@@ -284,17 +275,15 @@ def focaler_iou_loss(pred: Tensor, target: Tensor, *, d: float = 0.0, u: float =
         tensor(0.5000)
     """
     name = 'FocalerIoULoss'
-    check_ranges(name, _FOCALER_RANGES, d=d, u=u)
-    _check_band(name, d, u)
-    check_choice(name, 'iou_mode', iou_mode, IOU_MODES)
 
     def fn(g: BoxPair) -> Tensor:
         focaler = ((g.iou - d) / (u - d)).clamp(min=0.0, max=1.0)
-        return variant_loss(g, iou_mode, name) + g.iou - focaler
+        return variant_loss(g, iou_mode) + g.iou - focaler
 
     return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
 
 
+@declare('ShapeIoULoss', scale=NON_NEGATIVE)
 def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Shape-IoU loss (Zhang & Zhang 2023): distance and shape costs weighted by the target's shape.
@@ -314,7 +303,6 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: 
         tensor(0.5432)
     """
     name = 'ShapeIoULoss'
-    check_ranges(name, _SHAPE_RANGES, scale=scale)
 
     def fn(g: BoxPair) -> Tensor:
         tw, th = g.wh[2:]
@@ -328,6 +316,7 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: 
     return box_loss(name, pred, target, _EPS, fn, weight, reduction, avg_factor)
 
 
+@declare('NWDLoss', constant=POSITIVE, eps=NON_NEGATIVE)
 def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float = 1e-7,
              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Normalized Gaussian Wasserstein distance loss (Wang et al. 2021), for tiny objects.
@@ -347,7 +336,6 @@ def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float
         tensor(0.5069)
     """
     name = 'NWDLoss'
-    check_ranges(name, _NWD_RANGES, constant=constant, eps=eps)
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.raw_wh
@@ -361,28 +349,19 @@ def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float
 # --- registered modules ---------------------------------------------------------------------------
 
 @register_loss
-class EfficientIoULoss(BaseLoss):
+class EfficientIoULoss(BoxLoss):
     """Efficient-IoU / Focal-EIoU module; see :func:`efficient_iou_loss`."""
     loss_fn = staticmethod(efficient_iou_loss)
-    hparam_ranges = _EFFICIENT_RANGES
-
-    def __init__(self, eps: float = 1e-7, focal_gamma: float = 0.0, impl: str = 'auto', **base) -> None:
-        super().__init__(eps=eps, focal_gamma=focal_gamma, impl=impl, **base)
 
 
 @register_loss
-class AlphaIoULoss(BaseLoss):
+class AlphaIoULoss(BoxLoss):
     """Alpha-IoU module; see :func:`alpha_iou_loss`."""
     loss_fn = staticmethod(alpha_iou_loss)
-    hparam_choices = {'mode': IOU_MODES}
-    hparam_ranges = _ALPHA_RANGES
-
-    def __init__(self, alpha: float = 3.0, mode: str = 'iou', eps: float = 1e-9, **base) -> None:
-        super().__init__(alpha=alpha, mode=mode, eps=eps, **base)
 
 
 @register_loss
-class WIoULoss(BaseLoss):
+class WIoULoss(BoxLoss):
     """Wise-IoU module; see :func:`wiou_loss`.
 
     The running mean of the IoU loss is the buffer ``iou_mean`` (initialised to 1 as the authors'
@@ -392,12 +371,10 @@ class WIoULoss(BaseLoss):
     shortcut still joins the all-reduce, counting no boxes.
     """
     loss_fn = staticmethod(wiou_loss)
-    hparam_choices = {'version': WIOU_VERSIONS}
-    hparam_ranges = _WIOU_RANGES
+    reference = 'hand formula (v1)'
 
-    def __init__(self, version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
-                 impl: str = 'auto', **base) -> None:
-        super().__init__(version=version, alpha=alpha, delta=delta, momentum=momentum, impl=impl, **base)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.register_buffer('iou_mean', torch.tensor(1.0))
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
@@ -413,54 +390,30 @@ class WIoULoss(BaseLoss):
 
 
 @register_loss
-class MPDIoULoss(BaseLoss):
+class MPDIoULoss(BoxLoss):
     """MPDIoU module; see :func:`mpdiou_loss`."""
     loss_fn = staticmethod(mpdiou_loss)
-    hparam_ranges = EPS_RANGES
-
-    def __init__(self, eps: float = 1e-7, img_shape: Optional[Sequence[float]] = None, **base) -> None:
-        _check_img_shape(type(self).__name__, img_shape)
-        super().__init__(eps=eps, img_shape=img_shape, **base)
 
 
 @register_loss
-class InnerIoULoss(BaseLoss):
+class InnerIoULoss(BoxLoss):
     """Inner-IoU module; see :func:`inner_iou_loss`."""
     loss_fn = staticmethod(inner_iou_loss)
-    hparam_choices = {'iou_mode': IOU_MODES}
-    hparam_ranges = _INNER_RANGES
-
-    def __init__(self, ratio: float = 0.75, iou_mode: str = 'iou', **base) -> None:
-        super().__init__(ratio=ratio, iou_mode=iou_mode, **base)
 
 
 @register_loss
-class FocalerIoULoss(BaseLoss):
+class FocalerIoULoss(BoxLoss):
     """Focaler-IoU module; see :func:`focaler_iou_loss`."""
     loss_fn = staticmethod(focaler_iou_loss)
-    hparam_choices = {'iou_mode': IOU_MODES}
-    hparam_ranges = _FOCALER_RANGES
-
-    def __init__(self, d: float = 0.0, u: float = 0.95, iou_mode: str = 'iou', **base) -> None:
-        super().__init__(d=d, u=u, iou_mode=iou_mode, **base)
-        _check_band(type(self).__name__, d, u)
 
 
 @register_loss
-class ShapeIoULoss(BaseLoss):
+class ShapeIoULoss(BoxLoss):
     """Shape-IoU module; see :func:`shape_iou_loss`."""
     loss_fn = staticmethod(shape_iou_loss)
-    hparam_ranges = _SHAPE_RANGES
-
-    def __init__(self, scale: float = 0.0, **base) -> None:
-        super().__init__(scale=scale, **base)
 
 
 @register_loss
-class NWDLoss(BaseLoss):
+class NWDLoss(BoxLoss):
     """Normalized Wasserstein distance module; see :func:`nwd_loss`."""
     loss_fn = staticmethod(nwd_loss)
-    hparam_ranges = _NWD_RANGES
-
-    def __init__(self, constant: float = 12.8, eps: float = 1e-7, **base) -> None:
-        super().__init__(constant=constant, eps=eps, **base)

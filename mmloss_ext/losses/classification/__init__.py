@@ -1,4 +1,4 @@
-"""Classification losses (LOSSES.md, "Classification"): the cross-entropy family, the focal family
+"""Classification losses: the cross-entropy family, the focal family
 and the margin losses. Class scores are on dim 1; integer labels have ``pred``'s shape without it.
 """
 from . import cross_entropy, focal, margin

@@ -1,5 +1,6 @@
-"""Shared pieces of the classification losses: label checks, class masks, per-class weights and
-probability-space logs. Private to the family; every loss computes through these helpers.
+"""Shared pieces of the classification losses: the family's base class, label checks, class masks,
+per-class weights and probability-space logs. Private to the family; every loss computes through
+these helpers.
 """
 from __future__ import annotations
 
@@ -10,21 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..inputs import (NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_int_tensor, check_label_range,
-                      check_same_device, check_tensor, upcast)
-from ..reduction import AvgFactor, weight_reduce_loss
+from ...core.hparams import Choice
+from ...core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
+from ...core.reduction import AvgFactor, weight_reduce_loss
+from ..base import BaseLoss
 
-#: hyper-parameter ranges of the family's losses: checked by each functional (``check_ranges``) and at
-#: build time by each class (``hparam_ranges``)
-RANGES = {
-    'CrossEntropyLoss': dict(label_smoothing=UNIT_INTERVAL),
-    'KLDivLoss': dict(temperature=POSITIVE),  # mmdet's KD loss asserts T >= 1; any T > 0 is valid here
-    'BalancedCrossEntropyLoss': dict(beta=dict(low=0.0, high=1.0, high_open=True)),
-    'FocalLoss': dict(gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL),
-    'QualityFocalLoss': dict(beta=NON_NEGATIVE),
-    'VarifocalLoss': dict(alpha=NON_NEGATIVE, gamma=NON_NEGATIVE),  # mmdet asserts alpha >= 0
-    'HingeLoss': dict(margin=NON_NEGATIVE),
-}
+
+class ClassificationLoss(BaseLoss):
+    """Base of the classification family: class scores on dim 1."""
+    family = 'classification'
+
+
+#: the declaration of ``use_sigmoid`` for the losses mmdet defines for the sigmoid only (it keeps
+#: the flag, which must be True)
+SIGMOID_ONLY = Choice(True)
 
 #: torch's ``binary_cross_entropy`` clamps ``log`` at this value
 LOG_FLOOR = -100.0
@@ -49,14 +49,8 @@ def check_class_labels(name: str, pred: Tensor, labels, high: int, *, arg: str =
         raise ValueError(f'{name}: `{arg}` expected integer labels of shape {expected} for `pred` of '
                          f'shape {tuple(pred.shape)} (classes on dim 1), got {tuple(labels.shape)}')
     check_same_device(name, pred, labels, ('pred', arg))
-    check_label_values(name, arg, labels, high, ignore_index)
-    return labels
-
-
-def check_label_values(name: str, arg: str, labels: Tensor, high: int, ignore_index: Optional[int] = None) -> None:
-    """Integer ``labels`` in ``[0, high]`` (or ``ignore_index``), without a host sync on accelerators."""
-    check_int_tensor(name, arg, labels)
     check_label_range(name, arg, labels, 0, high, ignore_index)
+    return labels
 
 
 def check_target_like(name: str, pred: Tensor, target, arg: str = 'target') -> Tensor:
@@ -67,19 +61,6 @@ def check_target_like(name: str, pred: Tensor, target, arg: str = 'target') -> T
                          f'got {tuple(pred.shape)} and {tuple(target.shape)}')
     check_same_device(name, pred, target, ('pred', arg))
     return target.to(pred.dtype)
-
-
-def check_values(name: str, arg: str, ok: Tensor, expected: str) -> None:
-    """Every entry of the bool tensor ``ok`` must be true: exact ``ValueError`` on CPU, an
-    asynchronous device assert elsewhere (no host sync)."""
-    if ok.numel() == 0:
-        return
-    if ok.device.type == 'cpu':
-        bad = int((~ok).sum())
-        if bad:
-            raise ValueError(f'{name}: `{arg}` expected {expected}, got {bad} value(s) outside')
-    else:
-        torch._assert_async(ok.all(), f'{name}: `{arg}` expected {expected}')
 
 
 def class_mask(labels: Tensor, num_classes: int) -> Tensor:
@@ -138,9 +119,3 @@ def finish(name: str, loss: Tensor, pred: Tensor, weight: Optional[Tensor], redu
            avg_factor: AvgFactor) -> Tensor:
     """Weight, reduce and cast back to the input dtype."""
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
-
-
-def require_sigmoid(name: str, use_sigmoid) -> None:
-    """The losses mmdet defines for sigmoid only keep its ``use_sigmoid`` flag, which must be True."""
-    if use_sigmoid is not True:
-        raise ValueError(f'{name}: `use_sigmoid` expected True (only the sigmoid form exists), got {use_sigmoid!r}')

@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.hparams import OPTIONAL_INT, POSITIVE, UNIT_INTERVAL, Range, declare
+from ...core.inputs import (check_int_tensor, check_label_range, check_same_device, check_tensor,
+                            check_values)
+from ...core.reduction import AvgFactor
 from ...kernels import use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
-from ..base import BaseLoss
-from ..inputs import (check_ignore_index, check_int_tensor, check_label_range, check_ranges, check_same_device,
-                      check_tensor)
-from ..reduction import AvgFactor
-from ._common import (RANGES, along_dim1, bce, check_class_labels, check_label_values, check_logits,
-                      check_target_like, check_values, class_mask, finish, gather_class, per_class)
+from ._common import (ClassificationLoss, along_dim1, bce, check_class_labels, check_logits, check_target_like,
+                      class_mask, finish, gather_class, per_class)
 
 __all__ = [
     'cross_entropy_loss', 'bce_loss', 'nll_loss', 'kl_div_loss', 'balanced_cross_entropy_loss',
@@ -81,7 +81,7 @@ def _sigmoid_ce(name: str, x: Tensor, target: Tensor, class_weight, ignore_index
     else:
         t = check_target_like(name, x, target)
         if not target.is_floating_point():
-            check_label_values(name, 'target', target, 1, ignore)
+            check_label_range(name, 'target', target, 0, 1, ignore)
         valid = (target >= 0) & (target != ignore)
         count = valid.sum()
     if smoothing:
@@ -119,14 +119,15 @@ def _check_label_shape(name: str, x: Tensor, target: Tensor) -> None:
     check_same_device(name, x, target, ('pred', 'target'))
 
 
-def _check_ce_modes(name: str, use_sigmoid: bool, use_mask: bool, ignore_index) -> None:
-    check_ignore_index(name, ignore_index)
+def _check_ce_modes(name: str, *, use_sigmoid: bool, use_mask: bool, ignore_index, **_) -> None:
+    """At most one of mmdet's two non-softmax modes; no ``ignore_index`` for masks."""
     if use_sigmoid and use_mask:
         raise ValueError(f'{name}: `use_sigmoid` and `use_mask` expected at most one True, got both')
     if use_mask and ignore_index is not None:
         raise ValueError(f'{name}: use_mask=True expected ignore_index=None, got {ignore_index!r}')
 
 
+@declare('CrossEntropyLoss', label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                        use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                        ignore_index: Optional[int] = None, avg_non_ignore: bool = False,
@@ -171,8 +172,6 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
         tensor(3.5927)
     """
     name = 'CrossEntropyLoss'
-    _check_ce_modes(name, use_sigmoid, use_mask, ignore_index)
-    check_ranges(name, RANGES[name], label_smoothing=label_smoothing)
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     check_tensor(name, 'target', target, floating=False)
     if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
@@ -195,6 +194,7 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
+@declare('BCELoss')
 def bce_loss(pred: Tensor, target: Tensor, *, use_logits: bool = True, pos_weight: ClassWeight = None,
              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Binary cross-entropy of logits (default) or probabilities (``use_logits=False``).
@@ -219,6 +219,7 @@ def bce_loss(pred: Tensor, target: Tensor, *, use_logits: bool = True, pos_weigh
     return finish(name, bce(x, t, pw, activated=not use_logits), pred, weight, reduction, avg_factor)
 
 
+@declare('NLLLoss')
 def nll_loss(pred: Tensor, target: Tensor, *, class_weight: ClassWeight = None, ignore_index: int = TORCH_IGNORE,
              weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Negative log-likelihood of log-probabilities ``pred`` (N, C, ...) at integer labels (N, ...).
@@ -240,6 +241,7 @@ def nll_loss(pred: Tensor, target: Tensor, *, class_weight: ClassWeight = None, 
     return finish(name, loss.masked_fill(~valid, 0.0), pred, weight, reduction, avg_factor)
 
 
+@declare('KLDivLoss', temperature=POSITIVE)  # mmdet's KD loss asserts T >= 1; any T > 0 is valid
 def kl_div_loss(pred: Tensor, target: Tensor, *, temperature: float = 1.0, target_logits: bool = True,
                 weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distillation KL divergence KL(teacher ‖ student) per sample, scaled by :math:`T^2`
@@ -258,7 +260,6 @@ def kl_div_loss(pred: Tensor, target: Tensor, *, temperature: float = 1.0, targe
         tensor([0.1109])
     """
     name = 'KLDivLoss'
-    check_ranges(name, RANGES[name], temperature=temperature)
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target)
     t = check_target_like(name, x, target)
@@ -289,10 +290,11 @@ def _class_balance(name: str, x: Tensor, labels: Tensor, class_counts, beta: Opt
     return inverse * (num_classes / inverse.sum())
 
 
+@declare('BalancedCrossEntropyLoss', beta=Range(low=0.0, high=1.0, high_open=True))
 def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, class_counts=None,
                                 beta: Optional[float] = None, weight: Optional[Tensor] = None,
                                 reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
-    r"""Class-balanced cross-entropy.
+    r"""Class-balanced cross-entropy (Xie & Tu 2015, HED; Cui et al. 2019).
 
     Binary (``use_sigmoid=True``, HED: Xie & Tu, 2015): logits and targets in ``[0, 1]`` of the
     same shape; positives are weighted by the batch's negative fraction and negatives by its
@@ -314,7 +316,6 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
         tensor([0.5199, 0.1733, 0.1733, 0.1733])
     """
     name = 'BalancedCrossEntropyLoss'
-    check_ranges(name, RANGES[name], beta=beta)
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     if use_sigmoid:
         if class_counts is not None or beta is not None:
@@ -334,22 +335,17 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
 # --- registered modules ---------------------------------------------------------------------------
 
 @register_loss
-class CrossEntropyLoss(BaseLoss):
+class CrossEntropyLoss(ClassificationLoss):
     """Cross-entropy module, a drop-in for mmdet's ``CrossEntropyLoss``; see :func:`cross_entropy_loss`.
 
     As in mmdet, ``forward`` takes a per-call ``ignore_index`` (None keeps the configured one), and
     with ``use_mask=True`` its third positional argument is the RoIs' class labels.
     """
     loss_fn = staticmethod(cross_entropy_loss)
-    hparam_ranges = RANGES['CrossEntropyLoss']
-
-    def __init__(self, use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
-                 ignore_index: Optional[int] = None, avg_non_ignore: bool = False, label_smoothing: float = 0.0,
-                 impl: str = 'auto', **base) -> None:
-        _check_ce_modes(type(self).__name__, use_sigmoid, use_mask, ignore_index)
-        super().__init__(use_sigmoid=use_sigmoid, use_mask=use_mask, class_weight=class_weight,
-                         ignore_index=ignore_index, avg_non_ignore=avg_non_ignore,
-                         label_smoothing=label_smoothing, impl=impl, **base)
+    positional = ('use_sigmoid', 'use_mask', 'reduction', 'class_weight', 'ignore_index', 'loss_weight',
+                  'avg_non_ignore')
+    inputs = 'pred: (N, C, ...) logits; target: (N, ...) int labels or (N, C, ...) soft targets'
+    reference = 'mmdet CrossEntropyLoss, torch cross_entropy'
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, ignore_index: Optional[int] = None, **kwargs) -> Tensor:
@@ -361,38 +357,32 @@ class CrossEntropyLoss(BaseLoss):
 
 
 @register_loss
-class BCELoss(BaseLoss):
+class BCELoss(ClassificationLoss):
     """Binary cross-entropy module; see :func:`bce_loss`."""
     loss_fn = staticmethod(bce_loss)
-
-    def __init__(self, use_logits: bool = True, pos_weight: ClassWeight = None, **base) -> None:
-        super().__init__(use_logits=use_logits, pos_weight=pos_weight, **base)
+    inputs = 'pred: logits or probabilities; target: same shape in [0, 1]'
+    reference = 'torch binary_cross_entropy(_with_logits)'
 
 
 @register_loss
-class NLLLoss(BaseLoss):
+class NLLLoss(ClassificationLoss):
     """Negative log-likelihood module; see :func:`nll_loss`."""
     loss_fn = staticmethod(nll_loss)
-
-    def __init__(self, class_weight: ClassWeight = None, ignore_index: int = TORCH_IGNORE, **base) -> None:
-        super().__init__(class_weight=class_weight, ignore_index=ignore_index, **base)
+    inputs = 'pred: (N, C, ...) log-probabilities; target: (N, ...) int labels'
+    reference = 'torch nll_loss'
 
 
 @register_loss
-class KLDivLoss(BaseLoss):
+class KLDivLoss(ClassificationLoss):
     """Distillation KL-divergence module; see :func:`kl_div_loss`."""
     loss_fn = staticmethod(kl_div_loss)
-    hparam_ranges = RANGES['KLDivLoss']
-
-    def __init__(self, temperature: float = 1.0, target_logits: bool = True, **base) -> None:
-        super().__init__(temperature=temperature, target_logits=target_logits, **base)
+    inputs = 'pred: (N, C) student logits; target: (N, C) teacher logits or probabilities'
+    reference = 'torch kl_div; mmdet KnowledgeDistillationKLDivLoss x C'
 
 
 @register_loss
-class BalancedCrossEntropyLoss(BaseLoss):
+class BalancedCrossEntropyLoss(ClassificationLoss):
     """Class-balanced cross-entropy module; see :func:`balanced_cross_entropy_loss`."""
     loss_fn = staticmethod(balanced_cross_entropy_loss)
-    hparam_ranges = RANGES['BalancedCrossEntropyLoss']
-
-    def __init__(self, use_sigmoid: bool = True, class_counts=None, beta: Optional[float] = None, **base) -> None:
-        super().__init__(use_sigmoid=use_sigmoid, class_counts=class_counts, beta=beta, **base)
+    inputs = 'pred: logits; target: binary masks or int labels'
+    reference = 'BCE / CE identities'

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.hparams import NON_NEGATIVE, UNIT_INTERVAL, declare
+from ...core.inputs import check_same_device, check_tensor, check_values
+from ...core.reduction import AvgFactor
 from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
-from ..base import BaseLoss
-from ..inputs import check_ranges, check_same_device, check_tensor
-from ..reduction import AvgFactor
-from ._common import (RANGES, bce, check_class_labels, check_logits, check_target_like, check_values, clamped_log,
-                      class_mask, finish, gather_class, per_class, require_sigmoid)
+from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, check_target_like,
+                      clamped_log, class_mask, finish, gather_class, per_class)
 
 __all__ = [
     'focal_loss', 'quality_focal_loss', 'varifocal_loss', 'distribution_focal_loss',
@@ -53,6 +53,7 @@ def _flattened_weight(weight: Optional[Tensor], loss: Tensor) -> Optional[Tensor
     return weight
 
 
+@declare('FocalLoss', gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL)
 def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma: float = 2.0,
                alpha: float = 0.25, activated: bool = False, pos_weight: PosWeight = None, impl: str = 'auto',
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -92,7 +93,6 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
         tensor([0.0486, 0.0486])
     """
     name = 'FocalLoss'
-    check_ranges(name, RANGES[name], gamma=gamma, alpha=alpha)
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
     if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
                                  others=(target, weight), devices=CPU_AND_CUDA):
@@ -125,6 +125,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
+@declare('QualityFocalLoss', use_sigmoid=SIGMOID_ONLY, beta=NON_NEGATIVE)
 def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -143,8 +144,6 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
         tensor([0.1733, 0.3466])
     """
     name = 'QualityFocalLoss'
-    require_sigmoid(name, use_sigmoid)
-    check_ranges(name, RANGES[name], beta=beta)
     x = check_logits(name, pred, min_dim=2)
     labels = scores = t = None
     if isinstance(target, (tuple, list)):
@@ -172,6 +171,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
+@declare('VarifocalLoss', use_sigmoid=SIGMOID_ONLY, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE)  # mmdet: alpha >= 0
 def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, alpha: float = 0.75,
                    gamma: float = 2.0, iou_weighted: bool = True, impl: str = 'auto', weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -188,8 +188,6 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
         tensor([[0.3466, 0.1300]])
     """
     name = 'VarifocalLoss'
-    require_sigmoid(name, use_sigmoid)
-    check_ranges(name, RANGES[name], alpha=alpha, gamma=gamma)
     x = check_logits(name, pred)
     check_tensor(name, 'target', target, floating=False)
     t = check_target_like(name, x, target)
@@ -201,6 +199,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
     return finish(name, bce(x, t) * focal, pred, weight, reduction, avg_factor)
 
 
+@declare('DistributionFocalLoss')
 def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
                             reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distribution focal loss (Li et al., 2020, "Generalized Focal Loss").
@@ -238,44 +237,36 @@ def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Te
 # --- registered modules ---------------------------------------------------------------------------
 
 @register_loss
-class FocalLoss(BaseLoss):
+class FocalLoss(ClassificationLoss):
     """Focal loss module, a drop-in for mmdet's ``FocalLoss``; see :func:`focal_loss`."""
     loss_fn = staticmethod(focal_loss)
-    hparam_ranges = RANGES['FocalLoss']
-
-    def __init__(self, use_sigmoid: bool = True, gamma: float = 2.0, alpha: float = 0.25, activated: bool = False,
-                 pos_weight: PosWeight = None, impl: str = 'auto', **base) -> None:
-        super().__init__(use_sigmoid=use_sigmoid, gamma=gamma, alpha=alpha, activated=activated,
-                         pos_weight=pos_weight, impl=impl, **base)
+    positional = ('use_sigmoid', 'gamma', 'alpha', 'reduction', 'loss_weight', 'activated')
+    inputs = 'pred: (N, C) logits; target: (N,) labels in [0, C] or (N, C) soft targets'
+    reference = 'mmdet FocalLoss'
 
 
 @register_loss
-class QualityFocalLoss(BaseLoss):
+class QualityFocalLoss(ClassificationLoss):
     """Quality focal loss module, a drop-in for mmdet's; see :func:`quality_focal_loss`."""
     loss_fn = staticmethod(quality_focal_loss)
-    hparam_ranges = RANGES['QualityFocalLoss']
-
-    def __init__(self, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False, impl: str = 'auto',
-                 **base) -> None:
-        require_sigmoid(type(self).__name__, use_sigmoid)
-        super().__init__(use_sigmoid=use_sigmoid, beta=beta, activated=activated, impl=impl, **base)
+    positional = ('use_sigmoid', 'beta', 'reduction', 'loss_weight', 'activated')
+    inputs = 'pred: (N, C) logits; target: (labels (N,), scores (N,))'
+    reference = 'mmdet QualityFocalLoss'
 
 
 @register_loss
-class VarifocalLoss(BaseLoss):
+class VarifocalLoss(ClassificationLoss):
     """Varifocal loss module, a drop-in for mmdet's; see :func:`varifocal_loss`."""
     loss_fn = staticmethod(varifocal_loss)
-    hparam_ranges = RANGES['VarifocalLoss']
-
-    def __init__(self, use_sigmoid: bool = True, alpha: float = 0.75, gamma: float = 2.0, iou_weighted: bool = True,
-                 impl: str = 'auto', **base) -> None:
-        require_sigmoid(type(self).__name__, use_sigmoid)
-        super().__init__(use_sigmoid=use_sigmoid, alpha=alpha, gamma=gamma, iou_weighted=iou_weighted, impl=impl,
-                         **base)
-
+    positional = ('use_sigmoid', 'alpha', 'gamma', 'iou_weighted', 'reduction', 'loss_weight')
+    inputs = 'pred: (N, C) logits; target: (N, C) IoU-aware soft targets'
+    reference = 'mmdet VarifocalLoss'
 
 
 @register_loss
-class DistributionFocalLoss(BaseLoss):
+class DistributionFocalLoss(ClassificationLoss):
     """Distribution focal loss module, a drop-in for mmdet's; see :func:`distribution_focal_loss`."""
     loss_fn = staticmethod(distribution_focal_loss)
+    positional = ('reduction', 'loss_weight')
+    inputs = 'pred: (N, n+1) logits over bins; target: (N,) floats in [0, n)'
+    reference = 'mmdet DistributionFocalLoss'

@@ -10,12 +10,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ...core.hparams import NON_NEGATIVE, declare
+from ...core.inputs import check_tensor, check_values
+from ...core.reduction import AvgFactor
 from ...registry import register_loss
-from ..base import BaseLoss
-from ..reduction import AvgFactor
-from ..inputs import check_ranges, check_tensor
-from ._common import (RANGES, check_class_labels, check_logits, check_target_like, check_values, class_mask, finish,
-                      gather_class)
+from ._common import ClassificationLoss, check_class_labels, check_logits, check_target_like, class_mask, finish, gather_class
 
 __all__ = ['hinge_loss', 'zero_one_loss', 'HingeLoss', 'ZeroOneLoss']
 
@@ -36,6 +35,7 @@ def _is_binary(name: str, pred, target) -> bool:
     return target.dim() == pred.dim()
 
 
+@declare('HingeLoss', margin=NON_NEGATIVE)
 def hinge_loss(pred: Tensor, target: Tensor, *, margin: float = 1.0, squared: bool = False,
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Hinge loss (squared hinge when ``squared``).
@@ -57,7 +57,6 @@ def hinge_loss(pred: Tensor, target: Tensor, *, margin: float = 1.0, squared: bo
         tensor([0.1667])
     """
     name = 'HingeLoss'
-    check_ranges(name, RANGES[name], margin=margin)
     x = check_logits(name, pred)
     if _is_binary(name, x, target):
         y = _binary_labels(name, x, target, (-1, 0, 1)).to(x.dtype) * 2.0 - 1.0
@@ -71,6 +70,7 @@ def hinge_loss(pred: Tensor, target: Tensor, *, margin: float = 1.0, squared: bo
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
+@declare('ZeroOneLoss')
 def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, reduction: str = 'mean',
                   avg_factor: AvgFactor = None) -> Tensor:
     r"""Zero-one loss: 1 where the prediction is wrong, so ``'mean'`` is the error rate.
@@ -105,16 +105,15 @@ def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
 # --- registered modules ---------------------------------------------------------------------------
 
 @register_loss
-class HingeLoss(BaseLoss):
+class HingeLoss(ClassificationLoss):
     """Hinge loss module; see :func:`hinge_loss`."""
     loss_fn = staticmethod(hinge_loss)
-    hparam_ranges = RANGES['HingeLoss']
-
-    def __init__(self, margin: float = 1.0, squared: bool = False, **base) -> None:
-        super().__init__(margin=margin, squared=squared, **base)
+    inputs = 'pred: (N,) or (N, C) scores; target: labels'
+    reference = 'torch multi_margin_loss'
 
 
 @register_loss
-class ZeroOneLoss(BaseLoss):
+class ZeroOneLoss(ClassificationLoss):
     """Zero-one (error-rate) module, for monitoring: no gradient; see :func:`zero_one_loss`."""
     loss_fn = staticmethod(zero_one_loss)
+    inputs = 'pred: (N, C) scores or (N,) logits; target: labels (no gradient)'

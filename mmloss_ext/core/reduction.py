@@ -58,13 +58,6 @@ def _check_avg_factor(loss: str, avg_factor: AvgFactor) -> None:
         raise ValueError(f'{loss}: `avg_factor` expected a finite value >= 0, got {avg_factor!r}')
 
 
-def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
-    """Reduce an elementwise loss; the mean of an empty loss is a connected zero."""
-    if reduction == 'none':
-        return loss
-    return _sum_to_reduction(loss.sum(), loss.numel(), reduction, None)
-
-
 def _sum_to_reduction(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor) -> Tensor:
     """'sum' or 'mean' of a loss from its (weighted) sum ``total`` over ``numel`` elements."""
     if avg_factor is not None:
@@ -107,7 +100,7 @@ def adapt_weight(loss_name: str, weight: Tensor, loss: Tensor) -> Tensor:
                      f'got {tuple(weight.shape)}')
 
 
-def per_box_weight(loss_name: str, weight: Optional[Tensor], boxes: Tensor) -> Optional[Tensor]:
+def per_box_weight(weight: Optional[Tensor], boxes: Tensor) -> Optional[Tensor]:
     """mmdet's rule for box losses: an ``(N, 4)`` weight is averaged over the 4 coordinates."""
     if weight is not None and weight.dim() == boxes.dim() and weight.shape == boxes.shape:
         return weight.mean(-1)

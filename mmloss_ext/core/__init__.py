@@ -1,0 +1,10 @@
+"""What the losses and the fused kernels share, and nothing else.
+
+* :mod:`.reduction` -- ``weight_reduce_loss`` (mmdet 3.x semantics) and ``reduce_summed`` for fused totals;
+* :mod:`.inputs` -- input checks with messages that name the loss and the argument, the float32 policy;
+* :mod:`.hparams` -- hyper-parameters declared once on the functional (:func:`~.hparams.declare`);
+* :mod:`.impl` -- the ``impl='auto'|'eager'|'fused'`` switch.
+
+:mod:`mmloss_ext.losses` and :mod:`mmloss_ext.kernels` both import from here and never from each
+other's internals (the losses call only the kernels' entry points).
+"""

@@ -1,0 +1,190 @@
+"""Hyper-parameters, declared once on the loss functional.
+
+A loss functional takes its hyper-parameters as keyword-only arguments; their defaults in the
+signature are the only defaults of the loss. :func:`declare` adds, next to the signature, what the
+signature cannot say -- each parameter's range or set of choices, and a check across several
+parameters -- and makes the functional enforce them on every call::
+
+    @declare('SmoothL1Loss', beta=NON_NEGATIVE)
+    def smooth_l1_loss(pred, target, *, beta: float = 1.0, weight=None, reduction='mean', avg_factor=None):
+        ...
+
+The loss class (:class:`~mmloss_ext.losses.base.BaseLoss`) reads the same declaration
+(``smooth_l1_loss.spec``) for its constructor, its ``inspect.signature`` and its build-time checks,
+so a default, a range or a choice is written exactly once.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+from .impl import IMPLS
+
+__all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING',
+           'NON_NEGATIVE', 'POSITIVE', 'UNIT_INTERVAL', 'ODD_POSITIVE_INT', 'OPTIONAL_INT']
+
+#: keyword arguments of every functional that are not hyper-parameters
+PLUMBING = ('weight', 'reduction', 'avg_factor')
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite number in ``[low, high]`` (``(`` / ``)`` with ``low_open`` / ``high_open``); an odd
+    int with ``odd``. NaN and infinities are refused (they pass every comparison silently)."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    odd: bool = False
+
+    def __str__(self) -> str:
+        lo = '-inf' if self.low is None else repr(self.low)
+        hi = 'inf' if self.high is None else repr(self.high)
+        left = '(' if self.low_open or self.low is None else '['
+        right = ')' if self.high_open or self.high is None else ']'
+        return f'{left}{lo}, {hi}{right}'
+
+    def check(self, loss: str, arg: str, value) -> None:
+        if value is None:  # an optional hyper-parameter left out (its default is None)
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f'{loss}: `{arg}` expected a number, got {type(value).__name__} {value!r}')
+        low, high = self.low, self.high
+        bad_low = low is not None and (value <= low if self.low_open else value < low)
+        bad_high = high is not None and (value >= high if self.high_open else value > high)
+        bad_odd = self.odd and not (isinstance(value, numbers.Integral) and value % 2 == 1)
+        if bad_low or bad_high or bad_odd or not math.isfinite(value):
+            kind = 'an odd int' if self.odd else 'a value'
+            raise ValueError(f'{loss}: `{arg}` expected {kind} in {self}, got {value!r}')
+
+
+@dataclass(frozen=True, init=False)
+class Choice:
+    """One of a fixed set of values (compared with ``==``; bools only equal bools)."""
+    values: Tuple[object, ...]
+
+    def __init__(self, *values) -> None:
+        object.__setattr__(self, 'values', tuple(values))
+
+    def check(self, loss: str, arg: str, value) -> None:
+        if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
+            raise ValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
+
+
+@dataclass(frozen=True)
+class OptionalInt:
+    """An int (not a bool) or None, e.g. an ``ignore_index``."""
+
+    def check(self, loss: str, arg: str, value) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise TypeError(f'{loss}: `{arg}` expected an int or None, got {type(value).__name__} {value!r}')
+
+
+NON_NEGATIVE = Range(low=0.0)
+POSITIVE = Range(low=0.0, low_open=True)
+UNIT_INTERVAL = Range(low=0.0, high=1.0)
+ODD_POSITIVE_INT = Range(low=1, odd=True)
+OPTIONAL_INT = OptionalInt()
+
+
+def check_hparam_type(loss: str, arg: str, value, default) -> None:
+    """Type-check a constructor hyper-parameter against its default (config typos such as
+    ``gamma='2'``): a float default takes any real number (not a bool), an int default an int, a
+    bool default a bool, a str default a str, a tuple/list default a tuple or list. ``None``
+    defaults accept anything (their declaration or the functional checks them)."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), 'a bool'
+    elif isinstance(default, int):
+        ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), 'an int'
+    elif isinstance(default, float):
+        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), 'a number'
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), 'a str'
+    elif isinstance(default, (tuple, list)):
+        ok, want = isinstance(value, (tuple, list)), 'a list or tuple'
+    else:
+        return
+    if not ok:
+        raise TypeError(f'{loss}: `{arg}` expected {want}, got {type(value).__name__} {value!r}')
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What :func:`declare` records on a functional (its ``spec`` attribute)."""
+    #: the loss's name, for error messages
+    loss: str
+    #: the keyword-only hyper-parameters and their defaults, in signature order
+    defaults: Dict[str, object]
+    #: per-parameter declarations (:class:`Range`, :class:`Choice`, :class:`OptionalInt`)
+    params: Dict[str, object] = field(default_factory=dict)
+    #: ``relation(loss, **hparams)``: a check across several hyper-parameters, or None
+    relation: Optional[Callable[..., None]] = None
+    #: the functional's default reduction
+    reduction: str = 'mean'
+    #: the functional's signature (annotations for the classes' signatures)
+    signature: Optional[inspect.Signature] = None
+
+    def ranges(self) -> Dict[str, Range]:
+        return {k: v for k, v in self.params.items() if isinstance(v, Range)}
+
+    def choices(self) -> Dict[str, Tuple[object, ...]]:
+        return {k: v.values for k, v in self.params.items() if isinstance(v, Choice)}
+
+    def check(self, loss: str, values: Dict[str, object]) -> None:
+        """Check ``values`` (some or all hyper-parameters) against their declarations; the
+        relation sees every hyper-parameter (defaults for the ones not in ``values``)."""
+        for key, value in values.items():
+            declared = self.params.get(key)
+            if declared is not None:
+                declared.check(loss, key, value)
+        if self.relation is not None:
+            self.relation(loss, **{k: values.get(k, d) for k, d in self.defaults.items()})
+
+
+def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **params) -> Callable:
+    """Declare a loss functional's hyper-parameters: ranges, choices and a cross-parameter check.
+
+    Args:
+        loss: the loss's name (its registered class name), used in every error message.
+        relation: ``relation(loss, **hparams)`` raising ``ValueError`` for a combination of
+            hyper-parameters that is invalid although each value is in range (e.g. ``d < u``).
+        **params: per hyper-parameter, a :class:`Range`, :class:`Choice` or :class:`OptionalInt`.
+            ``impl`` (the fused-path switch) is declared for every functional that takes it.
+
+    The wrapped functional checks the hyper-parameters it is given on every call (the defaults are
+    valid by construction: a test checks each against its declaration) and exposes the declaration
+    as ``fn.spec`` (:class:`Spec`).
+    """
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        kw_only = {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        defaults = {k: v for k, v in kw_only.items() if k not in PLUMBING}
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise TypeError(f'declare({loss!r}): {fn.__name__} has no keyword-only hyper-parameter '
+                            f'{", ".join(sorted(unknown))}')
+        declared = dict(params)
+        if 'impl' in defaults:
+            declared.setdefault('impl', Choice(*IMPLS))
+        spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            for key, value in kwargs.items():
+                rule = declared.get(key)
+                if rule is not None:
+                    rule.check(loss, key, value)
+            if relation is not None:
+                relation(loss, **{k: kwargs.get(k, d) for k, d in defaults.items()})
+            return fn(*args, **kwargs)
+
+        checked.spec = spec
+        return checked
+
+    return wrap

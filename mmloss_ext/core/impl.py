@@ -1,0 +1,38 @@
+"""The ``impl`` switch between a loss's eager path and its fused kernel: its values and the
+environment variables that change it (read at each call).
+
+* ``'eager'``: always the readable eager path;
+* ``'fused'``: the fused kernel whenever it supports the call;
+* ``'auto'`` (default): as ``'fused'`` for inputs of at least :data:`MIN_NUMEL` elements.
+
+``MMLOSS_EXT_IMPL`` (``auto``/``eager``/``fused``) replaces ``'auto'`` for every loss at once;
+an explicit ``impl='eager'`` or ``'fused'`` keeps precedence. ``MMLOSS_EXT_FUSED_MIN_NUMEL``
+overrides :data:`MIN_NUMEL`. Which kernels exist, and where, is :mod:`mmloss_ext.kernels.dispatch`'s
+business.
+"""
+from __future__ import annotations
+
+import os
+
+IMPLS = ('auto', 'eager', 'fused')
+ENV_IMPL = 'MMLOSS_EXT_IMPL'
+ENV_MIN_NUMEL = 'MMLOSS_EXT_FUSED_MIN_NUMEL'
+#: 'auto' takes the fused path from this many elements of ``pred`` on
+MIN_NUMEL = 4096
+
+
+def resolve_impl(loss: str, impl: str) -> str:
+    """``impl`` with ``MMLOSS_EXT_IMPL`` applied to ``'auto'`` (``impl`` itself was checked by the
+    loss's declaration; the environment variable is checked here)."""
+    if impl != 'auto':
+        return impl
+    value = os.environ.get(ENV_IMPL, 'auto') or 'auto'
+    if value not in IMPLS:
+        raise ValueError(f'{loss}: `${ENV_IMPL}` expected one of {", ".join(map(repr, IMPLS))}, got {value!r}')
+    return value
+
+
+def min_numel() -> int:
+    """:data:`MIN_NUMEL`, or ``MMLOSS_EXT_FUSED_MIN_NUMEL`` when set."""
+    value = os.environ.get(ENV_MIN_NUMEL)
+    return MIN_NUMEL if value is None else int(value)
