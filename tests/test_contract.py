@@ -90,6 +90,19 @@ def test_reduction_override(name, gen):
 
 
 @pytest.mark.parametrize('name', NAMES)
+def test_mmdet_style_callers_catch_bad_values_as_assertion_errors(name, gen):
+    """mmdet asserts on a bad ``reduction_override`` or weight shape; code that catches the
+    ``AssertionError`` keeps working, and the error is still our ``ValueError`` with its message."""
+    args = inputs(name, gen, grad=False)
+    with pytest.raises(AssertionError, match=name) as err:
+        build(name)(*args, reduction_override=True)
+    assert isinstance(err.value, ValueError)
+    bad_weight = torch.ones(7, 3, 5, dtype=args[0].dtype)
+    with pytest.raises(AssertionError, match=f'{name}: `weight`'):
+        build(name, reduction='none')(*args, weight=bad_weight)
+
+
+@pytest.mark.parametrize('name', NAMES)
 def test_avg_factor(name, gen):
     c, args = CASES[name], inputs(name, gen, grad=False)
     w = c.make_weight(args, gen)

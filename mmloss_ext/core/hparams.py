@@ -22,6 +22,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
+from .errors import LossValueError
 from .impl import IMPLS
 
 __all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING',
@@ -59,7 +60,7 @@ class Range:
         bad_odd = self.odd and not (isinstance(value, numbers.Integral) and value % 2 == 1)
         if bad_low or bad_high or bad_odd or not math.isfinite(value):
             kind = 'an odd int' if self.odd else 'a value'
-            raise ValueError(f'{loss}: `{arg}` expected {kind} in {self}, got {value!r}')
+            raise LossValueError(f'{loss}: `{arg}` expected {kind} in {self}, got {value!r}')
 
 
 @dataclass(frozen=True, init=False)
@@ -72,7 +73,7 @@ class Choice:
 
     def check(self, loss: str, arg: str, value) -> None:
         if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
-            raise ValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
+            raise LossValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
 
 
 @dataclass(frozen=True)

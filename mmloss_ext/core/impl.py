@@ -13,6 +13,7 @@ business.
 from __future__ import annotations
 
 import os
+from .errors import LossValueError
 
 IMPLS = ('auto', 'eager', 'fused')
 ENV_IMPL = 'MMLOSS_EXT_IMPL'
@@ -28,7 +29,7 @@ def resolve_impl(loss: str, impl: str) -> str:
         return impl
     value = os.environ.get(ENV_IMPL, 'auto') or 'auto'
     if value not in IMPLS:
-        raise ValueError(f'{loss}: `${ENV_IMPL}` expected one of {", ".join(map(repr, IMPLS))}, got {value!r}')
+        raise LossValueError(f'{loss}: `${ENV_IMPL}` expected one of {", ".join(map(repr, IMPLS))}, got {value!r}')
     return value
 
 

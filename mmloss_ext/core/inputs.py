@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from .errors import LossValueError
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -40,7 +41,7 @@ def check_int_tensor(loss: str, arg: str, x) -> Tensor:
 
 def check_same_shape(loss: str, a: Tensor, b: Tensor, names: Sequence[str] = ('pred', 'target')) -> None:
     if a.shape != b.shape:
-        raise ValueError(f'{loss}: `{names[0]}` and `{names[1]}` expected the same shape, '
+        raise LossValueError(f'{loss}: `{names[0]}` and `{names[1]}` expected the same shape, '
                          f'got {_shape(a)} and {_shape(b)}')
 
 
@@ -48,7 +49,7 @@ def check_ndim(loss: str, arg: str, x: Tensor, ndim: int | Iterable[int]) -> Non
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if x.dim() not in allowed:
         want = ' or '.join(str(d) for d in allowed)
-        raise ValueError(f'{loss}: `{arg}` expected a {want}-D tensor, got shape {_shape(x)}')
+        raise LossValueError(f'{loss}: `{arg}` expected a {want}-D tensor, got shape {_shape(x)}')
 
 
 def check_boxes(loss: str, pred: Tensor, target: Tensor) -> None:
@@ -56,7 +57,7 @@ def check_boxes(loss: str, pred: Tensor, target: Tensor) -> None:
     check_tensor(loss, 'pred', pred)
     check_tensor(loss, 'target', target)
     if pred.dim() < 1 or pred.shape[-1] != 4:
-        raise ValueError(f'{loss}: `pred` expected boxes of shape (N, 4) as (x1, y1, x2, y2), '
+        raise LossValueError(f'{loss}: `pred` expected boxes of shape (N, 4) as (x1, y1, x2, y2), '
                          f'got shape {_shape(pred)}')
     check_same_shape(loss, pred, target)
     check_same_device(loss, pred, target)
@@ -64,7 +65,7 @@ def check_boxes(loss: str, pred: Tensor, target: Tensor) -> None:
 
 def check_same_device(loss: str, a: Tensor, b: Tensor, names: Sequence[str] = ('pred', 'target')) -> None:
     if a.device != b.device:
-        raise ValueError(f'{loss}: `{names[0]}` and `{names[1]}` expected to be on the same device, '
+        raise LossValueError(f'{loss}: `{names[0]}` and `{names[1]}` expected to be on the same device, '
                          f'got {a.device} and {b.device}')
 
 
@@ -85,7 +86,7 @@ def check_label_range(loss: str, arg: str, labels: Tensor, low: int, high: int,
     elif not bool(ok.all()):
         bad = labels[~ok]
         extra = '' if ignore_index is None else f' (or ignore_index={ignore_index})'
-        raise ValueError(f'{loss}: `{arg}` expected values in [{low}, {high}]{extra}, '
+        raise LossValueError(f'{loss}: `{arg}` expected values in [{low}, {high}]{extra}, '
                          f'got values in [{int(bad.min())}, {int(bad.max())}] outside it')
 
 
@@ -97,7 +98,7 @@ def check_values(loss: str, arg: str, ok: Tensor, expected: str) -> None:
     if ok.device.type == 'cpu':
         bad = int((~ok).sum())
         if bad:
-            raise ValueError(f'{loss}: `{arg}` expected {expected}, got {bad} value(s) outside')
+            raise LossValueError(f'{loss}: `{arg}` expected {expected}, got {bad} value(s) outside')
     else:
         torch._assert_async(ok.all(), f'{loss}: `{arg}` expected {expected}')
 

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from .errors import LossValueError
 from .inputs import check_same_device, check_tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -35,10 +36,10 @@ AvgFactor = Optional[Union[float, int, Tensor]]
 def check_reduction(loss: str, reduction: str, avg_factor: AvgFactor = None) -> None:
     """``reduction`` must be one of ``REDUCTIONS``; ``avg_factor`` is refused with ``'sum'``."""
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{loss}: `reduction` expected one of 'none', 'mean', 'sum', got {reduction!r}")
+        raise LossValueError(f"{loss}: `reduction` expected one of 'none', 'mean', 'sum', got {reduction!r}")
     _check_avg_factor(loss, avg_factor)
     if avg_factor is not None and reduction == 'sum':
-        raise ValueError(f"{loss}: `avg_factor` can not be used with reduction='sum' "
+        raise LossValueError(f"{loss}: `avg_factor` can not be used with reduction='sum' "
                          f"(expected reduction='mean' or 'none'), got avg_factor={avg_factor!r}")
 
 
@@ -48,14 +49,14 @@ def _check_avg_factor(loss: str, avg_factor: AvgFactor) -> None:
         return
     if isinstance(avg_factor, Tensor):
         if avg_factor.numel() != 1 or avg_factor.is_complex() or avg_factor.dtype == torch.bool:
-            raise ValueError(f'{loss}: `avg_factor` expected a number or a one-element real tensor, '
+            raise LossValueError(f'{loss}: `avg_factor` expected a number or a one-element real tensor, '
                              f'got a {avg_factor.dtype} tensor of shape {tuple(avg_factor.shape)}')
         return
     if isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real):
         raise TypeError(f'{loss}: `avg_factor` expected a number or a tensor, '
                         f'got {type(avg_factor).__name__} {avg_factor!r}')
     if not (math.isfinite(avg_factor) and avg_factor >= 0):
-        raise ValueError(f'{loss}: `avg_factor` expected a finite value >= 0, got {avg_factor!r}')
+        raise LossValueError(f'{loss}: `avg_factor` expected a finite value >= 0, got {avg_factor!r}')
 
 
 def _sum_to_reduction(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor) -> Tensor:
@@ -95,7 +96,7 @@ def adapt_weight(loss_name: str, weight: Tensor, loss: Tensor) -> Tensor:
             return weight
     except RuntimeError:
         pass
-    raise ValueError(f'{loss_name}: `weight` expected shape {tuple(loss.shape)} (or one that broadcasts '
+    raise LossValueError(f'{loss_name}: `weight` expected shape {tuple(loss.shape)} (or one that broadcasts '
                      f'to it, or ({loss.shape[0] if loss.dim() else 1},) per sample), '
                      f'got {tuple(weight.shape)}')
 

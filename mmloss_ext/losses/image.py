@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, ODD_POSITIVE_INT, POSITIVE, Choice, declare
 from ..core.inputs import check_ndim, check_same_device, check_same_shape, check_tensor, upcast
 from ..core.reduction import AvgFactor, adapt_weight, weight_reduce_loss
@@ -138,7 +139,7 @@ def weighted_tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction
 def _rgb_to_y(img: Tensor, name: str) -> Tensor:
     """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma, without the constant offset (it cancels in MSE)."""
     if img.shape[1] != 3:
-        raise ValueError(f'{name}: `pred` expected 3 (RGB) channels with to_y=True, got shape {tuple(img.shape)}')
+        raise LossValueError(f'{name}: `pred` expected 3 (RGB) channels with to_y=True, got shape {tuple(img.shape)}')
     r, g, b = img.unbind(1)
     return (_Y_COEFFS[0] * r + _Y_COEFFS[1] * g + _Y_COEFFS[2] * b).unsqueeze(1)
 
@@ -248,7 +249,7 @@ def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: flo
     name = 'SSIMLoss'
     x, y = _image_pair(name, pred, target)
     if padding == 'valid' and min(x.shape[-2:]) < window_size:
-        raise ValueError(f"{name}: padding='valid' expected H and W >= window_size={window_size}, "
+        raise LossValueError(f"{name}: padding='valid' expected H and W >= window_size={window_size}, "
                          f'got shape {tuple(pred.shape)}')
     c = x.shape[1]
     stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), window_size, sigma, padding)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, OPTIONAL_INT, POSITIVE, Choice, declare
 from ..core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
 from ..core.reduction import AvgFactor, weight_reduce_loss
@@ -56,11 +57,11 @@ def _check_pair(name: str, pred: Tensor, target: Tensor, mode: str) -> None:
     check_same_device(name, pred, target)
     if pred.dim() < 2:
         want = '(N, *)' if mode == 'binary' else '(N, C, *)'
-        raise ValueError(f'{name}: `pred` expected shape {want} with at least 2 dims for '
+        raise LossValueError(f'{name}: `pred` expected shape {want} with at least 2 dims for '
                          f"mode='{mode}', got {tuple(pred.shape)}")
     if mode == 'binary' and pred.shape != target.shape and not (
             pred.dim() == target.dim() + 1 and pred.shape[1] == 1 and pred.shape[:1] + pred.shape[2:] == target.shape):
-        raise ValueError(f"{name}: `pred` and `target` expected the same shape (or pred (N, 1, *) "
+        raise LossValueError(f"{name}: `pred` and `target` expected the same shape (or pred (N, 1, *) "
                          f"with target (N, *)) for mode='binary', got {tuple(pred.shape)} and "
                          f'{tuple(target.shape)}')
 
@@ -92,7 +93,7 @@ def _prepare(name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: O
     else:
         check_int_tensor(name, 'target', target)
         if target.shape != pred.shape[:1] + pred.shape[2:]:
-            raise ValueError(f"{name}: `target` expected integer labels of shape (N, *) = "
+            raise LossValueError(f"{name}: `target` expected integer labels of shape (N, *) = "
                              f"{tuple(pred.shape[:1] + pred.shape[2:])} for pred of shape "
                              f"{tuple(pred.shape)} (mode='multiclass'), got {tuple(target.shape)}")
         num_classes = pred.shape[1]

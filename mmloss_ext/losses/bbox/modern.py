@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Choice, declare
 from ...core.inputs import check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, per_box_weight
@@ -157,7 +158,7 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
     if running_mean is not None:
         check_tensor(name, 'running_mean', running_mean)
         if running_mean.numel() != 1:
-            raise ValueError(f'{name}: `running_mean` expected a tensor of one element, '
+            raise LossValueError(f'{name}: `running_mean` expected a tensor of one element, '
                              f'got shape {tuple(running_mean.shape)}')
 
     def focusing(loss_iou: Tensor, box_weight: Optional[Tensor]) -> Tensor:
@@ -188,7 +189,7 @@ def _check_img_shape(name: str, *, img_shape, **_) -> None:
     if img_shape is not None and (
             not isinstance(img_shape, (tuple, list)) or len(img_shape) != 2
             or not all(isinstance(s, numbers.Real) and not isinstance(s, bool) and s > 0 for s in img_shape)):
-        raise ValueError(f'{name}: `img_shape` expected None or (height, width) of two positive numbers, '
+        raise LossValueError(f'{name}: `img_shape` expected None or (height, width) of two positive numbers, '
                          f'got {img_shape!r}')
 
 
@@ -253,7 +254,7 @@ def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mod
 
 def _check_band(name: str, *, d: float, u: float, **_) -> None:
     if not d < u:
-        raise ValueError(f'{name}: `d` and `u` expected d < u, got d={d!r}, u={u!r}')
+        raise LossValueError(f'{name}: `d` and `u` expected d < u, got d={d!r}, u={u!r}')
 
 
 @declare('FocalerIoULoss', d=UNIT_INTERVAL, u=UNIT_INTERVAL, iou_mode=Choice(*IOU_MODES),

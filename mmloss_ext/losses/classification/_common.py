@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.errors import LossValueError
 from ...core.hparams import Choice
 from ...core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
 from ...core.reduction import AvgFactor, weight_reduce_loss
@@ -35,7 +36,7 @@ def check_logits(name: str, pred, *, min_dim: int = 1) -> Tensor:
     compute dtype (float32 for half inputs)."""
     check_tensor(name, 'pred', pred)
     if pred.dim() < min_dim:
-        raise ValueError(f'{name}: `pred` expected at least {min_dim} dims (N, C, ...), '
+        raise LossValueError(f'{name}: `pred` expected at least {min_dim} dims (N, C, ...), '
                          f'got shape {tuple(pred.shape)}')
     return upcast(pred)[0]
 
@@ -46,7 +47,7 @@ def check_class_labels(name: str, pred: Tensor, labels, high: int, *, arg: str =
     check_int_tensor(name, arg, labels)
     expected = (pred.shape[0], *pred.shape[2:]) if pred.dim() >= 2 else None
     if expected is None or tuple(labels.shape) != expected:
-        raise ValueError(f'{name}: `{arg}` expected integer labels of shape {expected} for `pred` of '
+        raise LossValueError(f'{name}: `{arg}` expected integer labels of shape {expected} for `pred` of '
                          f'shape {tuple(pred.shape)} (classes on dim 1), got {tuple(labels.shape)}')
     check_same_device(name, pred, labels, ('pred', arg))
     check_label_range(name, arg, labels, 0, high, ignore_index)
@@ -57,7 +58,7 @@ def check_target_like(name: str, pred: Tensor, target, arg: str = 'target') -> T
     """A numeric target of ``pred``'s shape, returned in ``pred``'s (compute) dtype."""
     check_tensor(name, arg, target, floating=False)
     if target.shape != pred.shape:
-        raise ValueError(f'{name}: `pred` and `{arg}` expected the same shape, '
+        raise LossValueError(f'{name}: `pred` and `{arg}` expected the same shape, '
                          f'got {tuple(pred.shape)} and {tuple(target.shape)}')
     check_same_device(name, pred, target, ('pred', arg))
     return target.to(pred.dtype)
@@ -87,7 +88,7 @@ def per_class(name: str, arg: str, value, ref: Tensor, length: int, *, allow_one
         raise TypeError(f'{name}: `{arg}` expected a list of numbers or a tensor, '
                         f'got {type(value).__name__} {value!r}') from err
     if w.numel() != length and not (allow_one and w.numel() == 1):
-        raise ValueError(f'{name}: `{arg}` expected {length} values (one per class{" or one" if allow_one else ""}), '
+        raise LossValueError(f'{name}: `{arg}` expected {length} values (one per class{" or one" if allow_one else ""}), '
                          f'got {w.numel()}')
     return w
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.errors import LossValueError
 from ...core.hparams import OPTIONAL_INT, POSITIVE, UNIT_INTERVAL, Range, declare
 from ...core.inputs import (check_int_tensor, check_label_range, check_same_device, check_tensor,
                             check_values)
@@ -72,7 +73,7 @@ def _sigmoid_ce(name: str, x: Tensor, target: Tensor, class_weight, ignore_index
     pos_weight = per_class(name, 'class_weight', class_weight, x, num_classes, allow_one=True)
     if target.dim() != x.dim():
         if x.dim() != 2:
-            raise ValueError(f'{name}: use_sigmoid=True with integer labels expected `pred` of shape (N, C), '
+            raise LossValueError(f'{name}: use_sigmoid=True with integer labels expected `pred` of shape (N, C), '
                              f'got {tuple(x.shape)}')
         check_class_labels(name, x, target, num_classes, ignore_index=ignore)
         valid = (target != ignore).unsqueeze(1)
@@ -92,12 +93,12 @@ def _sigmoid_ce(name: str, x: Tensor, target: Tensor, class_weight, ignore_index
 def _mask_ce(name: str, x: Tensor, target: Tensor, label, class_weight, smoothing: float):
     """mmdet ``mask_cross_entropy``: BCE of each RoI's mask logits for its class ``label``."""
     if x.dim() < 2:
-        raise ValueError(f'{name}: use_mask=True expected `pred` of shape (N, C, ...), got {tuple(x.shape)}')
+        raise LossValueError(f'{name}: use_mask=True expected `pred` of shape (N, C, ...), got {tuple(x.shape)}')
     if label is None:
-        raise ValueError(f'{name}: use_mask=True expected the RoI class `label` of shape ({x.shape[0]},), got None')
+        raise LossValueError(f'{name}: use_mask=True expected the RoI class `label` of shape ({x.shape[0]},), got None')
     check_int_tensor(name, 'label', label)
     if tuple(label.shape) != (x.shape[0],):
-        raise ValueError(f'{name}: `label` expected shape ({x.shape[0]},), got {tuple(label.shape)}')
+        raise LossValueError(f'{name}: `label` expected shape ({x.shape[0]},), got {tuple(label.shape)}')
     check_label_range(name, 'label', label, 0, x.shape[1] - 1)
     logits = x[torch.arange(x.shape[0], device=x.device), label]
     t = check_target_like(name, logits, target)
@@ -114,7 +115,7 @@ def _check_label_shape(name: str, x: Tensor, target: Tensor) -> None:
     """:func:`check_class_labels` for (N, C) logits, without the value check."""
     check_int_tensor(name, 'target', target)
     if tuple(target.shape) != x.shape[:1]:
-        raise ValueError(f'{name}: `target` expected integer labels of shape {tuple(x.shape[:1])} for `pred` of '
+        raise LossValueError(f'{name}: `target` expected integer labels of shape {tuple(x.shape[:1])} for `pred` of '
                          f'shape {tuple(x.shape)} (classes on dim 1), got {tuple(target.shape)}')
     check_same_device(name, x, target, ('pred', 'target'))
 
@@ -122,9 +123,9 @@ def _check_label_shape(name: str, x: Tensor, target: Tensor) -> None:
 def _check_ce_modes(name: str, *, use_sigmoid: bool, use_mask: bool, ignore_index, **_) -> None:
     """At most one of mmdet's two non-softmax modes; no ``ignore_index`` for masks."""
     if use_sigmoid and use_mask:
-        raise ValueError(f'{name}: `use_sigmoid` and `use_mask` expected at most one True, got both')
+        raise LossValueError(f'{name}: `use_sigmoid` and `use_mask` expected at most one True, got both')
     if use_mask and ignore_index is not None:
-        raise ValueError(f'{name}: use_mask=True expected ignore_index=None, got {ignore_index!r}')
+        raise LossValueError(f'{name}: use_mask=True expected ignore_index=None, got {ignore_index!r}')
 
 
 @declare('CrossEntropyLoss', label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
@@ -277,7 +278,7 @@ def _class_balance(name: str, x: Tensor, labels: Tensor, class_counts, beta: Opt
     num_classes = x.shape[1]
     if class_counts is None:
         if beta is not None:
-            raise ValueError(f'{name}: `beta` expected to come with `class_counts`, got class_counts=None')
+            raise LossValueError(f'{name}: `beta` expected to come with `class_counts`, got class_counts=None')
         counts = torch.zeros(num_classes, dtype=x.dtype, device=x.device)
         counts.scatter_add_(0, labels.reshape(-1), torch.ones_like(labels.reshape(-1), dtype=x.dtype))
         return labels.numel() / (num_classes * counts.clamp_min(1.0))
@@ -319,7 +320,7 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     if use_sigmoid:
         if class_counts is not None or beta is not None:
-            raise ValueError(f'{name}: `class_counts`/`beta` expected only with use_sigmoid=False, '
+            raise LossValueError(f'{name}: `class_counts`/`beta` expected only with use_sigmoid=False, '
                              f'got class_counts={class_counts!r}, beta={beta!r}')
         t = check_target_like(name, x, target)
         n = max(t.numel(), 1)

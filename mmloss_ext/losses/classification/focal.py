@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, UNIT_INTERVAL, declare
 from ...core.inputs import check_same_device, check_tensor, check_values
 from ...core.reduction import AvgFactor
@@ -111,7 +112,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
         weight = _flattened_weight(weight, loss)
     else:
         if pos_weight is not None:
-            raise ValueError(f'{name}: `pos_weight` expected None with use_sigmoid=False, got {pos_weight!r}')
+            raise LossValueError(f'{name}: `pos_weight` expected None with use_sigmoid=False, got {pos_weight!r}')
         check_class_labels(name, x, target, x.shape[1] - 1)
         if activated:
             p_y = gather_class(x, target)
@@ -148,12 +149,12 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     labels = scores = t = None
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
-            raise ValueError(f'{name}: `target` expected a (labels, scores) pair, got {len(target)} items')
+            raise LossValueError(f'{name}: `target` expected a (labels, scores) pair, got {len(target)} items')
         labels, scores = target
         check_class_labels(name, x, labels, x.shape[1], arg='labels')
         check_tensor(name, 'scores', scores, floating=False)
         if scores.shape != labels.shape:
-            raise ValueError(f'{name}: `labels` and `scores` expected the same shape, '
+            raise LossValueError(f'{name}: `labels` and `scores` expected the same shape, '
                              f'got {tuple(labels.shape)} and {tuple(scores.shape)}')
         check_same_device(name, labels, scores, ('labels', 'scores'))
     else:
@@ -221,7 +222,7 @@ def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Te
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target, floating=False)
     if x.dim() != 2 or tuple(target.shape) != (x.shape[0],):
-        raise ValueError(f'{name}: `pred` (N, n+1) and `target` (N,) expected, '
+        raise LossValueError(f'{name}: `pred` (N, n+1) and `target` (N,) expected, '
                          f'got {tuple(x.shape)} and {tuple(target.shape)}')
     check_same_device(name, x, target)
     t = target.to(x.dtype)
