@@ -1,4 +1,5 @@
-"""Command line: ``python -m mmloss_ext list [--family F]`` and ``python -m mmloss_ext show NAME``."""
+"""Command line: ``python -m mmloss_ext list [--family F]``, ``python -m mmloss_ext show NAME`` and
+``python -m mmloss_ext check CONFIG [--cfg-options ...] [--json]`` (see :mod:`mmloss_ext.check`)."""
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,17 @@ def _show(name: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ['check']:
+        from .check import main as check
+        return check(argv[1:])
     parser = argparse.ArgumentParser(prog='python -m mmloss_ext', description='The mmloss_ext loss catalogue.')
     sub = parser.add_subparsers(dest='cmd', required=True)
     p_list = sub.add_parser('list', help='print the catalogue as a table')
     p_list.add_argument('--family', choices=families())
     p_show = sub.add_parser('show', help="print a loss's doc, defaults and a config dict")
     p_show.add_argument('name')
+    sub.add_parser('check', help='check the losses of an mmdet config (see `check --help`)')
     args = parser.parse_args(argv)
     print(_list(args.family) if args.cmd == 'list' else _show(args.name))
     return 0

@@ -17,6 +17,7 @@ Numerics (shared by every loss):
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cached_property
 from typing import Callable, Optional, Tuple
 
@@ -41,9 +42,50 @@ SIOU_EXP_MAX = 50.0
 
 class BoxLoss(BaseLoss):
     """Base of the box family: losses of decoded ``(x1, y1, x2, y2)`` boxes (heads with
-    ``reg_decoded_bbox=True``)."""
+    ``reg_decoded_bbox=True``).
+
+    The first call in training mode looks at the targets once: when most of them are inverted
+    (``x2 < x1`` or ``y2 < y1``), they are regression deltas rather than boxes, and a warning names
+    ``reg_decoded_bbox=True``. That one look reads a value on the host (a device sync, once); later
+    calls never look again.
+    """
     family = 'bbox'
     inputs = 'pred, target: (N, 4) decoded boxes (x1, y1, x2, y2)'
+
+    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+                reduction_override: Optional[str] = None, **kwargs) -> Tensor:
+        if self.training and not self.__dict__.get('_looked_at_targets', False):
+            self._looked_at_targets = True
+            if not torch.compiler.is_compiling():
+                warn_if_deltas(type(self).__name__, target, weight)
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+
+
+#: the fraction of inverted target boxes from which they are taken for regression deltas: a head
+#: that feeds deltas gives x2 < x1 or y2 < y1 for about 3 in 4 positive samples, decoded boxes never
+DELTA_LIKE_FRACTION = 0.5
+
+
+def warn_if_deltas(name: str, target, weight: Optional[Tensor] = None) -> bool:
+    """Warn (and return True) when most target boxes of positive weight are inverted: a head is
+    feeding regression deltas to a loss of decoded boxes."""
+    if not isinstance(target, Tensor) or target.dim() < 1 or target.shape[-1] != 4 or target.numel() == 0:
+        return False
+    with torch.no_grad():
+        t = target.detach().reshape(-1, 4)
+        inverted = (t[:, 2] < t[:, 0]) | (t[:, 3] < t[:, 1])
+        keep = torch.ones_like(inverted)
+        if isinstance(weight, Tensor):
+            w = per_box_weight(weight, target)
+            if w is not None and w.numel() == keep.numel():
+                keep = w.reshape(-1) > 0
+        fraction = float((inverted & keep).sum() / keep.sum().clamp(min=1))
+    if fraction <= DELTA_LIKE_FRACTION:
+        return False
+    warnings.warn(f'{name}: {fraction:.0%} of the target boxes have x2 < x1 or y2 < y1: they look like regression '
+                  f'deltas, not decoded (x1, y1, x2, y2) boxes. Set reg_decoded_bbox=True in the head that uses '
+                  f'{name} (`python -m mmloss_ext check CONFIG` finds such heads before training).', stacklevel=3)
+    return True
 
 
 class BoxPair:

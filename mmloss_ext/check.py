@@ -1,0 +1,265 @@
+"""Catch the classic loss mistakes in an mmdet config before the first iteration.
+
+``python -m mmloss_ext check CONFIG [--cfg-options k=v ...] [--json]`` loads the config, finds every
+loss of the model (dense heads, RoI heads, cascade stages, RPN stages: every ``loss*`` key that
+holds a dict with a ``type``), builds each one and reports:
+
+* **error** -- a loss that takes decoded ``(x1, y1, x2, y2)`` boxes (the IoU family, NWD, ...)
+  as the ``loss_bbox`` of a head that feeds it regression deltas: ``reg_decoded_bbox`` false or
+  absent (with a ``False`` default), or a head with no such switch whose loss code does not decode;
+* **note** -- a plain name that resolves to mmdet's class while mmloss_ext has a class of that
+  name (``type='GIoULoss'`` is mmdet's; ``mmloss_ext.GIoULoss`` is ours);
+* **error** -- an unknown type, with the closest registered names;
+* **error** -- a hyper-parameter the build rejects (the loss's own message).
+
+Exit status 1 when there is an error. ``tools/train.py`` runs the check first.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import functools
+import inspect
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+__all__ = ['Finding', 'check_config', 'check_model', 'main']
+
+SCOPE = 'mmloss_ext.'
+#: the key a head's ``reg_decoded_bbox`` switch governs
+SWITCHED_KEY = 'loss_bbox'
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (``level='error'``) or remark (``'note'``) about one loss of a config."""
+    level: str
+    path: str
+    loss: str
+    message: str
+    fix: str = ''
+
+    def __str__(self) -> str:
+        text = f'[{self.level}] {self.path} ({self.loss}): {self.message}'
+        return text + (f'\n        fix: {self.fix}' if self.fix else '')
+
+
+def _registries():
+    import mmloss_ext  # noqa: F401  (registers the losses)
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmdet.utils import register_all_modules
+    from mmloss_ext.registry import MODELS
+    register_all_modules(init_default_scope=False)
+    return MODELS, MMDET_MODELS
+
+
+def _loss_dicts(node, path: str, parent=None) -> Iterator[Tuple[str, dict, Optional[dict], str]]:
+    """``(path, loss dict, the dict that holds it, its key)`` for every ``loss*`` entry below ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f'{path}.{key}'
+            if isinstance(key, str) and key.startswith('loss') and isinstance(value, dict) and 'type' in value:
+                yield where, value, node, key
+            else:
+                yield from _loss_dicts(value, where, node)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _loss_dicts(value, f'{path}[{i}]', parent)
+
+
+def _closest(name: str, candidates: Sequence[str]) -> List[str]:
+    return difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+
+
+def _resolve(type_, ours, mmdet) -> Tuple[Optional[type], List[Finding], str]:
+    """The class a loss ``type`` builds, the findings about the name, and its display name."""
+    if inspect.isclass(type_):
+        return type_, [], type_.__name__
+    name = str(type_)
+    if name.startswith(SCOPE):
+        short = name[len(SCOPE):]
+        if short in ours.module_dict:
+            return ours.module_dict[short], [], name
+        hint = _closest(short, ours.module_dict)
+        return None, [('error', f'unknown type {name!r}: mmloss_ext registers no {short!r}',
+                       f'did you mean {", ".join(SCOPE + h for h in hint)}?' if hint else
+                       'see `python -m mmloss_ext list` for the catalogue')], name
+    scope, _, short = name.rpartition('.')
+    if scope and scope not in ('mmdet', SCOPE[:-1]) and not _scope_available(scope):
+        return None, [('note', f'{name!r} is in the registry of {scope!r}, which is not installed here: not checked',
+                       '')], name
+    cls = mmdet.get(name)
+    if cls is None:
+        known = [SCOPE + n for n in ours.module_dict] + [n for n in mmdet.module_dict if 'Loss' in n or n[:3] == 'GHM']
+        hint = _closest(name, known)
+        return None, [('error', f'unknown type {name!r}: no registry has it',
+                       f'did you mean {", ".join(hint)}?' if hint else 'check the spelling')], name
+    findings = []
+    if not cls.__module__.startswith('mmloss_ext') and name in ours.module_dict:
+        findings.append(('note', f"type='{name}' is mmdet's {name}; mmloss_ext has its own",
+                         f"write type='{SCOPE}{name}' for mmloss_ext's"))
+    return cls, findings, name
+
+
+def _scope_available(scope: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(scope) is not None
+
+
+def takes_decoded_boxes(cls: type, ours) -> bool:
+    """Whether a loss class takes decoded boxes: mmloss_ext's box family, or a class of another
+    registry whose name is one of that family's."""
+    if getattr(cls, 'family', None) == 'bbox' and cls.__module__.startswith('mmloss_ext'):
+        return True
+    other = ours.module_dict.get(cls.__name__)
+    return other is not None and getattr(other, 'family', None) == 'bbox'
+
+
+def _switch_default(head_cls: type) -> Tuple[bool, bool]:
+    """``(has the reg_decoded_bbox switch, its default)`` from the head's constructors."""
+    for klass in head_cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        param = inspect.signature(init).parameters.get('reg_decoded_bbox')
+        if param is not None:
+            return True, bool(param.default) if param.default is not param.empty else False
+    return False, False
+
+
+#: what a head's source does when it turns its box predictions into boxes before the loss
+_DECODES = ('.decode(', 'distance2bbox', 'bbox_cxcywh_to_xyxy', '_bbox_decode', 'delta2bbox')
+#: mmdet's generic head bases: their sources say nothing about one head's boxes
+_GENERIC = ('BaseDenseHead', 'BaseModule', 'BaseRoIHead')
+#: keywords a head removes from its loss config before building it (DETR's ``bg_cls_weight``)
+HEAD_POPPED_KEYS = ('bg_cls_weight',)
+
+
+def _source(klass: type) -> str:
+    try:
+        return inspect.getsource(klass)
+    except (OSError, TypeError):
+        return ''
+
+
+def _loss_method_owner(head_cls: type) -> Optional[type]:
+    """The class whose code computes the head's losses: the owner of its ``loss_by_feat``
+    (dense heads) or ``loss_and_target`` (RoI box heads), generic bases skipped."""
+    for method in ('loss_by_feat', 'loss_and_target', 'loss'):
+        for klass in head_cls.__mro__:
+            if method in klass.__dict__:
+                if klass.__name__ not in _GENERIC:
+                    return klass
+                break
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def head_honours_switch(head_cls: type) -> bool:
+    """Whether the head's loss code reads ``reg_decoded_bbox`` (else the switch is only stored)."""
+    owner = _loss_method_owner(head_cls)
+    return owner is not None and 'reg_decoded_bbox' in _source(owner)
+
+
+#: the methods through which a head's box predictions reach its losses
+_LOSS_METHODS = ('loss_by_feat', 'loss_by_feat_single', 'loss_and_target')
+
+
+@functools.lru_cache(maxsize=None)
+def head_decodes(head_cls: type) -> bool:
+    """Whether a head's loss code turns its box predictions into boxes: its loss methods call a
+    box decoder (predictions decoded only for inference do not count)."""
+    for method in _LOSS_METHODS:
+        fn = getattr(head_cls, method, None)
+        if fn is None:
+            continue
+        try:
+            source = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        if any(marker in source for marker in _DECODES):
+            return True
+    return False
+
+
+def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optional[dict], head_path: str,
+                          ours, mmdet) -> List[Finding]:
+    if key != SWITCHED_KEY or head is None or not takes_decoded_boxes(cls, ours):
+        return []
+    head_type = head.get('type')
+    head_cls = head_type if inspect.isclass(head_type) else mmdet.get(head_type) if head_type else None
+    if head_cls is None:
+        return []
+    has_switch, default = _switch_default(head_cls)
+    head_name = head_cls.__name__
+    if has_switch and head.get('reg_decoded_bbox', default):
+        return []
+    if has_switch and head_honours_switch(head_cls):
+        how = 'reg_decoded_bbox=False' if 'reg_decoded_bbox' in head else f'reg_decoded_bbox absent (default {default})'
+        return [Finding('error', path, name,
+                        f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} feeds its {key} the '
+                        f'regression deltas with {how}: the loss sees deltas as boxes (AP collapses, or NaN)',
+                        f'set reg_decoded_bbox=True in {head_path}')]
+    if head_decodes(head_cls):
+        return []
+    return [Finding('error', path, name,
+                    f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} has no reg_decoded_bbox switch '
+                    f'and does not decode its box predictions before {key}',
+                    f'use a regression loss on deltas (e.g. {SCOPE}SmoothL1Loss, {SCOPE}L1Loss) in {head_path}')]
+
+
+def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
+    """The findings for every loss of an mmdet model config (a dict or ``ConfigDict``)."""
+    ours, mmdet = _registries()
+    findings: List[Finding] = []
+    for where, loss_cfg, head, key in _loss_dicts(model, path):
+        cls, named, name = _resolve(loss_cfg['type'], ours, mmdet)
+        findings += [Finding(level, where, name, msg, fix) for level, msg, fix in named]
+        if cls is None:
+            continue
+        try:
+            kwargs = {k: v for k, v in dict(loss_cfg).items() if k != 'type' and k not in HEAD_POPPED_KEYS}
+            cls(**kwargs)
+        except (TypeError, ValueError, KeyError, NotImplementedError) as err:
+            findings.append(Finding('error', where, name, f'the build rejects this config: {err}',
+                                    'fix the hyper-parameter named in the message'))
+            continue
+        head_path = where.rsplit('.', 1)[0]
+        findings += _decoded_box_findings(where, key, name, cls, head, head_path, ours, mmdet)
+    return findings
+
+
+def check_config(config: str, cfg_options: Optional[dict] = None) -> List[Finding]:
+    """Load an mmdet config (``custom_imports`` honoured) and check its model's losses."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return check_model(cfg.get('model', {}))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(prog='python -m mmloss_ext check',
+                                     description='Check the losses of an mmdet config before training.')
+    parser.add_argument('config')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings, key=value')
+    parser.add_argument('--json', action='store_true', help='print the findings as JSON')
+    args = parser.parse_args(argv)
+    findings = check_config(args.config, args.cfg_options)
+    errors = [f for f in findings if f.level == 'error']
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=1))
+    else:
+        for f in findings:
+            print(f)
+        print(f'{args.config}: {len(errors)} error(s), {len(findings) - len(errors)} note(s)')
+    return 1 if errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

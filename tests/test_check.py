@@ -1,0 +1,187 @@
+"""The config checker (``python -m mmloss_ext check``) and the runtime hint for delta-like targets."""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+import warnings
+
+import mmdet
+import pytest
+import torch
+
+from mmloss_ext.check import check_config, check_model, head_decodes
+from mmloss_ext.losses import GIoULoss
+from mmloss_ext.losses._boxes import warn_if_deltas
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+ZOO = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+
+
+def errors(findings):
+    return [f for f in findings if f.level == 'error']
+
+
+def retinanet(**head):
+    return dict(type='RetinaNet', bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=8, **head))
+
+
+GIOU = dict(type='mmloss_ext.GIoULoss', loss_weight=2.0)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: osp.relpath(c, ROOT))
+def test_every_config_of_ours_is_clean(config):
+    assert check_config(config) == []
+
+
+# --- decoded boxes --------------------------------------------------------------------------------
+
+def test_box_loss_on_a_head_that_feeds_deltas_is_an_error():
+    for head in (dict(loss_bbox=GIOU), dict(loss_bbox=GIOU, reg_decoded_bbox=False)):
+        (finding,) = check_model(retinanet(**head))
+        assert finding.level == 'error' and finding.path == 'model.bbox_head.loss_bbox'
+        assert 'deltas' in finding.message and 'RetinaHead' in finding.message
+        assert finding.fix == 'set reg_decoded_bbox=True in model.bbox_head'
+    assert check_model(retinanet(loss_bbox=GIOU, reg_decoded_bbox=True)) == []
+    # a loss of deltas needs nothing
+    assert check_model(retinanet(loss_bbox=dict(type='mmloss_ext.SmoothL1Loss'))) == []
+
+
+def test_the_switch_default_of_the_head_counts():
+    """ATSSHead (and VFNet, DII, ...) default to reg_decoded_bbox=True: an absent switch is fine there."""
+    atss = dict(type='ATSS', bbox_head=dict(type='ATSSHead', num_classes=3, in_channels=8, loss_bbox=GIOU))
+    assert check_model(atss) == []
+
+
+def test_roi_heads_and_cascade_stages_are_found():
+    model = dict(type='CascadeRCNN', roi_head=dict(type='CascadeRoIHead', bbox_head=[
+        dict(type='Shared2FCBBoxHead', reg_decoded_bbox=True, loss_bbox=GIOU),
+        dict(type='Shared2FCBBoxHead', loss_bbox=GIOU)]))
+    (finding,) = check_model(model)
+    assert finding.path == 'model.roi_head.bbox_head[1].loss_bbox'
+    rpn = dict(type='RPN', rpn_head=dict(type='CascadeRPNHead', stages=[
+        dict(type='StageCascadeRPNHead', in_channels=8, reg_decoded_bbox=True, loss_bbox=dict(type='mmloss_ext.IoULoss',
+                                                                                          linear=True)),
+        dict(type='StageCascadeRPNHead', in_channels=8, loss_bbox=dict(type='mmloss_ext.IoULoss', mode='linear'))]))
+    (finding,) = check_model(rpn)
+    assert finding.path == 'model.rpn_head.stages[1].loss_bbox' and finding.level == 'error'
+
+
+def test_heads_without_the_switch_decode_or_are_flagged():
+    from mmdet.registry import MODELS
+    assert head_decodes(MODELS.get('FCOSHead')) and head_decodes(MODELS.get('YOLOXHead'))
+    assert head_decodes(MODELS.get('DETRHead'))
+    assert not head_decodes(MODELS.get('FoveaHead'))  # regresses log-space offsets with SmoothL1
+    fcos = dict(type='FCOS', bbox_head=dict(type='FCOSHead', num_classes=3, in_channels=8, loss_bbox=GIOU))
+    assert check_model(fcos) == []
+    fovea = dict(type='FOVEA', bbox_head=dict(type='FoveaHead', num_classes=3, in_channels=8, loss_bbox=GIOU))
+    (finding,) = check_model(fovea)
+    assert finding.level == 'error' and 'no reg_decoded_bbox switch' in finding.message
+    assert 'SmoothL1Loss' in finding.fix
+
+
+def test_mmdet_own_box_loss_names_are_held_to_the_same_rule():
+    (finding, *rest) = check_model(retinanet(loss_bbox=dict(type='GIoULoss')))
+    assert [f.level for f in [finding, *rest]] == ['note', 'error']
+
+
+# --- names and hyper-parameters -------------------------------------------------------------------
+
+def test_plain_name_resolving_to_mmdet_is_a_note():
+    (finding,) = check_model(retinanet(reg_decoded_bbox=True, loss_bbox=dict(type='GIoULoss')))
+    assert finding.level == 'note'
+    assert "type='GIoULoss' is mmdet's" in finding.message and finding.fix == "write type='mmloss_ext.GIoULoss' for mmloss_ext's"
+    # a name only we have resolves to ours: nothing to say
+    assert check_model(retinanet(reg_decoded_bbox=True, loss_bbox=dict(type='WIoULoss'))) == []
+
+
+def test_unknown_types_name_the_closest():
+    (finding,) = check_model(retinanet(reg_decoded_bbox=True, loss_bbox=dict(type='mmloss_ext.GIoULos')))
+    assert finding.level == 'error' and 'unknown type' in finding.message
+    assert 'mmloss_ext.GIoULoss' in finding.fix
+    (finding,) = check_model(retinanet(loss_cls=dict(type='FocalLos')))
+    assert finding.level == 'error' and 'FocalLoss' in finding.fix
+
+
+def test_rejected_hyper_parameter_is_an_error_with_the_loss_message():
+    (finding,) = check_model(retinanet(loss_cls=dict(type='mmloss_ext.FocalLoss', alpha=-1)))
+    assert finding.level == 'error'
+    assert 'FocalLoss: `alpha` expected a value in [0.0, 1.0], got -1' in finding.message
+    (finding,) = check_model(retinanet(loss_cls=dict(type='mmloss_ext.FocalLoss', gama=2.0)))
+    assert 'unexpected hyper-parameter `gama`' in finding.message
+
+
+# --- mmdet's own model zoo: its configs are right, so the checker must find no error there ----------
+
+ZOO_SAMPLE = ['fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py',
+              'atss/atss_r50_fpn_1x_coco.py', 'vfnet/vfnet_r50_fpn_1x_coco.py', 'detr/detr_r50_8xb2-150e_coco.py',
+              'yolox/yolox_s_8xb8-300e_coco.py', 'cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py',
+              'guided_anchoring/ga-retinanet_r50-caffe_fpn_1x_coco.py', 'gfl/gfl_r50_fpn_1x_coco.py',
+              'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py', 'centernet/centernet-update_r50-caffe_fpn_ms-1x_coco.py',
+              'retinanet/retinanet_r50_fpn_1x_coco.py', 'paa/paa_r50_fpn_1x_coco.py']
+
+
+@pytest.mark.parametrize('rel', ZOO_SAMPLE)
+def test_mmdet_model_zoo_configs_have_no_errors(rel):
+    assert errors(check_config(osp.join(ZOO, rel))) == []
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def test_cli_exit_status_and_json(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"
+                   "model = dict(bbox_head=dict(reg_decoded_bbox=False))\n")
+    proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'check', str(bad), '--json'], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (finding,) = json.loads(proc.stdout)
+    assert finding['level'] == 'error' and finding['path'] == 'model.bbox_head.loss_bbox'
+    # the same config repaired from the command line
+    proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'check', str(bad), '--cfg-options',
+                           'model.bbox_head.reg_decoded_bbox=True'], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and '0 error(s), 0 note(s)' in proc.stdout
+
+
+# --- the runtime hint -----------------------------------------------------------------------------
+
+def deltas(n, gen):
+    """What RetinaHead feeds its loss without reg_decoded_bbox: small signed offsets."""
+    return torch.randn(n, 4, generator=gen) * 0.2
+
+
+def boxes(n, gen):
+    xy = torch.rand(n, 2, generator=gen) * 50
+    return torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=gen) * 20], 1)
+
+
+def test_first_training_call_warns_on_delta_like_targets_and_never_looks_again(gen, monkeypatch):
+    loss = GIoULoss()
+    looked = []
+    import mmloss_ext.losses._boxes as boxes_module
+    monkeypatch.setattr(boxes_module, 'warn_if_deltas', lambda *a: looked.append(a) or warn_if_deltas(*a))
+    pred, target = deltas(64, gen), deltas(64, gen)
+    with pytest.warns(UserWarning, match='reg_decoded_bbox=True'):
+        loss(pred, target)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        loss(pred, target)  # once only: no second look, no second warning
+    assert len(looked) == 1
+
+
+def test_decoded_boxes_and_eval_mode_give_no_hint(gen):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        GIoULoss()(boxes(64, gen), boxes(64, gen))
+        GIoULoss().eval()(deltas(64, gen), deltas(64, gen))
+
+
+def test_hint_counts_only_positive_weights(gen):
+    target = boxes(40, gen)
+    target[:30] = deltas(30, gen)  # the deltas sit where the weight is zero (negatives)
+    weight = torch.zeros(40)
+    weight[30:] = 1.0
+    assert warn_if_deltas('GIoULoss', target, weight) is False
+    with pytest.warns(UserWarning, match='GIoULoss: .* of the target boxes'):
+        assert warn_if_deltas('GIoULoss', target) is True
