@@ -3,9 +3,13 @@ kernels, see ``mmloss_ext/kernels/``). The extension is built when torch and a C
 available; when the build fails the package installs without it and every loss runs its eager
 path. ``MMLOSS_EXT_NO_EXT=1`` skips the build."""
 import os
+import runpy
 import sys
 
 from setuptools import find_packages, setup
+
+#: the kernels' ids and constants, written once (read by path: neither torch nor the package is importable yet)
+ABI_PY = 'mmloss_ext/core/abi.py'
 
 
 def _isa_flags():
@@ -44,7 +48,10 @@ def _extensions():
     # torch's vector headers set off ~900 of these per build (unroll pragmas GCC ignores, the
     # intrinsics' deliberate `__m512 __Y = __Y`); they drown any warning of ours
     _QUIET = ['-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized']
-    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp'], depends=[csrc + 'vec_common.h'],
+    # the ids and constants as MMLOSS_* macros (csrc/abi.h); a change to core/abi.py rebuilds the module
+    macros = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), ABI_PY))['cpp_macros']()
+    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp'],
+                       depends=[csrc + 'abi.h', csrc + 'vec_common.h', ABI_PY], define_macros=macros,
                        extra_compile_args=['-O3', '-fopenmp', *_isa_flags(), *_QUIET], extra_link_args=['-fopenmp'])
     return {'build_ext': OptionalBuild}, [ext]
 

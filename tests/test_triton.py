@@ -17,6 +17,7 @@ import torch
 
 triton = pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
 
+from mmloss_ext.core.abi import BOX_HP, BoxKind  # noqa: E402
 from mmloss_ext.kernels import functions as fused  # noqa: E402
 from mmloss_ext.kernels import dispatch, gpu  # noqa: E402
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss  # noqa: E402
@@ -249,8 +250,8 @@ def test_box_kinds_gradcheck(key, gen):
 
 def test_box_kinds_empty(gen):
     p = torch.zeros(0, 4, dtype=torch.float32, device=DEVICE)
-    for kind in range(10):
-        hp = [0.1] if kind in (0, 1, 2, 6, 7) else []
+    for kind in BoxKind:
+        hp = [0.1] * len(BOX_HP[kind])
         assert gpu.box_forward(kind, 1e-6, hp, p, p, None, 1).shape == (0,)
         assert float(gpu.box_forward(kind, 1e-6, hp, p, p, None, 0)) == 0.0
         assert gpu.box_backward(kind, 1e-6, hp, p, p, None, 1.0, None).shape == (0, 4)

@@ -25,23 +25,37 @@ from typing import Iterable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..core import abi
+from ..core.abi import ABI  # the interface version a build must report
 from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, min_numel, resolve_impl  # noqa: F401
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-#: the interface version of ``csrc/`` (``m.attr("abi")`` in fused.cpp): an older build is not used
-ABI = 2
+
+def _stale(module: ModuleType) -> Optional[str]:
+    """How the build ``module`` differs from :mod:`mmloss_ext.core.abi` (its version, then the ids
+    and constants it reports as ``interface``), or None when it matches."""
+    built = getattr(module, 'abi', 1)  # the first builds had no version
+    if built != ABI:
+        return f'interface {built}, expected {ABI}'
+    reported, expected = getattr(module, 'interface', None), abi.interface()
+    if not isinstance(reported, dict):
+        return 'it does not report its ids and constants'
+    diff = sorted(k for k in reported.keys() | expected.keys() if reported.get(k) != expected.get(k))
+    return f'built with other {", ".join(diff)}' if diff else None
 
 
 def _load_extension():
+    """The C++ extension, or None: not built, a stale build (warned: it was built from another
+    version of ``core/abi.py``), or built for a vector ISA the running CPU lacks."""
     try:
         from .. import _fused
     except ImportError:
         return None
-    if getattr(_fused, 'abi', None) != ABI:
-        warnings.warn(f'mmloss_ext: the fused C++ kernels at {_fused.__file__} are a stale build '
-                      f'(interface {getattr(_fused, "abi", 1)}, expected {ABI}); the losses run eagerly. '
-                      'Rebuild with `make install` or `python setup.py build_ext --inplace`.')
+    stale = _stale(_fused)
+    if stale is not None:
+        warnings.warn(f'mmloss_ext: the fused C++ kernels at {_fused.__file__} are a stale build ({stale}); the losses '
+                      'run eagerly. Rebuild with `make install` or `python setup.py build_ext --inplace`.')
         return None
     # built for the build machine's vector ISA: use it only where the running CPU has that ISA
     have = torch.backends.cpu.get_cpu_capability()

@@ -20,18 +20,22 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..core.abi import BoxKind, ElementwiseKind, OutMode, box_kind
 from ..core.inputs import check_label_range
 from ..core.reduction import AvgFactor, adapt_weight, reduce_summed
 from .dispatch import EXT, backend
 
-# kernel ids, as in csrc/fused.cpp
-FOCAL, QUALITY_FOCAL, VARIFOCAL, SMOOTH_L1, BALANCED_L1 = range(5)
-#: box kernel ids; their hyper-parameters ``hp``: the IoU floor (``iou_*``), ``smooth_point``
-#: (``extended_iou``), ``neg_gamma`` as 0/1 (``siou``), none for the others
-BOX_KINDS = {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5,
-             'extended_iou': 6, 'siou': 7, 'efficient_iou': 8, 'wiou': 9}
+# the elementwise kernels (ids and hyper-parameters: mmloss_ext/core/abi.py)
+FOCAL = ElementwiseKind.FOCAL
+QUALITY_FOCAL = ElementwiseKind.QUALITY_FOCAL
+VARIFOCAL = ElementwiseKind.VARIFOCAL
+SMOOTH_L1 = ElementwiseKind.SMOOTH_L1
+BALANCED_L1 = ElementwiseKind.BALANCED_L1
+#: the box kernels by the name :func:`box_family` and :func:`box_values` take (``'giou'``); ids and
+#: hyper-parameters: :class:`~mmloss_ext.core.abi.BoxKind`, :data:`~mmloss_ext.core.abi.BOX_HP`
+BOX_KINDS = {k.name.lower(): k for k in BoxKind}
 
-_TOTAL, _ELEMENTS, _ROWS = 0, 1, 2
+_TOTAL, _ELEMENTS, _ROWS = OutMode.TOTAL, OutMode.ELEMENTS, OutMode.ROWS
 
 
 
@@ -191,14 +195,16 @@ def box_values(kind: str, pred: Tensor, target: Tensor, *, eps: float, hp: Seque
     with torch.no_grad():
         p = _prepare(pred.detach(), dtype).reshape(-1, 4)
         t = _prepare(target.detach(), dtype).reshape(-1, 4)
-        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), [float(h) for h in hp], None, _ELEMENTS)
+        out = _Boxes.apply(p, t, box_kind(kind), float(eps), [float(h) for h in hp], None, _ELEMENTS)
     return out.view(pred.shape[:-1])
 
 
 def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float, hp: Sequence[float] = (),
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     """IoU-family loss of ``(..., 4)`` boxes; ``weight`` already per box (mmdet's (N, 4) rule applied).
-    ``kind``: a key of :data:`BOX_KINDS`; ``hp``: its hyper-parameters (see there)."""
+    ``kind``: a key of :data:`BOX_KINDS`; ``hp``: its hyper-parameters
+    (:data:`~mmloss_ext.core.abi.BOX_HP`)."""
+    kind = box_kind(kind)
     dtype = _compute_dtype(pred)
     p = _prepare(pred, dtype).reshape(-1, 4)
     t = _prepare(target.detach(), dtype).reshape(-1, 4)
@@ -210,7 +216,7 @@ def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float
     hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        out = _Boxes.apply(p, t, BOX_KINDS[kind], float(eps), hp, w, out_mode)
+        out = _Boxes.apply(p, t, kind, float(eps), hp, w, out_mode)
         return out if out_mode == _TOTAL else out.view(shape)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)

@@ -6,15 +6,16 @@ autograd Functions of :mod:`.functions` run either backend (:func:`~.dispatch.ba
 device). The formulas mirror the eager functionals of :mod:`mmloss_ext.losses` term by term, with
 the gradients derived by hand (one backward pass, recomputing from the saved inputs).
 
-* elementwise kinds (hyper-parameters ``hp``): 0 sigmoid focal ``[alpha, gamma]``, 1 quality
-  focal ``[beta]``, 2 varifocal ``[alpha, gamma, iou_weighted]``, 3 smooth L1 ``[beta]`` (L1 below
-  ``1e-5``), 4 balanced L1 ``[alpha, gamma, beta]``; one program per ``BLOCK`` elements of the flat
-  ``(N, K)`` input (row sums: per ``BLOCK_R`` rows);
-* box kinds: 0/1/2 IoU linear/square/log ``[floor]``, 3 GIoU, 4 DIoU, 5 CIoU, 6 mmdet's
-  Extended-IoU ``[smooth_point]``, 7 SIoU ``[neg_gamma]``, 8 Efficient-IoU, 9 Wise-IoU v1;
-  one program per ``BLOCK`` boxes.
+The kinds, their ids and hyper-parameters ``hp``, the output modes and the constants shared with
+the eager losses are those of :mod:`mmloss_ext.core.abi` (here as ``tl.constexpr`` globals):
 
-Totals (``out_mode`` 0) are per-program partial sums added up by ``torch.sum`` in float64
+* elementwise kinds (:class:`~mmloss_ext.core.abi.ElementwiseKind`): one program per ``BLOCK``
+  elements of the flat ``(N, K)`` input (row sums: per ``BLOCK_R`` rows);
+* box kinds (:class:`~mmloss_ext.core.abi.BoxKind`): one program per ``BLOCK`` boxes; the loss
+  and its adjoints come from one helper per kind or group of kinds, the gradient of the 4
+  coordinates from one chain-rule helper (:func:`_box_grad`).
+
+Totals (``OutMode.TOTAL``) are per-program partial sums added up by ``torch.sum`` in float64
 (deterministic, no atomics). float32 inputs compute in float32, float64 in float64 (the
 hyper-parameters travel in a small tensor of that dtype: Triton passes Python floats as float32).
 ``log1p``/``expm1``/``atan`` are series written here in ``tl`` primitives (libdevice has them
@@ -32,6 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..core.abi import BOX_HP, ELEMENTWISE_HP, SIOU_EXP_MAX, SMOOTH_L1_MIN_BETA, BoxKind, ElementwiseKind, OutMode
+
 __all__ = ['elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward']
 
 _BLOCK = 1024      # elements per program (elementwise)
@@ -40,6 +43,24 @@ _ROW_TILE = 2048   # elements per program tile of the row-sum kernel
 _HALF_PI = tl.constexpr(math.pi / 2)
 _QUARTER_PI = tl.constexpr(math.pi / 4)
 _ASPECT = tl.constexpr(4.0 / math.pi ** 2)  # CIoU's 4 / pi^2
+_SIOU_EXP_MAX = tl.constexpr(SIOU_EXP_MAX)
+
+# the kind ids (core/abi.py) as compile-time constants of the kernels
+_FOCAL = tl.constexpr(int(ElementwiseKind.FOCAL))
+_QUALITY_FOCAL = tl.constexpr(int(ElementwiseKind.QUALITY_FOCAL))
+_VARIFOCAL = tl.constexpr(int(ElementwiseKind.VARIFOCAL))
+_SMOOTH_L1 = tl.constexpr(int(ElementwiseKind.SMOOTH_L1))
+_BALANCED_L1 = tl.constexpr(int(ElementwiseKind.BALANCED_L1))
+_IOU_LINEAR = tl.constexpr(int(BoxKind.IOU_LINEAR))
+_IOU_SQUARE = tl.constexpr(int(BoxKind.IOU_SQUARE))
+_IOU_LOG = tl.constexpr(int(BoxKind.IOU_LOG))
+_GIOU = tl.constexpr(int(BoxKind.GIOU))
+_DIOU = tl.constexpr(int(BoxKind.DIOU))
+_CIOU = tl.constexpr(int(BoxKind.CIOU))
+_EXTENDED_IOU = tl.constexpr(int(BoxKind.EXTENDED_IOU))
+_SIOU = tl.constexpr(int(BoxKind.SIOU))
+_EFFICIENT_IOU = tl.constexpr(int(BoxKind.EFFICIENT_IOU))
+_WIOU = tl.constexpr(int(BoxKind.WIOU))
 
 # ---------------------------------------------------------------------------------------------
 # math helpers (float32 or float64 by F64; every constant is promoted to the operand's dtype)
@@ -178,7 +199,7 @@ def _sigmoid_bce(x, t, F64: tl.constexpr):
 def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexpr, FLAG: tl.constexpr,
           F64: tl.constexpr):
     """The loss of one element (GRAD=False) or its derivative in x (GRAD=True); see csrc/fused.cpp."""
-    if KIND == 0:  # focal: bce (alpha t + (1 - alpha)(1 - t)) (p (1 - t) + (1 - p) t)^gamma
+    if KIND == _FOCAL:  # focal: bce (alpha t + (1 - alpha)(1 - t)) (p (1 - t) + (1 - p) t)^gamma
         alpha = tl.load(hp_ptr)
         gamma = tl.load(hp_ptr + 1)
         p, pq, bce = _sigmoid_bce(x, t, F64)
@@ -189,7 +210,7 @@ def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexp
             out = af * ((p - t) * qg + bce * slope * (1.0 - 2.0 * t) * pq)
         else:
             out = bce * af * qg
-    elif KIND == 1:  # quality focal: bce |p - t|^beta
+    elif KIND == _QUALITY_FOCAL:  # quality focal: bce |p - t|^beta
         beta = tl.load(hp_ptr)
         p, pq, bce = _sigmoid_bce(x, t, F64)
         d = p - t
@@ -198,7 +219,7 @@ def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexp
             out = d * qg + bce * slope * _sign(d) * pq
         else:
             out = bce * qg
-    elif KIND == 2:  # varifocal: bce (t > 0 ? (iou_weighted ? t : 1) : alpha |p - t|^gamma)
+    elif KIND == _VARIFOCAL:  # varifocal: bce (t > 0 ? (iou_weighted ? t : 1) : alpha |p - t|^gamma)
         alpha = tl.load(hp_ptr)
         gamma = tl.load(hp_ptr + 1)
         p, pq, bce = _sigmoid_bce(x, t, F64)
@@ -212,7 +233,7 @@ def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexp
             out = tl.where(t > 0, d * positive, alpha * (d * qg + bce * slope * _sign(d) * pq))
         else:
             out = bce * tl.where(t > 0, positive, alpha * qg)
-    elif KIND == 3:  # smooth L1 (FLAG: L1)
+    elif KIND == _SMOOTH_L1:  # smooth L1 (FLAG: L1)
         d = x - t
         ad = tl.abs(d)
         if FLAG:
@@ -226,7 +247,7 @@ def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexp
                 out = tl.where(ad < beta, d / beta, _sign(d))
             else:
                 out = tl.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
-    else:  # balanced L1 (Libra R-CNN), hp = [alpha, gamma, beta, b = exp(gamma / alpha) - 1]
+    else:  # _BALANCED_L1 (Libra R-CNN), hp = [alpha, gamma, beta, b = exp(gamma / alpha) - 1]
         alpha = tl.load(hp_ptr)
         gamma = tl.load(hp_ptr + 1)
         beta = tl.load(hp_ptr + 2)
@@ -348,9 +369,280 @@ def _in_unit(s):  # d clamp(s, -1, 1) / d s
 
 
 @triton.jit
+def _iou_loss(iou, h0, KIND: tl.constexpr):
+    """IoU linear / square / log, the IoU clamped below at ``h0``: ``(loss, d iou)``."""
+    c = tl.maximum(iou, h0)
+    pas = _ge(iou, h0)
+    if KIND == _IOU_LINEAR:
+        loss = 1.0 - c
+        d_iou = -pas
+    elif KIND == _IOU_SQUARE:
+        loss = 1.0 - c * c
+        d_iou = -2.0 * c * pas
+    else:
+        loss = -tl.log(c)
+        d_iou = -pas / c
+    return loss, d_iou
+
+
+@triton.jit
+def _giou_loss(iou, uni, cw, ch, eps, GRAD: tl.constexpr):
+    """GIoU, ``1 - (iou - (area - union) / area)``, ``area = cw ch + eps``:
+    ``(loss, d iou, d union, d cw, d ch)``."""
+    zero = tl.zeros_like(iou)
+    area = cw * ch + eps
+    loss = 1.0 - (iou - (area - uni) / area)
+    d_iou = zero - 1.0
+    d_uni = zero
+    d_cw = zero
+    d_ch = zero
+    if GRAD:
+        inv = 1.0 / area
+        d_area = uni * inv * inv
+        d_uni = -inv
+        d_cw = d_area * ch
+        d_ch = d_area * cw
+    return loss, d_iou, d_uni, d_cw, d_ch
+
+
+@triton.jit
+def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, eps, KIND: tl.constexpr,
+                    GRAD: tl.constexpr, F64: tl.constexpr):
+    """DIoU, CIoU, Efficient-IoU: ``1 - (iou - rho^2 / diag)`` and their terms beyond it:
+    ``(loss, d iou, d cw, d ch, d dx, d dy, d pw, d ph, d pwr, d phr)``."""
+    zero = tl.zeros_like(iou)
+    d_cw = zero
+    d_ch = zero
+    d_dx = zero
+    d_dy = zero
+    d_pw = zero
+    d_ph = zero
+    d_pwr = zero
+    d_phr = zero
+    pen = rho2 / diag
+    d_pen = zero + 1.0
+    if KIND == _DIOU:
+        loss = 1.0 - (iou - pen)
+        d_iou = zero - 1.0
+    elif KIND == _CIOU:  # 1 - clamp(iou - (pen + alpha v), -1, 1), alpha without gradient
+        hpe = ph + eps
+        a = pw / hpe
+        da = _atan_pos(tw / (th + eps), F64) - _atan_pos(a, F64)
+        v = _ASPECT * (da * da)
+        alpha = (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + eps)
+        score = iou - (pen + alpha * v)
+        loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
+        d_iou = -_in_unit(score)
+        d_pen = -d_iou
+        if GRAD:
+            k = d_pen * alpha * _ASPECT * 2.0 * da / ((1.0 + a * a) * hpe)
+            d_pw = -k
+            d_ph = k * a
+    else:  # Efficient-IoU: + (w_p - w_t)^2 / (C_w^2 + eps) + (h_p - h_t)^2 / (C_h^2 + eps), raw sizes
+        cw2 = cw * cw + eps
+        ch2 = ch * ch + eps
+        dw = pwr - twr
+        dh = phr - thr
+        tw_ = dw * dw / cw2
+        th_ = dh * dh / ch2
+        loss = 1.0 - (iou - (pen + tw_ + th_))
+        d_iou = zero - 1.0
+        if GRAD:
+            d_pwr = 2.0 * dw / cw2
+            d_phr = 2.0 * dh / ch2
+            d_cw = -tw_ * 2.0 * cw / cw2
+            d_ch = -th_ * 2.0 * ch / ch2
+    if GRAD:
+        d_dx = d_pen * 2.0 * dx / diag
+        d_dy = d_pen * 2.0 * dy / diag
+        d_diag = -d_pen * pen / diag
+        d_cw += d_diag * 2.0 * cw
+        d_ch += d_diag * 2.0 * ch
+    return loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph, d_pwr, d_phr
+
+
+@triton.jit
+def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr, GRAD: tl.constexpr,
+          F64: tl.constexpr):
+    """SIoU (mmdet), ``1 - clamp(iou - (distance + shape) / 2, -1, 1)``:
+    ``(loss, d iou, d cw, d ch, d dx, d dy, d pw, d ph)``."""
+    zero = tl.zeros_like(iou)
+    d_cw = zero
+    d_ch = zero
+    d_dx = zero
+    d_dy = zero
+    d_pw = zero
+    d_ph = zero
+    sx = dx + eps
+    sy = dy + eps
+    ss = sx * sx + sy * sy
+    den = tl.maximum(ss, eps * eps)
+    pp = sx * sy
+    angle = 2.0 * tl.abs(pp) / den
+    if NEG_GAMMA:
+        gam = angle - 2.0
+    else:
+        gam = 2.0 - angle
+    cwc = tl.maximum(cw, eps)
+    chc = tl.maximum(ch, eps)
+    qx = sx / cwc
+    qy = sy / chc
+    rx = qx * qx
+    ry = qy * qy
+    # the exponents capped (core/abi.py's SIOU_EXP_MAX): past the cap the loss's clamp saturates
+    ax = gam * rx
+    ay = gam * ry
+    mx = _expm1(tl.minimum(ax, _SIOU_EXP_MAX), F64)
+    my = _expm1(tl.minimum(ay, _SIOU_EXP_MAX), F64)
+    distance = -mx - my
+    ow = tl.abs(pw - tw) / (tl.maximum(pw, tw) + eps)
+    oh = tl.abs(ph - th) / (tl.maximum(ph, th) + eps)
+    mw = -_expm1(-ow, F64)
+    mh = -_expm1(-oh, F64)
+    shape = mw * mw * mw * mw + mh * mh * mh * mh
+    score = iou - 0.5 * (distance + shape)
+    loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
+    d_iou = -_in_unit(score)
+    if GRAD:
+        d_half = -0.5 * d_iou  # d loss / d distance = d loss / d shape
+        ex = mx + 1.0
+        ey = my + 1.0
+        kx = (ax <= _SIOU_EXP_MAX).to(ax.dtype)
+        ky = (ay <= _SIOU_EXP_MAX).to(ay.dtype)
+        d_gam = -d_half * (rx * ex * kx + ry * ey * ky)
+        d_rx = -d_half * gam * ex * kx
+        d_ry = -d_half * gam * ey * ky
+        d_sx = d_rx * 2.0 * qx / cwc
+        d_sy = d_ry * 2.0 * qy / chc
+        d_cw = -d_rx * 2.0 * rx / cwc * _ge(cw, eps)
+        d_ch = -d_ry * 2.0 * ry / chc * _ge(ch, eps)
+        if NEG_GAMMA:
+            d_angle = d_gam
+        else:
+            d_angle = -d_gam
+        d_pp = d_angle * 2.0 / den * _sign(pp)
+        d_ss = -d_angle * angle / den * _ge(ss, eps * eps)
+        d_dx = d_sx + d_pp * sy + d_ss * 2.0 * sx
+        d_dy = d_sy + d_pp * sx + d_ss * 2.0 * sy
+        d_ow = d_half * 4.0 * mw * mw * mw * (1.0 - mw)
+        d_oh = d_half * 4.0 * mh * mh * mh * (1.0 - mh)
+        denw = tl.maximum(pw, tw) + eps
+        denh = tl.maximum(ph, th) + eps
+        d_pw = d_ow / denw * _sign(pw - tw) - d_ow * ow / denw * _max_share(pw, tw)
+        d_ph = d_oh / denh * _sign(ph - th) - d_oh * oh / denh * _max_share(ph, th)
+    return loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph
+
+
+@triton.jit
+def _wiou_loss(iou, dx, dy, rho2, diag, GRAD: tl.constexpr):
+    """Wise-IoU v1, ``exp(rho^2 / diag) (1 - iou)``, ``diag`` without gradient: ``(loss, d iou, d dx, d dy)``."""
+    zero = tl.zeros_like(iou)
+    d_dx = zero
+    d_dy = zero
+    big_r = tl.exp(rho2 / diag)
+    loss = big_r * (1.0 - iou)
+    d_iou = -big_r
+    if GRAD:
+        d_rho2 = big_r * (1.0 - iou) / diag
+        d_dx = d_rho2 * 2.0 * dx
+        d_dy = d_rho2 * 2.0 * dy
+    return loss, d_iou, d_dx, d_dy
+
+
+@triton.jit
+def _extended_iou_loss(px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, GRAD: tl.constexpr):
+    """mmdet's Extended-IoU: a signed intersection ``inter`` from the intersection's corners ``ix1..iy2``
+    and the enclosure's top-left ``(ex1, ey1)``, then smooth L1 (knee ``h0``) of ``1 - inter / union``:
+    ``(loss, d ix1, d iy1, d ix2, d iy2, d ex1, d ey1, d pw, d ph)``."""
+    zero = tl.zeros_like(px1)
+    d_ix1 = zero
+    d_iy1 = zero
+    d_ix2 = zero
+    d_iy2 = zero
+    d_ex1 = zero
+    d_ey1 = zero
+    d_pw = zero
+    d_ph = zero
+    ex1 = tl.minimum(px1, tx1)
+    ey1 = tl.minimum(py1, ty1)
+    xmin = tl.minimum(ix1, ix2)
+    xmax = tl.maximum(ix1, ix2)
+    ymin = tl.minimum(iy1, iy2)
+    ymax = tl.maximum(iy1, iy2)
+    a_ = ix2 - ex1
+    b_ = iy2 - ey1
+    c_ = xmin - ex1
+    d_ = ymin - ey1
+    e_ = ix1 - ex1
+    f_ = ymax - ey1
+    g_ = xmax - ex1
+    h_ = iy1 - ey1
+    inter = a_ * b_ + c_ * d_ - e_ * f_ - g_ * h_
+    uni = pw * ph + tw * th - inter + eps
+    q = inter / uni
+    l0 = 1.0 - q
+    loss = tl.where(l0 < h0, 0.5 * l0 * l0 / h0, l0 - 0.5 * h0)
+    if GRAD:
+        d_q = -tl.where(l0 < h0, l0 / h0, 1.0)
+        d_uni = -d_q * q / uni
+        d_inter = d_q / uni - d_uni
+        d_pw = d_uni * ph
+        d_ph = d_uni * pw
+        d_a = d_inter * b_
+        d_b = d_inter * a_
+        d_c = d_inter * d_
+        d_d = d_inter * c_
+        d_e = -d_inter * f_
+        d_f = -d_inter * e_
+        d_g = -d_inter * h_
+        d_h = -d_inter * g_
+        d_ex1 = -(d_a + d_c + d_e + d_g)
+        d_ey1 = -(d_b + d_d + d_f + d_h)
+        d_ix1 = d_e + d_c * _min_share(ix1, ix2) + d_g * _max_share(ix1, ix2)
+        d_ix2 = d_a + d_c * _min_share(ix2, ix1) + d_g * _max_share(ix2, ix1)
+        d_iy1 = d_h + d_d * _min_share(iy1, iy2) + d_f * _max_share(iy1, iy2)
+        d_iy2 = d_b + d_d * _min_share(iy2, iy1) + d_f * _max_share(iy2, iy1)
+    return loss, d_ix1, d_iy1, d_ix2, d_iy2, d_ex1, d_ey1, d_pw, d_ph
+
+
+@triton.jit
+def _iou_adjoints(d_iou, d_uni, d_pw, d_ph, iou, uni, pw, ph, iw, ih, iwr, ihr):
+    """Through ``iou = inter / union``, ``union = pw ph + tw th - inter + eps``, ``inter = iw ih``,
+    ``iw = max(ix2 - ix1, 0)``: ``(d pw, d ph, d ix1, d iy1, d ix2, d iy2)`` (with the given ``d pw``,
+    ``d ph`` of the other terms)."""
+    d_u = d_uni - d_iou * iou / uni
+    d_inter = d_iou / uni - d_u
+    d_iwr = d_inter * ih * _ge(iwr, 0.0)
+    d_ihr = d_inter * iw * _ge(ihr, 0.0)
+    return d_pw + d_u * ph, d_ph + d_u * pw, -d_iwr, -d_ihr, d_iwr, d_ihr
+
+
+@triton.jit
+def _box_grad(px1, py1, px2, py2, tx1, ty1, tx2, ty2, pwr, phr, cwr, chr_, d_ix1, d_iy1, d_ix2, d_iy2, d_ex1,
+              d_ey1, d_pw, d_ph, d_pwr, d_phr, d_dx, d_dy, d_cw, d_ch):
+    """The chain rule from the adjoints of the geometry to the 4 pred coordinates: the intersection's
+    corners ``ix1 = max(px1, tx1)``, ``ix2 = min(px2, tx2)``; the enclosure's top-left
+    ``ex1 = min(px1, tx1)``; the clamped and raw pred sizes ``pw = max(pwr, 0)``, ``pwr = px2 - px1``;
+    the centre offset ``dx = (tx1 - px1 + tx2 - px2) / 2``; the enclosure's size
+    ``cw = max(cwr, 0)``, ``cwr = max(px2, tx2) - min(px1, tx1)``. Returns ``(d/dx1, d/dy1, d/dx2, d/dy2)``."""
+    d_pwr += d_pw * _ge(pwr, 0.0)
+    d_phr += d_ph * _ge(phr, 0.0)
+    d_cwr = d_cw * _ge(cwr, 0.0)
+    d_chr = d_ch * _ge(chr_, 0.0)
+    g0 = (d_ix1 * _max_share(px1, tx1) + d_ex1 * _min_share(px1, tx1) - d_pwr - 0.5 * d_dx
+          - d_cwr * _min_share(px1, tx1))
+    g1 = (d_iy1 * _max_share(py1, ty1) + d_ey1 * _min_share(py1, ty1) - d_phr - 0.5 * d_dy
+          - d_chr * _min_share(py1, ty1))
+    g2 = d_ix2 * _min_share(px2, tx2) + d_pwr - 0.5 * d_dx + d_cwr * _max_share(px2, tx2)
+    g3 = d_iy2 * _min_share(py2, ty2) + d_phr - 0.5 * d_dy + d_chr * _max_share(py2, ty2)
+    return g0, g1, g2, g3
+
+
+@triton.jit
 def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexpr, GRAD: tl.constexpr,
               FLAG: tl.constexpr, F64: tl.constexpr):
-    """``(loss, d/dx1, d/dy1, d/dx2, d/dy2)`` of pred boxes against target boxes (zeros if not GRAD)."""
+    """``(loss, d/dx1, d/dy1, d/dx2, d/dy2)`` of pred boxes against target boxes (zeros if not GRAD):
+    the shared geometry, the kind's loss and adjoints (a helper per kind or group), the chain rule."""
     zero = tl.zeros_like(px1)
     pwr = px2 - px1
     phr = py2 - py1
@@ -360,61 +652,29 @@ def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexp
     ph = tl.maximum(phr, 0.0)
     tw = tl.maximum(twr, 0.0)
     th = tl.maximum(thr, 0.0)
-    g0 = zero
-    g1 = zero
-    g2 = zero
-    g3 = zero
-    if KIND == 6:  # mmdet's Extended-IoU: a signed intersection, then smooth L1 (knee h0)
-        ex1 = tl.minimum(px1, tx1)
-        ey1 = tl.minimum(py1, ty1)
-        ix1 = tl.maximum(px1, tx1)
-        iy1 = tl.maximum(py1, ty1)
-        ix2 = tl.minimum(px2, tx2)
-        iy2 = tl.minimum(py2, ty2)
-        xmin = tl.minimum(ix1, ix2)
-        xmax = tl.maximum(ix1, ix2)
-        ymin = tl.minimum(iy1, iy2)
-        ymax = tl.maximum(iy1, iy2)
-        a_ = ix2 - ex1
-        b_ = iy2 - ey1
-        c_ = xmin - ex1
-        d_ = ymin - ey1
-        e_ = ix1 - ex1
-        f_ = ymax - ey1
-        g_ = xmax - ex1
-        h_ = iy1 - ey1
-        inter = a_ * b_ + c_ * d_ - e_ * f_ - g_ * h_
-        uni = pw * ph + tw * th - inter + eps
-        q = inter / uni
-        l0 = 1.0 - q
-        loss = tl.where(l0 < h0, 0.5 * l0 * l0 / h0, l0 - 0.5 * h0)
-        if GRAD:
-            d_q = -tl.where(l0 < h0, l0 / h0, 1.0)
-            d_uni = -d_q * q / uni
-            d_inter = d_q / uni - d_uni
-            d_pw = d_uni * ph * _ge(pwr, 0.0)
-            d_ph = d_uni * pw * _ge(phr, 0.0)
-            d_a = d_inter * b_
-            d_b = d_inter * a_
-            d_c = d_inter * d_
-            d_d = d_inter * c_
-            d_e = -d_inter * f_
-            d_f = -d_inter * e_
-            d_g = -d_inter * h_
-            d_h = -d_inter * g_
-            d_ex1 = -(d_a + d_c + d_e + d_g)
-            d_ey1 = -(d_b + d_d + d_f + d_h)
-            d_ix1 = d_e + d_c * _min_share(ix1, ix2) + d_g * _max_share(ix1, ix2)
-            d_ix2 = d_a + d_c * _min_share(ix2, ix1) + d_g * _max_share(ix2, ix1)
-            d_iy1 = d_h + d_d * _min_share(iy1, iy2) + d_f * _max_share(iy1, iy2)
-            d_iy2 = d_b + d_d * _min_share(iy2, iy1) + d_f * _max_share(iy2, iy1)
-            g0 = d_ix1 * _max_share(px1, tx1) + d_ex1 * _min_share(px1, tx1) - d_pw
-            g1 = d_iy1 * _max_share(py1, ty1) + d_ey1 * _min_share(py1, ty1) - d_ph
-            g2 = d_ix2 * _min_share(px2, tx2) + d_pw
-            g3 = d_iy2 * _min_share(py2, ty2) + d_ph
+    ix1 = tl.maximum(px1, tx1)  # the intersection's corners
+    iy1 = tl.maximum(py1, ty1)
+    ix2 = tl.minimum(px2, tx2)
+    iy2 = tl.minimum(py2, ty2)
+    # the adjoints (d loss / d ...) a kind does not set
+    d_pw = zero
+    d_ph = zero
+    d_pwr = zero
+    d_phr = zero
+    d_dx = zero
+    d_dy = zero
+    d_cw = zero
+    d_ch = zero
+    d_ex1 = zero
+    d_ey1 = zero
+    cwr = zero
+    chr_ = zero
+    if KIND == _EXTENDED_IOU:  # a signed intersection of its own; no enclosure size, no centre
+        loss, d_ix1, d_iy1, d_ix2, d_iy2, d_ex1, d_ey1, d_pw, d_ph = _extended_iou_loss(
+            px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, GRAD)
     else:
-        iwr = tl.minimum(px2, tx2) - tl.maximum(px1, tx1)
-        ihr = tl.minimum(py2, ty2) - tl.maximum(py1, ty1)
+        iwr = ix2 - ix1
+        ihr = iy2 - iy1
         iw = tl.maximum(iwr, 0.0)
         ih = tl.maximum(ihr, 0.0)
         inter = iw * ih
@@ -428,161 +688,30 @@ def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexp
         dy = ((ty1 - py1) + (ty2 - py2)) * 0.5
         rho2 = dx * dx + dy * dy
         diag = cw * cw + ch * ch + eps
-        # adjoints: d loss / d (iou, union, enclosing w/h, centre offset, clamped and raw pred w/h)
-        d_iou = zero
         d_uni = zero
-        d_cw = zero
-        d_ch = zero
-        d_dx = zero
-        d_dy = zero
-        d_pw = zero
-        d_ph = zero
-        d_pwr = zero
-        d_phr = zero
-        if KIND <= 2:  # IoU, clamped below at h0
-            c = tl.maximum(iou, h0)
-            pas = _ge(iou, h0)
-            if KIND == 0:
-                loss = 1.0 - c
-                d_iou = -pas
-            elif KIND == 1:
-                loss = 1.0 - c * c
-                d_iou = -2.0 * c * pas
-            else:
-                loss = -tl.log(c)
-                d_iou = -pas / c
-        elif KIND == 3:  # GIoU: 1 - (iou - (area - union) / area), area = cw ch + eps
-            area = cw * ch + eps
-            loss = 1.0 - (iou - (area - uni) / area)
-            d_iou = zero - 1.0
-            if GRAD:
-                inv = 1.0 / area
-                d_area = uni * inv * inv
-                d_uni = -inv
-                d_cw = d_area * ch
-                d_ch = d_area * cw
-        elif KIND == 4 or KIND == 5 or KIND == 8:  # DIoU, CIoU, Efficient-IoU: rho^2 / c^2 + ...
-            pen = rho2 / diag
-            d_pen = zero + 1.0
-            if KIND == 4:
-                loss = 1.0 - (iou - pen)
-                d_iou = zero - 1.0
-            elif KIND == 5:  # 1 - clamp(iou - (pen + alpha v), -1, 1), alpha without gradient
-                hpe = ph + eps
-                a = pw / hpe
-                da = _atan_pos(tw / (th + eps), F64) - _atan_pos(a, F64)
-                v = _ASPECT * (da * da)
-                alpha = (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + eps)
-                score = iou - (pen + alpha * v)
-                loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
-                d_iou = -_in_unit(score)
-                d_pen = -d_iou
-                if GRAD:
-                    k = d_pen * alpha * _ASPECT * 2.0 * da / ((1.0 + a * a) * hpe)
-                    d_pw = -k
-                    d_ph = k * a
-            else:  # Efficient-IoU: + (w_p - w_t)^2 / (C_w^2 + eps) + (h_p - h_t)^2 / (C_h^2 + eps), raw sizes
-                cw2 = cw * cw + eps
-                ch2 = ch * ch + eps
-                dw = pwr - twr
-                dh = phr - thr
-                tw_ = dw * dw / cw2
-                th_ = dh * dh / ch2
-                loss = 1.0 - (iou - (pen + tw_ + th_))
-                d_iou = zero - 1.0
-                if GRAD:
-                    d_pwr = 2.0 * dw / cw2
-                    d_phr = 2.0 * dh / ch2
-                    d_cw = -tw_ * 2.0 * cw / cw2
-                    d_ch = -th_ * 2.0 * ch / ch2
-            if GRAD:
-                d_dx = d_pen * 2.0 * dx / diag
-                d_dy = d_pen * 2.0 * dy / diag
-                d_diag = -d_pen * pen / diag
-                d_cw += d_diag * 2.0 * cw
-                d_ch += d_diag * 2.0 * ch
-        elif KIND == 7:  # SIoU (mmdet): 1 - clamp(iou - (distance + shape) / 2, -1, 1)
-            sx = dx + eps
-            sy = dy + eps
-            ss = sx * sx + sy * sy
-            den = tl.maximum(ss, eps * eps)
-            pp = sx * sy
-            angle = 2.0 * tl.abs(pp) / den
-            if FLAG:
-                gam = angle - 2.0
-            else:
-                gam = 2.0 - angle
-            cwc = tl.maximum(cw, eps)
-            chc = tl.maximum(ch, eps)
-            qx = sx / cwc
-            qy = sy / chc
-            rx = qx * qx
-            ry = qy * qy
-            # the exponents capped at 50 (_boxes.SIOU_EXP_MAX): past it the loss's clamp saturates
-            ax = gam * rx
-            ay = gam * ry
-            mx = _expm1(tl.minimum(ax, 50.0), F64)
-            my = _expm1(tl.minimum(ay, 50.0), F64)
-            distance = -mx - my
-            ow = tl.abs(pw - tw) / (tl.maximum(pw, tw) + eps)
-            oh = tl.abs(ph - th) / (tl.maximum(ph, th) + eps)
-            mw = -_expm1(-ow, F64)
-            mh = -_expm1(-oh, F64)
-            shape = mw * mw * mw * mw + mh * mh * mh * mh
-            score = iou - 0.5 * (distance + shape)
-            loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
-            d_iou = -_in_unit(score)
-            if GRAD:
-                d_half = -0.5 * d_iou  # d loss / d distance = d loss / d shape
-                ex = mx + 1.0
-                ey = my + 1.0
-                kx = (ax <= 50.0).to(ax.dtype)
-                ky = (ay <= 50.0).to(ay.dtype)
-                d_gam = -d_half * (rx * ex * kx + ry * ey * ky)
-                d_rx = -d_half * gam * ex * kx
-                d_ry = -d_half * gam * ey * ky
-                d_sx = d_rx * 2.0 * qx / cwc
-                d_sy = d_ry * 2.0 * qy / chc
-                d_cw = -d_rx * 2.0 * rx / cwc * _ge(cw, eps)
-                d_ch = -d_ry * 2.0 * ry / chc * _ge(ch, eps)
-                if FLAG:
-                    d_angle = d_gam
-                else:
-                    d_angle = -d_gam
-                d_pp = d_angle * 2.0 / den * _sign(pp)
-                d_ss = -d_angle * angle / den * _ge(ss, eps * eps)
-                d_dx = d_sx + d_pp * sy + d_ss * 2.0 * sx
-                d_dy = d_sy + d_pp * sx + d_ss * 2.0 * sy
-                d_ow = d_half * 4.0 * mw * mw * mw * (1.0 - mw)
-                d_oh = d_half * 4.0 * mh * mh * mh * (1.0 - mh)
-                denw = tl.maximum(pw, tw) + eps
-                denh = tl.maximum(ph, th) + eps
-                d_pw = d_ow / denw * _sign(pw - tw) - d_ow * ow / denw * _max_share(pw, tw)
-                d_ph = d_oh / denh * _sign(ph - th) - d_oh * oh / denh * _max_share(ph, th)
-        else:  # Wise-IoU v1: exp(rho^2 / diag) (1 - iou), diag without gradient
-            big_r = tl.exp(rho2 / diag)
-            loss = big_r * (1.0 - iou)
-            d_iou = -big_r
-            if GRAD:
-                d_rho2 = big_r * (1.0 - iou) / diag
-                d_dx = d_rho2 * 2.0 * dx
-                d_dy = d_rho2 * 2.0 * dy
+        if KIND == _IOU_LINEAR or KIND == _IOU_SQUARE or KIND == _IOU_LOG:
+            loss, d_iou = _iou_loss(iou, h0, KIND)
+        elif KIND == _GIOU:
+            loss, d_iou, d_uni, d_cw, d_ch = _giou_loss(iou, uni, cw, ch, eps, GRAD)
+        elif KIND == _DIOU or KIND == _CIOU or KIND == _EFFICIENT_IOU:
+            loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph, d_pwr, d_phr = _centre_loss(
+                iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, eps, KIND, GRAD, F64)
+        elif KIND == _SIOU:
+            loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph = _siou_loss(
+                iou, pw, ph, tw, th, cw, ch, dx, dy, eps, FLAG, GRAD, F64)
+        else:  # Wise-IoU v1 (the host checked the kind)
+            loss, d_iou, d_dx, d_dy = _wiou_loss(iou, dx, dy, rho2, diag, GRAD)
         if GRAD:
-            # iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
-            d_uni = d_uni - d_iou * iou / uni
-            d_inter = d_iou / uni - d_uni
-            d_pw += d_uni * ph
-            d_ph += d_uni * pw
-            d_iwr = d_inter * ih * _ge(iwr, 0.0)
-            d_ihr = d_inter * iw * _ge(ihr, 0.0)
-            d_pwr += d_pw * _ge(pwr, 0.0)
-            d_phr += d_ph * _ge(phr, 0.0)
-            d_cwr = d_cw * _ge(cwr, 0.0)
-            d_chr = d_ch * _ge(chr_, 0.0)
-            g0 = -d_iwr * _max_share(px1, tx1) - d_pwr - 0.5 * d_dx - d_cwr * _min_share(px1, tx1)
-            g1 = -d_ihr * _max_share(py1, ty1) - d_phr - 0.5 * d_dy - d_chr * _min_share(py1, ty1)
-            g2 = d_iwr * _min_share(px2, tx2) + d_pwr - 0.5 * d_dx + d_cwr * _max_share(px2, tx2)
-            g3 = d_ihr * _min_share(py2, ty2) + d_phr - 0.5 * d_dy + d_chr * _max_share(py2, ty2)
+            d_pw, d_ph, d_ix1, d_iy1, d_ix2, d_iy2 = _iou_adjoints(d_iou, d_uni, d_pw, d_ph, iou, uni, pw, ph, iw,
+                                                                   ih, iwr, ihr)
+    if GRAD:
+        g0, g1, g2, g3 = _box_grad(px1, py1, px2, py2, tx1, ty1, tx2, ty2, pwr, phr, cwr, chr_, d_ix1, d_iy1, d_ix2,
+                                   d_iy2, d_ex1, d_ey1, d_pw, d_ph, d_pwr, d_phr, d_dx, d_dy, d_cw, d_ch)
+    else:
+        g0 = zero
+        g1 = zero
+        g2 = zero
+        g3 = zero
     return loss, g0, g1, g2, g3
 
 
@@ -656,21 +785,46 @@ def _pow_code(g: float) -> int:
     return {2.0: 2, 1.0: 1, 0.0: 0}.get(float(g), -1)
 
 
+def _kind(enum_cls, kind: int):
+    """``kind`` as a member of ``enum_cls`` (:class:`ElementwiseKind` or :class:`BoxKind`)."""
+    if isinstance(kind, int) and not isinstance(kind, bool) and kind in enum_cls.__members__.values():
+        return enum_cls(kind)
+    raise ValueError(f'mmloss_ext fused (triton): unknown {enum_cls.__name__} {kind!r}; the ids are '
+                     f'{", ".join(f"{int(k)} ({k.name})" for k in enum_cls)}')
+
+
+def _hp(kind, names: Sequence[str], hp: Sequence[float]) -> List[float]:
+    """``hp`` as floats, checked against the hyper-parameter ``names`` of ``kind``."""
+    if len(hp) != len(names):
+        raise ValueError(f'mmloss_ext fused (triton): {type(kind).__name__}.{kind.name} takes {len(names)} '
+                         f'hyper-parameters {list(names)}, got {len(hp)}')
+    return [float(h) for h in hp]
+
+
+def _out_mode(out_mode: int, rows: bool) -> OutMode:
+    """``out_mode`` checked: :class:`OutMode`, ``ROWS`` only where ``rows``."""
+    modes = tuple(OutMode) if rows else (OutMode.TOTAL, OutMode.ELEMENTS)
+    if not isinstance(out_mode, int) or out_mode not in modes:
+        shown = int(out_mode) if isinstance(out_mode, int) else repr(out_mode)
+        raise ValueError(f'mmloss_ext fused (triton): out_mode {shown} is not one of '
+                         f'{", ".join(f"{int(m)} ({m.name})" for m in modes)}')
+    return OutMode(out_mode)
+
+
 def _elementwise_config(kind: int, hp: Sequence[float]):
-    """``(hp values for the kernel, POW, FLAG)`` of an elementwise kind."""
-    hp = [float(h) for h in hp]
-    if kind == 0:
-        return hp[:2], _pow_code(hp[1]), False
-    if kind == 1:
-        return hp[:1], _pow_code(hp[0]), False
-    if kind == 2:
-        return hp[:2], _pow_code(hp[1]), hp[2] != 0.0
-    if kind == 3:
-        return hp[:1], 0, hp[0] < 1e-5
-    if kind == 4:
-        alpha, gamma, beta = hp[:3]
-        return [alpha, gamma, beta, math.exp(gamma / alpha) - 1.0], 0, False
-    raise ValueError(f'mmloss_ext fused (triton): unknown elementwise kind {kind}')
+    """``(KIND, hp values for the kernel, POW, FLAG)`` of an elementwise kind."""
+    kind = _kind(ElementwiseKind, kind)
+    hp = _hp(kind, ELEMENTWISE_HP[kind], hp)
+    if kind == ElementwiseKind.FOCAL:  # [alpha, gamma]
+        return int(kind), hp, _pow_code(hp[1]), False
+    if kind == ElementwiseKind.QUALITY_FOCAL:  # [beta]
+        return int(kind), hp, _pow_code(hp[0]), False
+    if kind == ElementwiseKind.VARIFOCAL:  # [alpha, gamma], FLAG: iou_weighted
+        return int(kind), hp[:2], _pow_code(hp[1]), hp[2] != 0.0
+    if kind == ElementwiseKind.SMOOTH_L1:  # [beta], FLAG: plain L1
+        return int(kind), hp, 0, hp[0] < SMOOTH_L1_MIN_BETA
+    alpha, gamma, beta = hp  # BALANCED_L1, and its b
+    return int(kind), [alpha, gamma, beta, math.exp(gamma / alpha) - 1.0], 0, False
 
 
 def _opt(t: Optional[Tensor], fallback: Tensor) -> Tensor:
@@ -697,14 +851,16 @@ def _common(x: Tensor, target, labels, score, wrow, wfull):
 def elementwise_forward(kind: int, hp: Sequence[float], x: Tensor, target: Optional[Tensor], labels: Optional[Tensor],
                         score: Optional[Tensor], wrow: Optional[Tensor], wfull: Optional[Tensor],
                         out_mode: int) -> Tensor:
-    """out_mode 0: the weighted total (float64, 0-d); 1: the weighted loss (x's shape); 2: row sums (N,)."""
+    """out_mode (:class:`OutMode`) TOTAL: the weighted total (float64, 0-d); ELEMENTS: the weighted
+    loss (x's shape); ROWS: its row sums (N,)."""
     _check(x, target, labels, score, wrow, wfull)
-    vals, pow_code, flag = _elementwise_config(kind, hp)
+    out_mode = _out_mode(out_mode, rows=True)
+    kind, vals, pow_code, flag = _elementwise_config(kind, hp)
     flags, rows, cols = _common(x, target, labels, score, wrow, wfull)
     hpt = _const(vals, x.dtype, x.device)
     numel = x.numel()
     args = (x, _opt(target, x), _opt(labels, x), _opt(score, x), _opt(wrow, x), _opt(wfull, x), hpt)
-    if out_mode == 2:
+    if out_mode == OutMode.ROWS:
         out = torch.zeros(rows, dtype=x.dtype, device=x.device)
         if numel == 0:
             return out
@@ -713,15 +869,15 @@ def elementwise_forward(kind: int, hp: Sequence[float], x: Tensor, target: Optio
         _row_sum_kernel[(triton.cdiv(rows, block_r),)](
             *args, out, rows, cols, KIND=kind, POW=pow_code, FLAG=flag, BLOCK_R=block_r, BLOCK_C=block_c, **flags)
         return out
-    if out_mode == 1:
+    if out_mode == OutMode.ELEMENTS:
         out = torch.empty_like(x)
     else:
         out = torch.empty(triton.cdiv(numel, _BLOCK), dtype=x.dtype, device=x.device)
     if numel > 0:
         _elementwise_kernel[(triton.cdiv(numel, _BLOCK),)](
             *args, x, x, x, out, numel, cols, KIND=kind, GRAD=False, POW=pow_code, FLAG=flag, HAS_GROW=False,
-            HAS_GFULL=False, OUT_ELEM=out_mode == 1, BLOCK=_BLOCK, **flags)
-    return out if out_mode == 1 else out.sum(dtype=torch.float64)
+            HAS_GFULL=False, OUT_ELEM=out_mode == OutMode.ELEMENTS, BLOCK=_BLOCK, **flags)
+    return out if out_mode == OutMode.ELEMENTS else out.sum(dtype=torch.float64)
 
 
 def elementwise_backward(kind: int, hp: Sequence[float], x: Tensor, target: Optional[Tensor],
@@ -730,7 +886,7 @@ def elementwise_backward(kind: int, hp: Sequence[float], x: Tensor, target: Opti
                          gfull: Optional[Tensor]) -> Tensor:
     """d x = scale * grow[n] * gfull[n, k] * weight * d loss / d x."""
     _check(x, target, labels, score, wrow, wfull, grow, gfull)
-    vals, pow_code, flag = _elementwise_config(kind, hp)
+    kind, vals, pow_code, flag = _elementwise_config(kind, hp)
     flags, rows, cols = _common(x, target, labels, score, wrow, wfull)
     dx = torch.empty_like(x)
     numel = x.numel()
@@ -743,41 +899,40 @@ def elementwise_backward(kind: int, hp: Sequence[float], x: Tensor, target: Opti
     return dx
 
 
-#: box kinds whose first hyper-parameter the kernel reads (IoU floor, Extended-IoU smooth point)
-_BOX_HP_KINDS = (0, 1, 2, 6)
-
-
 def _box_config(kind: int, eps: float, hp: Sequence[float]):
-    if not 0 <= kind <= 9:
-        raise ValueError(f'mmloss_ext fused (triton): unknown box kind {kind}')
-    expected = 1 if kind in _BOX_HP_KINDS or kind == 7 else 0
-    if len(hp) != expected:
-        raise ValueError(f'mmloss_ext fused (triton): box kind {kind} takes {expected} hyper-parameters, got {len(hp)}')
-    h0 = float(hp[0]) if kind in _BOX_HP_KINDS else 0.0
-    return [float(eps), h0], kind == 7 and bool(hp and hp[0] != 0.0)
+    """``(KIND, [eps, h0] for the kernel, FLAG)`` of a box kind: the kernel reads its one
+    hyper-parameter as ``h0`` (the IoU floor, Extended-IoU's smooth point), except SIoU's
+    ``neg_gamma``, which is the compile-time FLAG."""
+    kind = _kind(BoxKind, kind)
+    hp = _hp(kind, BOX_HP[kind], hp)
+    if kind == BoxKind.SIOU:
+        return int(kind), [float(eps), 0.0], hp[0] != 0.0
+    return int(kind), [float(eps), hp[0] if hp else 0.0], False
 
 
 def box_forward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Tensor,
                 w: Optional[Tensor], out_mode: int) -> Tensor:
-    """out_mode 0: the weighted total (float64, 0-d); 1: the weighted loss per box (N,)."""
+    """out_mode (:class:`OutMode`) TOTAL: the weighted total (float64, 0-d); ELEMENTS: the weighted
+    loss per box (N,)."""
     _check(pred, target, w)
-    vals, flag = _box_config(kind, eps, hp)
+    out_mode = _out_mode(out_mode, rows=False)
+    kind, vals, flag = _box_config(kind, eps, hp)
     n = pred.shape[0]
     grid = (triton.cdiv(n, _BLOCK_BOX),)
-    out = torch.empty(n if out_mode == 1 else grid[0], dtype=pred.dtype, device=pred.device)
+    out = torch.empty(n if out_mode == OutMode.ELEMENTS else grid[0], dtype=pred.dtype, device=pred.device)
     if n > 0:
         _box_kernel[grid](pred, target, _opt(w, pred), _const(vals, pred.dtype, pred.device), pred, pred, out, n,
                           KIND=kind, GRAD=False, FLAG=flag, HAS_W=w is not None, HAS_GOUT=False,
-                          OUT_ELEM=out_mode == 1, F64=pred.dtype == torch.float64,
+                          OUT_ELEM=out_mode == OutMode.ELEMENTS, F64=pred.dtype == torch.float64,
                           I64=4 * n + 4 * _BLOCK_BOX >= 2 ** 31, BLOCK=_BLOCK_BOX)
-    return out if out_mode == 1 else out.sum(dtype=torch.float64)
+    return out if out_mode == OutMode.ELEMENTS else out.sum(dtype=torch.float64)
 
 
 def box_backward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Tensor,
                  w: Optional[Tensor], scale: Union[float, Tensor], per_box: Optional[Tensor]) -> Tensor:
     """d pred (N, 4) = scale * w[i] * per_box[i] * d loss_i / d pred_i."""
     _check(pred, target, w, per_box)
-    vals, flag = _box_config(kind, eps, hp)
+    kind, vals, flag = _box_config(kind, eps, hp)
     n = pred.shape[0]
     dp = torch.empty_like(pred)
     if n > 0:

@@ -36,8 +36,8 @@ __all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', '
 IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
 
 _ASPECT = 4.0 / math.pi ** 2
-#: the cap of SIoU's distance exponent (see :func:`siou_penalty`), also in the fused kernel
-SIOU_EXP_MAX = 50.0
+# the cap of SIoU's distance exponent (see siou_penalty), the fused kernels' too: core/abi.py
+from ..core.abi import SIOU_EXP_MAX  # noqa: E402
 
 
 class BoxLoss(BaseLoss):

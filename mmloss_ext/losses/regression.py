@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..core.abi import SMOOTH_L1_MIN_BETA
 from ..core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, declare
 from ..core.inputs import check_same_device, check_same_shape, check_tensor, upcast
 from ..core.reduction import AvgFactor, weight_reduce_loss
@@ -151,7 +152,7 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
-        if beta < 1e-5:
+        if beta < SMOOTH_L1_MIN_BETA:
             return ad
         return torch.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
 

@@ -21,6 +21,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "abi.h"
 #include "vec_common.h"
 
 #include <algorithm>
@@ -36,6 +37,9 @@ namespace {
 using at::vec::Vectorized;
 
 using mmloss_ext::hsum;
+using mmloss_ext::kDiceDenominatorMin;
+using mmloss_ext::kOutElements;
+using mmloss_ext::kOutTotal;
 using mmloss_ext::load;
 
 // horizontal max and sum in the vector unit (shuffles): a row of the cross-entropy is a few vectors
@@ -102,7 +106,7 @@ inline T row_lse(const T* x, int64_t cols) {
 
 inline int64_t ce_grain(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)); }
 
-// out_mode 0: the weighted total (float64 scalar); 1: the weighted loss per row (N,).
+// out_mode kOutTotal: the weighted total (float64 scalar); kOutElements: the weighted loss per row (N,).
 // save_lse: also return the (N,) log-sum-exp (else an undefined tensor), for ce_backward.
 // The third result says whether a label lies outside [0, C) and is not ignore_index (its row
 // counts as ignored): the caller raises its own error (the labels are checked here, in the same
@@ -111,9 +115,11 @@ std::tuple<at::Tensor, at::Tensor, bool> ce_forward(at::Tensor x, at::Tensor lab
                                               c10::optional<at::Tensor> w, int64_t ignore_index, int64_t out_mode,
                                               bool save_lse) {
   check_dense(x, {labels, class_weight, w});
+  mmloss_ext::check_out_mode(out_mode, /*rows=*/false);
   TORCH_CHECK(labels.scalar_type() == at::kLong && labels.numel() == x.size(0), "mmloss_ext fused: bad labels");
   const int64_t n = x.size(0), cols = x.size(1);
-  at::Tensor out = out_mode == 1 ? at::empty({n}, x.options()) : at::empty({}, x.options().dtype(at::kDouble));
+  at::Tensor out =
+      out_mode == kOutElements ? at::empty({n}, x.options()) : at::empty({}, x.options().dtype(at::kDouble));
   at::Tensor lse = save_lse ? at::empty({n}, x.options()) : at::Tensor();
   bool bad = false;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmloss_ext_ce_forward", [&] {
@@ -122,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, bool> ce_forward(at::Tensor x, at::Tensor lab
     const int64_t* yp = labels.data_ptr<int64_t>();
     const T* cw = opt_ptr<T>(class_weight);
     const T* wp = opt_ptr<T>(w);
-    T* o = out_mode == 1 ? out.data_ptr<T>() : nullptr;
+    T* o = out_mode == kOutElements ? out.data_ptr<T>() : nullptr;
     T* lp = save_lse ? lse.data_ptr<T>() : nullptr;
     std::atomic<bool> any_bad{false};
     const double total = at::parallel_reduce(0, n, ce_grain(cols), 0.0, [&](int64_t b, int64_t e, double sum) {
@@ -151,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, bool> ce_forward(at::Tensor x, at::Tensor lab
       return sum;
     }, std::plus<double>());
     bad = any_bad;
-    if (out_mode != 1) out.fill_(total);
+    if (out_mode == kOutTotal) out.fill_(total);
   });
   return {out, lse, bad};
 }
@@ -226,7 +232,6 @@ at::Tensor ce_backward(at::Tensor x, at::Tensor labels, c10::optional<at::Tensor
 // ---------------------------------------------------------------------------------------------
 // binary Dice
 
-constexpr double kTiny = 1e-12;  // segmentation._TINY: floor of the Dice denominator
 constexpr int64_t kBlock = 8192;  // elements of a row per parallel task
 
 struct DiceOpts {
@@ -254,10 +259,10 @@ struct DiceRow {
     const double inter = s[0], a = s[1], b = s[2];
     const double num = o.naive ? 2.0 * inter + o.eps : 2.0 * inter;
     const double raw = o.naive ? a + b + o.eps : a + o.eps + b + o.eps;
-    const double den = std::max(raw, kTiny);
+    const double den = std::max(raw, kDiceDenominatorMin);
     loss = 1.0 - num / den;
     d_inter = -2.0 / den;
-    d_a = raw >= kTiny ? num / (den * den) : 0.0;  // clamp_min passes the gradient where raw >= floor
+    d_a = raw >= kDiceDenominatorMin ? num / (den * den) : 0.0;  // clamp_min passes the gradient where raw >= floor
   }
 };
 
@@ -368,16 +373,18 @@ void with_dice_flags(const DiceOpts& o, F&& f) {  // the three flags as compile-
 }
 
 // h = (sigmoid, naive, eps, has_ignore, ignore); w: (N,) weight or undefined.
-// out_mode 0: the weighted total (float64 scalar); 1: the weighted loss per row (N,).
+// out_mode kOutTotal: the weighted total (float64 scalar); kOutElements: the weighted loss per row (N,).
 // Returns (out, sums): sums (N, 3) float64 = (I, A, B), for dice_backward.
 std::tuple<at::Tensor, at::Tensor> dice_forward(std::vector<double> h, at::Tensor x, at::Tensor t,
                                                 c10::optional<at::Tensor> w, int64_t out_mode) {
   check_dense(x, {t, w});
+  mmloss_ext::check_out_mode(out_mode, /*rows=*/false);
   TORCH_CHECK(t.sizes() == x.sizes() && t.scalar_type() == x.scalar_type(), "mmloss_ext fused: bad Dice target");
   const DiceOpts o(h);
   const int64_t n = x.size(0), cols = x.size(1);
   at::Tensor sums = at::empty({n, 3}, x.options().dtype(at::kDouble));
-  at::Tensor out = out_mode == 1 ? at::empty({n}, x.options()) : at::empty({}, x.options().dtype(at::kDouble));
+  at::Tensor out =
+      out_mode == kOutElements ? at::empty({n}, x.options()) : at::empty({}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmloss_ext_dice_forward", [&] {
     using T = scalar_t;
     double* s = sums.data_ptr<double>();
@@ -389,10 +396,10 @@ std::tuple<at::Tensor, at::Tensor> dice_forward(std::vector<double> h, at::Tenso
     double total = 0.0;
     for (int64_t r = 0; r < n; ++r) {
       const double l = DiceRow(s + 3 * r, o).loss * (wp != nullptr ? double(wp[r]) : 1.0);
-      if (out_mode == 1) out.data_ptr<T>()[r] = T(l);
+      if (out_mode == kOutElements) out.data_ptr<T>()[r] = T(l);
       total += l;
     }
-    if (out_mode != 1) out.fill_(total);
+    if (out_mode == kOutTotal) out.fill_(total);
   });
   return {out, sums};
 }

@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "abi.h"
 #include "vec_common.h"
 
 #include <algorithm>
@@ -26,6 +27,7 @@
 
 namespace {
 
+using namespace mmloss_ext;  // the kinds, out modes and constants of abi.h
 using at::vec::Vectorized;
 
 // ---------------------------------------------------------------------------------------------
@@ -156,11 +158,11 @@ inline V sign_of(const V& d) {
 }
 
 template <typename T>
-struct SmoothL1Op {  // |d| < beta ? 0.5 d^2 / beta : |d| - 0.5 beta; beta < 1e-5 is L1
+struct SmoothL1Op {  // |d| < beta ? 0.5 d^2 / beta : |d| - 0.5 beta; beta < kSmoothL1MinBeta is L1
   using V = Vectorized<T>;
   T beta;
   bool l1;
-  explicit SmoothL1Op(const std::vector<double>& h) : beta(T(h.at(0))), l1(h.at(0) < 1e-5) {}
+  explicit SmoothL1Op(const std::vector<double>& h) : beta(T(h.at(0))), l1(h.at(0) < kSmoothL1MinBeta) {}
   V loss(const V& x, const V& t) const {
     V ad = (x - t).abs();
     if (l1) return ad;
@@ -191,8 +193,6 @@ struct BalancedL1Op {  // Libra R-CNN, b = exp(gamma / alpha) - 1
     return sign_of<V, T>(d) * V::blendv(V(gamma), inner, ad < V(beta));
   }
 };
-
-enum ElementwiseKind { kFocal = 0, kQualityFocal = 1, kVarifocal = 2, kSmoothL1 = 3, kBalancedL1 = 4 };
 
 template <typename T>
 struct Rows {  // raw views of the inputs of one elementwise call
@@ -334,6 +334,10 @@ Rows<T> make_rows(const at::Tensor& x, const c10::optional<at::Tensor>& target,
 
 template <typename T, typename F>
 void with_op(int64_t kind, const std::vector<double>& h, F&& f) {
+  const int64_t expected = elementwise_hp_size(kind);
+  TORCH_CHECK(expected >= 0, "mmloss_ext fused: unknown elementwise kind ", kind);
+  TORCH_CHECK(int64_t(h.size()) == expected, "mmloss_ext fused: elementwise kind ", kind, " expects ", expected,
+              " hyper-parameters, got ", h.size());
   switch (kind) {
     case kFocal: f(FocalOp<T>(h)); break;
     case kQualityFocal: f(QualityFocalOp<T>(h)); break;
@@ -354,20 +358,21 @@ void check_inputs(const at::Tensor& x, std::initializer_list<c10::optional<at::T
   }
 }
 
-// out_mode: 0 total (float64 scalar), 1 elementwise (pred's shape), 2 row sums (N,)
+// out_mode: kOutTotal (a float64 scalar), kOutElements (pred's shape) or kOutRows (row sums, (N,))
 at::Tensor elementwise_forward(int64_t kind, std::vector<double> h, at::Tensor x, c10::optional<at::Tensor> target,
                                c10::optional<at::Tensor> labels, c10::optional<at::Tensor> score,
                                c10::optional<at::Tensor> wrow, c10::optional<at::Tensor> wfull, int64_t out_mode) {
   check_inputs(x, {target, labels, score, wrow, wfull});
-  at::Tensor out = out_mode == 1   ? at::empty_like(x)
-                   : out_mode == 2 ? at::empty({x.size(0)}, x.options())
-                                   : at::empty({}, x.options().dtype(at::kDouble));
+  check_out_mode(out_mode, /*rows=*/true);
+  at::Tensor out = out_mode == kOutElements ? at::empty_like(x)
+                   : out_mode == kOutRows   ? at::empty({x.size(0)}, x.options())
+                                            : at::empty({}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmloss_ext_elementwise_forward", [&] {
     Rows<scalar_t> a = make_rows<scalar_t>(x, target, labels, score, wrow, wfull);
     with_op<scalar_t>(kind, h, [&](const auto& op) {
-      double total = forward_rows<scalar_t>(op, a, out_mode == 1 ? out.data_ptr<scalar_t>() : nullptr,
-                                            out_mode == 2 ? out.data_ptr<scalar_t>() : nullptr);
-      if (out_mode == 0) out.fill_(total);
+      double total = forward_rows<scalar_t>(op, a, out_mode == kOutElements ? out.data_ptr<scalar_t>() : nullptr,
+                                            out_mode == kOutRows ? out.data_ptr<scalar_t>() : nullptr);
+      if (out_mode == kOutTotal) out.fill_(total);
     });
   });
   return out;
@@ -421,17 +426,7 @@ inline void store_boxes(T* p, int64_t cnt, const Vectorized<T> in[4]) {
 template <typename V> inline V max_share(const V& a, const V& b) { return a.gt(b) + V(0.5) * a.eq(b); }
 template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b) + V(0.5) * a.eq(b); }
 
-// The kinds (ids shared with kernels/functions.py BOX_KINDS and the Triton backend) and their
-// hyper-parameters hp: IoU [floor], Extended-IoU [smooth_point], SIoU [neg_gamma (0 or 1)], else [].
-enum BoxKind {
-  kIoULinear = 0, kIoUSquare = 1, kIoULog = 2, kGIoU = 3, kDIoU = 4, kCIoU = 5,
-  kExtendedIoU = 6, kSIoU = 7, kEfficientIoU = 8, kWIoU = 9
-};
-
-inline size_t box_hp_size(int64_t kind) {
-  return (kind <= kIoULog || kind == kExtendedIoU || kind == kSIoU) ? 1 : 0;
-}
-
+// The kinds and their hyper-parameters hp: abi.h (mmloss_ext/core/abi.py's BoxKind and BOX_HP).
 template <typename T>
 struct BoxHp {
   T eps, eps2, h0;  // eps, eps^2 (SIoU's clamp), hp[0] or 0
@@ -448,8 +443,10 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
   using at::vec::maximum;
   using at::vec::minimum;
   constexpr bool has_iou = kind != kExtendedIoU;  // Extended-IoU has its own (signed) intersection
-  constexpr bool has_enclosure = kind >= kGIoU && kind != kExtendedIoU;  // C_w, C_h
-  constexpr bool has_centre = kind == kDIoU || kind == kCIoU || kind >= kSIoU;  // centre offset
+  constexpr bool has_enclosure = kind == kGIoU || kind == kDIoU || kind == kCIoU || kind == kSIoU ||
+                                 kind == kEfficientIoU || kind == kWIoU;  // C_w, C_h
+  constexpr bool has_centre = kind == kDIoU || kind == kCIoU || kind == kSIoU || kind == kEfficientIoU ||
+                              kind == kWIoU;  // centre offset
   const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps(hp.eps);
   // forward: sizes (clamped at 0), intersection corners, union, IoU
   const V pwr = p[2] - p[0], phr = p[3] - p[1];
@@ -566,8 +563,8 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
     const V gamma = neg_gamma ? angle - two : two - angle;
     const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
     const V rx2 = ux * ux, ry2 = uy * uy;
-    // the exponents capped at 50 (_boxes.SIOU_EXP_MAX): past it the loss's clamp saturates anyway
-    const V cap(T(50)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
+    // the exponents capped at kSIoUExpMax: past it the loss's clamp saturates anyway
+    const V cap = V(T(kSIoUExpMax)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
     const V emx = minimum(ax, cap).expm1(), emy = minimum(ay, cap).expm1();
     const V distance = zero - emx - emy;
     const V aw = pw - tw, ah = ph - th, mw = maximum(pw, tw) + eps, mh = maximum(ph, th) + eps;
@@ -684,18 +681,21 @@ void with_box_kind(int64_t kind, F&& f) {  // the loss kind as a compile-time co
 }
 
 void check_box_hp(int64_t kind, const std::vector<double>& hp) {
-  TORCH_CHECK(kind >= kIoULinear && kind <= kWIoU, "mmloss_ext fused: unknown box kind ", kind);
-  TORCH_CHECK(hp.size() == box_hp_size(kind), "mmloss_ext fused: box kind ", kind, " expects ",
-              box_hp_size(kind), " hyper-parameters, got ", hp.size());
+  const int64_t expected = box_hp_size(kind);
+  TORCH_CHECK(expected >= 0, "mmloss_ext fused: unknown box kind ", kind);
+  TORCH_CHECK(int64_t(hp.size()) == expected, "mmloss_ext fused: box kind ", kind, " expects ", expected,
+              " hyper-parameters, got ", hp.size());
 }
 
-// out_mode: 0 total (float64 scalar), 1 per box (N,); w: (N,) weight or undefined
+// out_mode: kOutTotal (a float64 scalar) or kOutElements (per box, (N,)); w: (N,) weight or undefined
 at::Tensor box_forward(int64_t kind_id, double eps, std::vector<double> hp, at::Tensor pred, at::Tensor target,
                        c10::optional<at::Tensor> w, int64_t out_mode) {
   check_inputs(pred, {target, w});
   check_box_hp(kind_id, hp);
+  check_out_mode(out_mode, /*rows=*/false);
   const int64_t n = pred.size(0);
-  at::Tensor out = out_mode == 1 ? at::empty({n}, pred.options()) : at::empty({}, pred.options().dtype(at::kDouble));
+  at::Tensor out = out_mode == kOutElements ? at::empty({n}, pred.options())
+                                            : at::empty({}, pred.options().dtype(at::kDouble));
   with_box_kind(kind_id, [&](auto k) {
   constexpr int64_t kind = decltype(k)::value;
   AT_DISPATCH_FLOATING_TYPES(pred.scalar_type(), "mmloss_ext_box_forward", [&] {
@@ -706,7 +706,7 @@ at::Tensor box_forward(int64_t kind_id, double eps, std::vector<double> hp, at::
     const T* p = pred.data_ptr<T>();
     const T* t = target.data_ptr<T>();
     const T* wp = ptr_or_null<T>(w);
-    T* o = out_mode == 1 ? out.data_ptr<T>() : nullptr;
+    T* o = out_mode == kOutElements ? out.data_ptr<T>() : nullptr;
     double total = at::parallel_reduce(0, n, 4096, 0.0, [&](int64_t b, int64_t e, double sum) {
       V acc(T(0)), pv[4], tv[4];
       int64_t pending = 0;
@@ -729,7 +729,7 @@ at::Tensor box_forward(int64_t kind_id, double eps, std::vector<double> hp, at::
       }
       return sum + hsum(acc);
     }, std::plus<double>());
-    if (out_mode == 0) out.fill_(total);
+    if (out_mode == kOutTotal) out.fill_(total);
   });
   });
   return out;
@@ -784,8 +784,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_forward", &box_forward);
   m.def("box_backward", &box_backward);
   register_dense(m);
-  // bumped whenever a signature or kind id changes: mmloss_ext/kernels/dispatch.py refuses a stale build
-  m.attr("abi") = 2;
+  // what it was built with (mmloss_ext/core/abi.py): mmloss_ext/kernels/dispatch.py refuses a stale build
+  m.attr("abi") = kAbi;
+  m.attr("interface") = mmloss_ext::interface_report();
 #if defined(CPU_CAPABILITY_AVX512)
   m.attr("isa") = "AVX512";
 #elif defined(CPU_CAPABILITY_AVX2)

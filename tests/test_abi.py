@@ -1,0 +1,248 @@
+"""The kernels' ids and constants are written once, in mmloss_ext/core/abi.py: the C++ build, the
+Triton kernels, the autograd Functions and the eager losses all agree with it, and a build made from
+another version of it is refused (warned, the losses run eagerly)."""
+import copy
+import importlib
+import inspect
+import re
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmloss_ext
+from mmloss_ext.core import abi
+from mmloss_ext.core.abi import BOX_HP, ELEMENTWISE_HP, BoxKind, ElementwiseKind, OutMode
+from mmloss_ext.kernels import dispatch
+from mmloss_ext.kernels import functions as fused
+from mmloss_ext.losses.regression import smooth_l1_loss
+
+from helpers import FUSED_TOL as TOL
+
+ROOT = Path(__file__).resolve().parents[1]
+ABI_PY = ROOT / 'mmloss_ext' / 'core' / 'abi.py'
+ABI_H = ROOT / 'mmloss_ext' / 'kernels' / 'csrc' / 'abi.h'
+
+
+# --- core/abi.py itself ---------------------------------------------------------------------------
+
+def test_abi_module_loads_by_path_without_torch_or_the_package():
+    # setup.py reads it before torch or mmloss_ext can be imported
+    code = ('import runpy, sys; g = runpy.run_path(sys.argv[1]); '
+            'assert not {"torch", "mmloss_ext"} & set(sys.modules), sorted(sys.modules); '
+            'print(dict(g["cpp_macros"]())["MMLOSS_ABI"])')
+    res = subprocess.run([sys.executable, '-c', code, str(ABI_PY)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(abi.ABI)
+
+
+def test_ids_are_dense_and_every_kind_has_its_hyper_parameters():
+    for enum_cls in (ElementwiseKind, BoxKind, OutMode):
+        assert sorted(int(k) for k in enum_cls) == list(range(len(enum_cls)))
+    assert set(ELEMENTWISE_HP) == set(ElementwiseKind) and set(BOX_HP) == set(BoxKind)
+
+
+def test_cpp_macros_cover_the_interface_and_read_back_exactly():
+    macros = dict(abi.cpp_macros())
+    iface = abi.interface()
+    n = sum(len(v) if isinstance(v, dict) else 1 for v in iface.values())
+    assert len(macros) == n
+    assert macros['MMLOSS_BOX_SIOU'] == str(int(BoxKind.SIOU))
+    assert macros['MMLOSS_BOX_HP_IOU_LOG'] == '1' and macros['MMLOSS_ELEMENTWISE_HP_VARIFOCAL'] == '3'
+    for name in ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN'):
+        assert float(macros[f'MMLOSS_{name}']) == getattr(abi, name) == iface[name]
+    assert all(re.fullmatch(r'[-+.0-9e]+', v) for v in macros.values())  # safe on any compiler command line
+
+
+def test_abi_header_uses_every_macro_and_writes_no_value():
+    # csrc/abi.h is the only C++ reader of the macros: every one is used there, and none is made up
+    header = ABI_H.read_text()
+    used = set(re.findall(r'\bMMLOSS_[A-Z0-9_]+', header))
+    assert used == set(dict(abi.cpp_macros())), used ^ set(dict(abi.cpp_macros()))
+    for line in header.splitlines():
+        if re.search(r'\bk[A-Z]\w* = ', line):  # an enumerator or constant: from a macro
+            assert 'MMLOSS_' in line, line
+
+
+def test_box_kind_names():
+    assert fused.BOX_KINDS == {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5,
+                               'extended_iou': 6, 'siou': 7, 'efficient_iou': 8, 'wiou': 9}
+    assert all(abi.box_kind(name) is kind for name, kind in fused.BOX_KINDS.items())
+    for bad in ('GIoU', 'nope', 3, None):
+        with pytest.raises(ValueError, match="unknown box kind.*'giou'"):
+            abi.box_kind(bad)
+
+
+def test_functions_use_the_enums():
+    assert (fused.FOCAL, fused.QUALITY_FOCAL, fused.VARIFOCAL, fused.SMOOTH_L1, fused.BALANCED_L1) == tuple(
+        ElementwiseKind)
+    assert (fused._TOTAL, fused._ELEMENTS, fused._ROWS) == tuple(OutMode)
+    assert dispatch.ABI == abi.ABI
+
+
+def test_eager_losses_use_the_shared_constants():
+    boxes = importlib.import_module('mmloss_ext.losses._boxes')
+    segmentation = importlib.import_module('mmloss_ext.losses.segmentation')
+    assert boxes.SIOU_EXP_MAX is abi.SIOU_EXP_MAX
+    assert 'SMOOTH_L1_MIN_BETA' in inspect.unwrap(smooth_l1_loss).__globals__
+    assert segmentation._TINY == abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
+
+
+def test_unknown_box_kind_is_a_clear_error():
+    p = torch.rand(4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="unknown box kind 'gio'"):
+        fused.box_family('GIoULoss', 'gio', p, p, eps=1e-6)
+
+
+# --- the C++ extension ---------------------------------------------------------------------------------
+
+def _built():
+    try:
+        return importlib.import_module('mmloss_ext._fused')
+    except ImportError:
+        pytest.fail('mmloss_ext._fused is missing: run `make install`')
+
+
+def test_extension_reports_what_core_abi_says():
+    ext = _built()
+    assert ext.abi == abi.ABI, 'a stale build: rebuild with `python setup.py build_ext --inplace`'
+    assert ext.interface == abi.interface()
+    assert dispatch._stale(ext) is None
+
+
+def _fake_build(**changes):
+    """A module that reports core/abi.py's interface with ``changes`` (``'BoxKind.GIOU': 4`` sets one id)."""
+    iface = copy.deepcopy(abi.interface())
+    for key, value in changes.items():
+        group, _, name = key.partition('.')
+        if name:
+            iface[group][name] = value
+        else:
+            iface[group] = value
+    fake = types.ModuleType('mmloss_ext._fused')
+    fake.__file__ = '/nowhere/_fused.so'
+    fake.abi, fake.interface, fake.isa = iface['abi'], iface, 'DEFAULT'
+    return fake
+
+
+@pytest.mark.parametrize('changes, says', [
+    (dict(abi=2), 'interface 2, expected 3'),
+    ({'BoxKind.GIOU': 4}, 'built with other BoxKind'),
+    ({'ElementwiseKind.FOCAL': 1, 'ElementwiseKind.QUALITY_FOCAL': 0}, 'built with other ElementwiseKind'),
+    ({'BoxHp.SIOU': 0}, 'built with other BoxHp'),
+    ({'OutMode.ROWS': 3}, 'built with other OutMode'),
+    (dict(SIOU_EXP_MAX=40.0), 'built with other SIOU_EXP_MAX'),
+    (dict(SMOOTH_L1_MIN_BETA=1e-6, DICE_DENOMINATOR_MIN=1e-10), 'DICE_DENOMINATOR_MIN, SMOOTH_L1_MIN_BETA'),
+    (dict(interface=None), 'does not report its ids and constants'),
+])
+def test_stale_build_warns_and_runs_eagerly(monkeypatch, changes, says):
+    fake = _fake_build(**{k: v for k, v in changes.items() if k != 'interface'})
+    if 'interface' in changes:
+        del fake.interface
+    monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
+    monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
+    with pytest.warns(UserWarning, match=f'stale build.*{re.escape(says)}'):
+        assert dispatch._load_extension() is None
+
+
+def test_matching_build_loads_without_warning(monkeypatch):
+    fake = _fake_build()
+    monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
+    monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert dispatch._load_extension() is fake
+
+
+@pytest.mark.parametrize('kind, hp', [(ElementwiseKind.FOCAL, [0.25]), (ElementwiseKind.SMOOTH_L1, []),
+                                      (ElementwiseKind.BALANCED_L1, [0.5, 1.5, 1.0, 0.0]), (5, [1.0]), (-1, [])])
+def test_cpp_checks_elementwise_kind_and_hyper_parameters(kind, hp):
+    ext = _built()
+    x = torch.zeros(2, 3)
+    with pytest.raises(RuntimeError, match='unknown elementwise kind' if kind in (5, -1) else 'hyper-parameters'):
+        ext.elementwise_forward(kind, hp, x, x, None, None, None, None, 1)
+
+
+def test_cpp_checks_out_mode():
+    ext = _built()
+    x, b = torch.zeros(2, 3), torch.zeros(2, 4)
+    with pytest.raises(RuntimeError, match='out_mode 3'):
+        ext.elementwise_forward(ElementwiseKind.SMOOTH_L1, [1.0], x, x, None, None, None, None, 3)
+    with pytest.raises(RuntimeError, match='out_mode 2'):  # rows: elementwise kernels only
+        ext.box_forward(BoxKind.GIOU, 1e-6, [], b, b, None, OutMode.ROWS)
+    with pytest.raises(RuntimeError, match='unknown box kind 10'):
+        ext.box_forward(10, 1e-6, [], b, b, None, OutMode.TOTAL)
+
+
+# --- the Triton kernels ----------------------------------------------------------------------------
+
+def _gpu():
+    pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
+    from mmloss_ext.kernels import gpu
+    return gpu
+
+
+def test_triton_kind_constants_are_the_enums():
+    gpu = _gpu()
+    import triton.language as tl
+    for kind in (*ElementwiseKind, *BoxKind):
+        const = getattr(gpu, f'_{kind.name}')
+        assert isinstance(const, tl.constexpr) and const.value == int(kind), kind
+    assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX
+
+
+def test_triton_source_has_no_bare_kind_ids():
+    source = (ROOT / 'mmloss_ext' / 'kernels' / 'gpu.py').read_text()
+    assert not re.findall(r'\b(?:KIND|kind) *[=!<>]=? *\d', source)
+    assert not re.findall(r'\b(?:50\.0|1e-5)\b', source)
+
+
+def test_triton_checks_kind_hyper_parameters_and_out_mode():
+    gpu = _gpu()
+    x, b = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r'FOCAL takes 2 hyper-parameters \[.alpha., .gamma.\], got 1'):
+        gpu.elementwise_forward(ElementwiseKind.FOCAL, [0.25], x, x, None, None, None, None, OutMode.ELEMENTS)
+    with pytest.raises(ValueError, match='unknown ElementwiseKind 5'):
+        gpu.elementwise_forward(5, [1.0], x, x, None, None, None, None, OutMode.ELEMENTS)
+    with pytest.raises(ValueError, match='unknown BoxKind 10'):
+        gpu.box_forward(10, 1e-6, [], b, b, None, OutMode.TOTAL)
+    with pytest.raises(ValueError, match='out_mode 2'):
+        gpu.box_forward(BoxKind.GIOU, 1e-6, [], b, b, None, OutMode.ROWS)
+    with pytest.raises(ValueError, match='out_mode 7'):
+        gpu.elementwise_forward(ElementwiseKind.SMOOTH_L1, [1.0], x, x, None, None, None, None, 7)
+
+
+# --- the shared constants take effect on both backends ---------------------------------------------
+
+def _backends():
+    """``(name, kernels, device)`` of the C++ extension and (when it imports) the Triton module."""
+    out = [('cpp', dispatch.EXT, 'cpu')] if dispatch.EXT is not None else []
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return out
+    from mmloss_ext.kernels import gpu
+    return out + [('triton', gpu, 'cuda' if torch.cuda.is_available() else 'cpu')]  # else: its interpreter
+
+
+@pytest.mark.parametrize('factor', [0.5, 2.0])
+def test_smooth_l1_cut_off_is_the_same_on_every_path(factor, gen, monkeypatch):
+    # just below the cut-off every path computes L1, just above it smooth L1 (they differ by beta / 2 here)
+    beta = abi.SMOOTH_L1_MIN_BETA * factor
+    x = torch.randn(16, 8, generator=gen, dtype=torch.float64) * 2
+    t = torch.randn(16, 8, generator=gen, dtype=torch.float64)
+    eager = smooth_l1_loss(x, t, beta=beta, impl='eager', reduction='none')
+    assert torch.equal(eager, (x - t).abs()) == (factor < 1)
+    backends = _backends()
+    assert backends, 'neither the C++ extension nor triton is available'
+    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
+    for name, kernels, device in backends:
+        monkeypatch.setattr(fused, 'backend', lambda device, _k=kernels: _k)
+        xd = x.to(device).requires_grad_()
+        out = smooth_l1_loss(xd, t.to(device), beta=beta, impl='fused', reduction='none')
+        assert fused.ran_fused(out), name
+        torch.testing.assert_close(out.detach().cpu(), eager, **TOL[torch.float64], msg=name)
