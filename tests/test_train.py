@@ -1,6 +1,8 @@
-"""End to end on the bundled shapes data, with tiny settings: tools/train.py and tools/test.py on the
-shapes RetinaNet and Cascade-RPN, checkpoint + --resume restoring the Wise-IoU running mean, and a
+"""The training tools: the curves loaded and plotted (mmloss_ext.viz, tools/plot_curves.py), and end
+to end on the bundled shapes data with tiny settings: tools/train.py and tools/test.py on the shapes
+RetinaNet and Cascade-RPN, checkpoint + --resume restoring the Wise-IoU running mean, and a
 2-process gloo run (tools/dist_train.sh) whose ranks keep identical Wise-IoU running means."""
+import json
 import os
 import os.path as osp
 import re
@@ -8,14 +10,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mmloss_ext.datasets.shapes import generate_shapes
+from mmloss_ext.viz import load_scalars
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -62,11 +64,6 @@ def train(config, work_dir, data_root, *extra):
 
 
 def scalars(work_dir):
-    sys.path.insert(0, TOOLS)
-    try:
-        from plot_curves import load_scalars
-    finally:
-        sys.path.remove(TOOLS)
     return load_scalars(str(work_dir))
 
 
@@ -116,6 +113,72 @@ def test_shapes_boxes_are_tight():
         mask = np.abs(pixels - design @ coef).sum(1).reshape(128, 128) > 40
         rows, cols = np.nonzero(mask)
         assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x, y, x + w, y + h), (i, label)
+
+
+def write_log(path, losses, maps, iters_per_epoch):
+    """An mmengine scalars.json: one training record per iteration, one val record per epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        for i, loss in enumerate(losses, 1):
+            epoch = (i - 1) // iters_per_epoch + 1
+            f.write(json.dumps(dict(loss=loss, loss_cls=loss / 2, loss_bbox=loss / 2, epoch=epoch, iter=i,
+                                    step=i)) + '\n')
+            if i % iters_per_epoch == 0:
+                f.write(json.dumps({'coco/bbox_mAP': maps[epoch - 1], 'coco/bbox_mAP_50': 0.9, 'step': epoch})
+                        + '\n')
+
+
+def test_curves_are_loaded_by_iteration_and_plotted(tmp_path):
+    from mmloss_ext.viz import find_scalars, plot_run, plot_runs
+    old = tmp_path / 'a' / '20240101_000000' / 'vis_data' / 'scalars.json'
+    write_log(old, [9.0], [0.0], 1)
+    new = tmp_path / 'a' / '20240102_000000' / 'vis_data' / 'scalars.json'
+    write_log(new, [4.0, 3.0, 2.0, 1.5, 1.2, 1.0], [0.2, 0.4, 0.6], 2)
+    os.utime(old, (1, 1))
+    assert find_scalars(str(tmp_path / 'a')) == str(new)  # the newest run of a work dir
+    assert find_scalars(str(new.parent.parent)) == str(new)  # a log dir
+    train_log, val_log = load_scalars(str(tmp_path / 'a'))
+    assert [r['iter'] for r in train_log] == [1, 2, 3, 4, 5, 6]
+    assert [(r['iter'], r['coco/bbox_mAP']) for r in val_log] == [(2, 0.2), (4, 0.4), (6, 0.6)]  # epoch -> iter
+    with pytest.raises(FileNotFoundError):
+        find_scalars(str(tmp_path / 'nothing'))
+
+    write_log(tmp_path / 'b' / 'vis_data' / 'scalars.json', [5.0, 2.5], [0.5], 2)
+    png = plot_run(str(tmp_path / 'a'), str(tmp_path / 'out' / 'one.png'), title='one')
+    assert png == str(tmp_path / 'out' / 'one.png') and Path(png).read_bytes()[:4] == b'\x89PNG'
+    both = plot_runs([str(tmp_path / 'a'), str(tmp_path / 'b')], str(tmp_path / 'two.png'), labels=['a', 'b'])
+    assert Path(both).stat().st_size > 10_000
+    empty = tmp_path / 'empty' / 'vis_data' / 'scalars.json'
+    write_log(empty, [], [], 1)
+    assert plot_run(str(tmp_path / 'empty'), str(tmp_path / 'none.png')) is None
+    assert not (tmp_path / 'none.png').exists()
+
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, 'plot_curves.py'), str(tmp_path / 'a'),
+                           str(tmp_path / 'b'), '--labels', 'a', 'b', '--out', str(tmp_path / 'cli.png')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path / 'cli.png') and (tmp_path / 'cli.png').stat().st_size > 10_000
+
+
+def test_viz_needs_matplotlib_only_to_plot(tmp_path):
+    """mmloss_ext/viz.py loads and reads logs with matplotlib blocked (the rest of the stack imports it,
+    so the module is loaded on its own here); plotting then says what is missing."""
+    write_log(tmp_path / 'vis_data' / 'scalars.json', [2.0, 1.0], [0.5], 2)
+    code = textwrap.dedent(f'''
+        import importlib.util, sys
+        sys.modules['matplotlib'] = None  # any import of it fails
+        spec = importlib.util.spec_from_file_location('viz', {osp.join(ROOT, 'mmloss_ext', 'viz.py')!r})
+        viz = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(viz)
+        print(len(viz.load_scalars({str(tmp_path)!r})[0]))
+        try:
+            viz.plot_run({str(tmp_path)!r}, {str(tmp_path / 'x.png')!r})
+        except ImportError as exc:
+            print('ImportError', exc.name)
+    ''')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ['2', 'ImportError', 'matplotlib']
 
 
 @pytest.mark.slow

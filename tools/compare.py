@@ -18,11 +18,10 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-TOOLS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TOOLS_DIR)
-sys.path.insert(0, TOOLS_DIR)
+from mmloss_ext.viz import load_scalars, plot_runs
 
-from plot_curves import load_scalars, plot_runs  # noqa: E402
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))  # each variant runs tools/train.py in its own process
+ROOT = osp.dirname(TOOLS_DIR)
 
 
 def short_schedule(epochs: int) -> List[str]:

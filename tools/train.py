@@ -21,7 +21,6 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
-sys.path.insert(0, TOOLS_DIR)  # plot_curves
 if osp.dirname(TOOLS_DIR) not in sys.path:  # a source checkout works without an install
     sys.path.insert(1, osp.dirname(TOOLS_DIR))
 
@@ -124,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None):
     runner.train()
     if runner._mmloss_ext_plot and runner.rank == 0:
         try:
-            from plot_curves import plot_run
+            from mmloss_ext.viz import plot_run
             png = plot_run(runner.log_dir, osp.join(runner.work_dir, 'curves.png'),
                            title=osp.splitext(osp.basename(runner.cfg.filename or 'run'))[0])
             if png:

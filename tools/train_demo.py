@@ -36,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'[demo] training {osp.relpath(args.config, ROOT)} on the CPU ({torch.get_num_threads()} threads); '
           f'work dir {args.work_dir}', flush=True)
     import train  # tools/train.py
-    from plot_curves import load_scalars
+    from mmloss_ext.viz import load_scalars
 
     train_args = [args.config, '--work-dir', args.work_dir]
     if args.cfg_options:
