@@ -1,11 +1,13 @@
-"""The training tools: the curves loaded and plotted (mmloss_ext.viz, tools/plot_curves.py), and end
-to end on the bundled shapes data with tiny settings: tools/train.py and tools/test.py on the shapes
-RetinaNet and Cascade-RPN, checkpoint + --resume restoring the Wise-IoU running mean, and a
-2-process gloo run (tools/dist_train.sh) whose ranks keep identical Wise-IoU running means."""
+"""The training tools: the Config built from their options (mmloss_ext.runner), the curves loaded and
+plotted (mmloss_ext.viz, tools/plot_curves.py), and end to end on the bundled shapes data with tiny
+settings: tools/train.py and tools/test.py on the shapes RetinaNet and Cascade-RPN, checkpoint +
+--resume restoring the Wise-IoU running mean, and a 2-process gloo run (tools/dist_train.sh) whose
+ranks keep identical Wise-IoU running means."""
 import json
 import os
 import os.path as osp
 import re
+import runpy
 import socket
 import subprocess
 import sys
@@ -113,6 +115,57 @@ def test_shapes_boxes_are_tight():
         mask = np.abs(pixels - design @ coef).sum(1).reshape(128, 128) > 40
         rows, cols = np.nonzero(mask)
         assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x, y, x + w, y + h), (i, label)
+
+
+def test_build_config_applies_the_tool_options(data_root, monkeypatch):
+    """What tools/train.py and tools/test.py build from their options (mmloss_ext.runner.build_config)."""
+    from mmloss_ext.runner import build_config
+    options = {'train_cfg.max_epochs': 1, 'shapes_data.num_train': 16, 'shapes_data.num_val': 8}
+    for var in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'):
+        monkeypatch.delenv(var, raising=False)
+
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root)
+    assert cfg.train_cfg.max_epochs == 1 and cfg.launcher == 'none'
+    assert cfg.work_dir == osp.join('./work_dirs', 'retinanet_r18s_fpn_shapes_giou')
+    assert cfg.train_dataloader.dataset.data_root == data_root + '/'  # repointed at the generated data
+    assert cfg.val_evaluator.ann_file == osp.join(data_root, 'annotations', 'val.json')
+    assert not cfg.get('resume') and cfg.get('load_from') is None and cfg.val_cfg is not None
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ  # nothing to load: left alone
+
+    cfg = build_config(RETINANET, work_dir='w', cfg_options=options, data_root=data_root, resume='auto',
+                       validate=False)
+    assert cfg.work_dir == 'w' and cfg.resume is True and cfg.load_from is None
+    assert cfg.val_cfg is None and cfg.val_dataloader is None and cfg.val_evaluator is None
+    assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root, resume='w/epoch_1.pth')
+    assert cfg.resume is True and cfg.load_from == 'w/epoch_1.pth'
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root, load_from='w/epoch_1.pth')
+    assert cfg.resume is False and cfg.load_from == 'w/epoch_1.pth'
+    with pytest.raises(ValueError, match='resume or load_from'):
+        build_config(RETINANET, resume='auto', load_from='w/epoch_1.pth')
+
+
+def test_runner_options_and_cpu_launchers(monkeypatch):
+    import argparse
+
+    from mmengine.config import Config
+
+    from mmloss_ext.runner import add_runner_args, parse_runner_args, setup_cpu_distributed
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    parser = add_runner_args(argparse.ArgumentParser())
+    args = parse_runner_args(parser, ['--cfg-options', 'a.b=2', 'c=x', '--local-rank', '3', '--launcher', 'pytorch'])
+    assert args.cfg_options == {'a.b': 2, 'c': 'x'} and args.launcher == 'pytorch'
+    assert os.environ['LOCAL_RANK'] == '3'
+    monkeypatch.setenv('LOCAL_RANK', '1')  # set by the launcher: kept
+    parse_runner_args(parser, ['--local-rank', '0'])
+    assert os.environ['LOCAL_RANK'] == '1'
+
+    cfg = Config(dict(model=dict(type='M')))
+    setup_cpu_distributed(cfg, 'none')
+    assert 'model_wrapper_cfg' not in cfg and 'env_cfg' not in cfg
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="only the pytorch launcher.*'slurm'"):
+            setup_cpu_distributed(cfg, 'slurm')
 
 
 def write_log(path, losses, maps, iters_per_epoch):
@@ -225,11 +278,7 @@ def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
     assert not torch.equal(saved, torch.tensor(1.0)), 'the running mean never moved from its initial value'
     assert 'coco/bbox_mAP' in first
 
-    sys.path.insert(0, TOOLS)
-    try:
-        import train as train_tool
-    finally:
-        sys.path.remove(TOOLS)
+    train_tool = runpy.run_path(osp.join(TOOLS, 'train.py'))  # its functions, without running main()
     from mmengine.hooks import Hook
 
     seen = {}
@@ -243,8 +292,9 @@ def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
                         conv=runner.model.bbox_head.retina_reg.weight.detach().clone())
 
     # the command line `tools/train.py CONFIG --resume`, in this process so that the probe can watch
-    runner = train_tool.build_runner([RETINANET_WIOU, '--work-dir', str(tmp_path), '--data-root', data_root,
-                                      '--resume', '--no-plot', '--cfg-options', *tiny(epochs=2)])
+    args = train_tool['parse_args']([RETINANET_WIOU, '--work-dir', str(tmp_path), '--data-root', data_root,
+                                     '--resume', '--no-plot', '--cfg-options', *tiny(epochs=2)])
+    runner = train_tool['build_runner'](args)
     assert torch.equal(runner.model.bbox_head.loss_bbox.iou_mean, torch.tensor(1.0))  # fresh, before loading
     runner.register_hook(Probe(), priority='LOWEST')
     runner.train()
