@@ -168,6 +168,19 @@ def test_runner_options_and_cpu_launchers(monkeypatch):
             setup_cpu_distributed(cfg, 'slurm')
 
 
+def test_compare_runs_train_py_with_its_options():
+    """Each variant of tools/compare.py is a tools/train.py command line that parses as intended."""
+    compare = runpy.run_path(osp.join(TOOLS, 'compare.py'))
+    train_tool = runpy.run_path(osp.join(TOOLS, 'train.py'))
+    for data_root in (None, 'data/elsewhere'):
+        cmd = compare['train_command'](RETINANET, 'wd/giou', 3, data_root, ['randomness.seed=1'])
+        assert cmd[:3] == [sys.executable, osp.join(TOOLS, 'train.py'), RETINANET]
+        args = train_tool['parse_args'](cmd[2:])
+        assert (args.config, args.work_dir, args.data_root, args.no_plot) == (RETINANET, 'wd/giou', data_root, True)
+        assert args.cfg_options['train_cfg.max_epochs'] == 3 and args.cfg_options['param_scheduler.1.T_max'] == 3
+        assert args.cfg_options['randomness.seed'] == 1
+
+
 def write_log(path, losses, maps, iters_per_epoch):
     """An mmengine scalars.json: one training record per iteration, one val record per epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)
