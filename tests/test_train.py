@@ -262,12 +262,15 @@ def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
     assert osp.isfile(tmp_path / 'epoch_2.pth')
     assert osp.getsize(tmp_path / 'curves.png') > 10_000
 
+    # the fixture's dataset as it is (without the shapes_data sizes, the config's 2000 + 300 images
+    # would be generated over it) and the test loader's settings
+    test_opts = [o for o in tiny(epochs=1) if o.startswith(('shapes_data.', 'test_dataloader.'))]
     test_out = run([sys.executable, osp.join(TOOLS, 'test.py'), RETINANET, str(tmp_path / 'epoch_2.pth'),
-                    '--work-dir', str(tmp_path / 'test'), '--data-root', data_root, '--cfg-options',
-                    *tiny(epochs=1)[-3:]])
+                    '--work-dir', str(tmp_path / 'test'), '--data-root', data_root, '--cfg-options', *test_opts])
     test_map = float(re.findall(r'coco/bbox_mAP: ([-0-9.]+)', test_out)[-1])  # the line test.py prints last
     assert 0.0 <= test_map <= 1.0
     assert 'Load checkpoint from' in test_out and 'epoch_2.pth' in test_out
+    assert re.search(r'Epoch\(test\) \[2/2\]', test_out)  # the 8 val images of the fixture, 4 a batch
 
 
 @pytest.mark.slow
