@@ -1,21 +1,25 @@
-"""End to end on the bundled shapes data, with tiny settings: tools/train.py and tools/test.py on the
-shapes RetinaNet and Cascade-RPN, checkpoint + --resume restoring the Wise-IoU running mean, and a
-2-process gloo run (tools/dist_train.sh) whose ranks keep identical Wise-IoU running means."""
+"""The training tools: the Config built from their options (mmloss_ext.runner), the curves loaded and
+plotted (mmloss_ext.viz, tools/plot_curves.py), and end to end on the bundled shapes data with tiny
+settings: tools/train.py and tools/test.py on the shapes RetinaNet and Cascade-RPN, checkpoint +
+--resume restoring the Wise-IoU running mean, and a 2-process gloo run (tools/dist_train.sh) whose
+ranks keep identical Wise-IoU running means."""
+import json
 import os
 import os.path as osp
 import re
+import runpy
 import socket
 import subprocess
 import sys
 import textwrap
-
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mmloss_ext.datasets.shapes import generate_shapes
+from mmloss_ext.viz import load_scalars
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -62,11 +66,6 @@ def train(config, work_dir, data_root, *extra):
 
 
 def scalars(work_dir):
-    sys.path.insert(0, TOOLS)
-    try:
-        from plot_curves import load_scalars
-    finally:
-        sys.path.remove(TOOLS)
     return load_scalars(str(work_dir))
 
 
@@ -118,6 +117,136 @@ def test_shapes_boxes_are_tight():
         assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x, y, x + w, y + h), (i, label)
 
 
+def test_build_config_applies_the_tool_options(data_root, monkeypatch):
+    """What tools/train.py and tools/test.py build from their options (mmloss_ext.runner.build_config)."""
+    from mmloss_ext.runner import build_config
+    options = {'train_cfg.max_epochs': 1, 'shapes_data.num_train': 16, 'shapes_data.num_val': 8}
+    for var in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'):
+        monkeypatch.delenv(var, raising=False)
+
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root)
+    assert cfg.train_cfg.max_epochs == 1 and cfg.launcher == 'none'
+    assert cfg.work_dir == osp.join('./work_dirs', 'retinanet_r18s_fpn_shapes_giou')
+    assert cfg.train_dataloader.dataset.data_root == data_root + '/'  # repointed at the generated data
+    assert cfg.val_evaluator.ann_file == osp.join(data_root, 'annotations', 'val.json')
+    assert not cfg.get('resume') and cfg.get('load_from') is None and cfg.val_cfg is not None
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ  # nothing to load: left alone
+
+    cfg = build_config(RETINANET, work_dir='w', cfg_options=options, data_root=data_root, resume='auto',
+                       validate=False)
+    assert cfg.work_dir == 'w' and cfg.resume is True and cfg.load_from is None
+    assert cfg.val_cfg is None and cfg.val_dataloader is None and cfg.val_evaluator is None
+    assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root, resume='w/epoch_1.pth')
+    assert cfg.resume is True and cfg.load_from == 'w/epoch_1.pth'
+    cfg = build_config(RETINANET, cfg_options=options, data_root=data_root, load_from='w/epoch_1.pth')
+    assert cfg.resume is False and cfg.load_from == 'w/epoch_1.pth'
+    with pytest.raises(ValueError, match='resume or load_from'):
+        build_config(RETINANET, resume='auto', load_from='w/epoch_1.pth')
+
+
+def test_runner_options_and_cpu_launchers(monkeypatch):
+    import argparse
+
+    from mmengine.config import Config
+
+    from mmloss_ext.runner import add_runner_args, parse_runner_args, setup_cpu_distributed
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    parser = add_runner_args(argparse.ArgumentParser())
+    args = parse_runner_args(parser, ['--cfg-options', 'a.b=2', 'c=x', '--local-rank', '3', '--launcher', 'pytorch'])
+    assert args.cfg_options == {'a.b': 2, 'c': 'x'} and args.launcher == 'pytorch'
+    assert os.environ['LOCAL_RANK'] == '3'
+    monkeypatch.setenv('LOCAL_RANK', '1')  # set by the launcher: kept
+    parse_runner_args(parser, ['--local-rank', '0'])
+    assert os.environ['LOCAL_RANK'] == '1'
+
+    cfg = Config(dict(model=dict(type='M')))
+    setup_cpu_distributed(cfg, 'none')
+    assert 'model_wrapper_cfg' not in cfg and 'env_cfg' not in cfg
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="only the pytorch launcher.*'slurm'"):
+            setup_cpu_distributed(cfg, 'slurm')
+
+
+def test_compare_runs_train_py_with_its_options():
+    """Each variant of tools/compare.py is a tools/train.py command line that parses as intended."""
+    compare = runpy.run_path(osp.join(TOOLS, 'compare.py'))
+    train_tool = runpy.run_path(osp.join(TOOLS, 'train.py'))
+    for data_root in (None, 'data/elsewhere'):
+        cmd = compare['train_command'](RETINANET, 'wd/giou', 3, data_root, ['randomness.seed=1'])
+        assert cmd[:3] == [sys.executable, osp.join(TOOLS, 'train.py'), RETINANET]
+        args = train_tool['parse_args'](cmd[2:])
+        assert (args.config, args.work_dir, args.data_root, args.no_plot) == (RETINANET, 'wd/giou', data_root, True)
+        assert args.cfg_options['train_cfg.max_epochs'] == 3 and args.cfg_options['param_scheduler.1.T_max'] == 3
+        assert args.cfg_options['randomness.seed'] == 1
+
+
+def write_log(path, losses, maps, iters_per_epoch):
+    """An mmengine scalars.json: one training record per iteration, one val record per epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        for i, loss in enumerate(losses, 1):
+            epoch = (i - 1) // iters_per_epoch + 1
+            f.write(json.dumps(dict(loss=loss, loss_cls=loss / 2, loss_bbox=loss / 2, epoch=epoch, iter=i,
+                                    step=i)) + '\n')
+            if i % iters_per_epoch == 0:
+                f.write(json.dumps({'coco/bbox_mAP': maps[epoch - 1], 'coco/bbox_mAP_50': 0.9, 'step': epoch})
+                        + '\n')
+
+
+def test_curves_are_loaded_by_iteration_and_plotted(tmp_path):
+    from mmloss_ext.viz import find_scalars, plot_run, plot_runs
+    old = tmp_path / 'a' / '20240101_000000' / 'vis_data' / 'scalars.json'
+    write_log(old, [9.0], [0.0], 1)
+    new = tmp_path / 'a' / '20240102_000000' / 'vis_data' / 'scalars.json'
+    write_log(new, [4.0, 3.0, 2.0, 1.5, 1.2, 1.0], [0.2, 0.4, 0.6], 2)
+    os.utime(old, (1, 1))
+    assert find_scalars(str(tmp_path / 'a')) == str(new)  # the newest run of a work dir
+    assert find_scalars(str(new.parent.parent)) == str(new)  # a log dir
+    train_log, val_log = load_scalars(str(tmp_path / 'a'))
+    assert [r['iter'] for r in train_log] == [1, 2, 3, 4, 5, 6]
+    assert [(r['iter'], r['coco/bbox_mAP']) for r in val_log] == [(2, 0.2), (4, 0.4), (6, 0.6)]  # epoch -> iter
+    with pytest.raises(FileNotFoundError):
+        find_scalars(str(tmp_path / 'nothing'))
+
+    write_log(tmp_path / 'b' / 'vis_data' / 'scalars.json', [5.0, 2.5], [0.5], 2)
+    png = plot_run(str(tmp_path / 'a'), str(tmp_path / 'out' / 'one.png'), title='one')
+    assert png == str(tmp_path / 'out' / 'one.png') and Path(png).read_bytes()[:4] == b'\x89PNG'
+    both = plot_runs([str(tmp_path / 'a'), str(tmp_path / 'b')], str(tmp_path / 'two.png'), labels=['a', 'b'])
+    assert Path(both).stat().st_size > 10_000
+    empty = tmp_path / 'empty' / 'vis_data' / 'scalars.json'
+    write_log(empty, [], [], 1)
+    assert plot_run(str(tmp_path / 'empty'), str(tmp_path / 'none.png')) is None
+    assert not (tmp_path / 'none.png').exists()
+
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, 'plot_curves.py'), str(tmp_path / 'a'),
+                           str(tmp_path / 'b'), '--labels', 'a', 'b', '--out', str(tmp_path / 'cli.png')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path / 'cli.png') and (tmp_path / 'cli.png').stat().st_size > 10_000
+
+
+def test_viz_needs_matplotlib_only_to_plot(tmp_path):
+    """mmloss_ext/viz.py loads and reads logs with matplotlib blocked (the rest of the stack imports it,
+    so the module is loaded on its own here); plotting then says what is missing."""
+    write_log(tmp_path / 'vis_data' / 'scalars.json', [2.0, 1.0], [0.5], 2)
+    code = textwrap.dedent(f'''
+        import importlib.util, sys
+        sys.modules['matplotlib'] = None  # any import of it fails
+        spec = importlib.util.spec_from_file_location('viz', {osp.join(ROOT, 'mmloss_ext', 'viz.py')!r})
+        viz = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(viz)
+        print(len(viz.load_scalars({str(tmp_path)!r})[0]))
+        try:
+            viz.plot_run({str(tmp_path)!r}, {str(tmp_path / 'x.png')!r})
+        except ImportError as exc:
+            print('ImportError', exc.name)
+    ''')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ['2', 'ImportError', 'matplotlib']
+
+
 @pytest.mark.slow
 def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
     out = train(RETINANET, tmp_path, data_root, '--cfg-options', *tiny(epochs=2))
@@ -133,12 +262,15 @@ def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
     assert osp.isfile(tmp_path / 'epoch_2.pth')
     assert osp.getsize(tmp_path / 'curves.png') > 10_000
 
+    # the fixture's dataset as it is (without the shapes_data sizes, the config's 2000 + 300 images
+    # would be generated over it) and the test loader's settings
+    test_opts = [o for o in tiny(epochs=1) if o.startswith(('shapes_data.', 'test_dataloader.'))]
     test_out = run([sys.executable, osp.join(TOOLS, 'test.py'), RETINANET, str(tmp_path / 'epoch_2.pth'),
-                    '--work-dir', str(tmp_path / 'test'), '--data-root', data_root, '--cfg-options',
-                    *tiny(epochs=1)[-3:]])
+                    '--work-dir', str(tmp_path / 'test'), '--data-root', data_root, '--cfg-options', *test_opts])
     test_map = float(re.findall(r'coco/bbox_mAP: ([-0-9.]+)', test_out)[-1])  # the line test.py prints last
     assert 0.0 <= test_map <= 1.0
     assert 'Load checkpoint from' in test_out and 'epoch_2.pth' in test_out
+    assert re.search(r'Epoch\(test\) \[2/2\]', test_out)  # the 8 val images of the fixture, 4 a batch
 
 
 @pytest.mark.slow
@@ -162,11 +294,7 @@ def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
     assert not torch.equal(saved, torch.tensor(1.0)), 'the running mean never moved from its initial value'
     assert 'coco/bbox_mAP' in first
 
-    sys.path.insert(0, TOOLS)
-    try:
-        import train as train_tool
-    finally:
-        sys.path.remove(TOOLS)
+    train_tool = runpy.run_path(osp.join(TOOLS, 'train.py'))  # its functions, without running main()
     from mmengine.hooks import Hook
 
     seen = {}
@@ -180,8 +308,9 @@ def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
                         conv=runner.model.bbox_head.retina_reg.weight.detach().clone())
 
     # the command line `tools/train.py CONFIG --resume`, in this process so that the probe can watch
-    runner = train_tool.build_runner([RETINANET_WIOU, '--work-dir', str(tmp_path), '--data-root', data_root,
-                                      '--resume', '--no-plot', '--cfg-options', *tiny(epochs=2)])
+    args = train_tool['parse_args']([RETINANET_WIOU, '--work-dir', str(tmp_path), '--data-root', data_root,
+                                     '--resume', '--no-plot', '--cfg-options', *tiny(epochs=2)])
+    runner = train_tool['build_runner'](args)
     assert torch.equal(runner.model.bbox_head.loss_bbox.iou_mean, torch.tensor(1.0))  # fresh, before loading
     runner.register_hook(Probe(), priority='LOWEST')
     runner.train()

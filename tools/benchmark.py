@@ -1,121 +1,255 @@
 #!/usr/bin/env python
-"""Benchmark the hot losses: mmdet's implementation, mmloss_ext eager, mmloss_ext fused.
+"""Benchmark the hot losses: mmdet's implementation, plain torch references, mmloss_ext eager and fused.
 
-For each case (detector-scale inputs) the table gives the median forward+backward time over
-repeated runs after warm-up, its ratio to mmdet's in the same run, its ratio to one
-``torch.sigmoid`` pass over the same ``pred`` (the memory-bandwidth floor), the extra peak memory
-of one forward+backward call and the time of that first call, both measured in a fresh process
-(peak reset with ``/proc/self/clear_refs``, read from ``VmHWM``; the extra is ``VmHWM`` after the
-call minus the resident size before it, inputs already allocated).
+For each case (detector-scale inputs) the table has one row per variant:
+
+* ``mmdet``: mmdet's loss (only where mmdet has one and ``mmdet.models`` imports: without mmdet the
+  header says so and every ``vs mmdet`` is ``—``);
+* ``torch``: a plain torch functional with the same semantics, where there is one
+  (``F.cross_entropy``, ``F.l1_loss``, ``F.smooth_l1_loss``);
+* ``torchvision``: ``torchvision.ops.sigmoid_focal_loss`` for the focal case, when torchvision imports
+  (its one-hot target is made outside the timed region);
+* ``eager`` / ``fused``: mmloss_ext with ``impl='eager'`` / ``impl='fused'``. The fused kernels are
+  the C++ extension on the CPU and Triton on CUDA (labelled ``fused (triton)``). A loss that ran
+  its other path although asked for one (no kernel for the device, the extension not built) is
+  marked ``[ran eager]`` (``[ran fused]``), from the autograd graph of its output;
+* with ``--compile``: ``compile-eager`` / ``compile-fused``, ``torch.compile`` of a function calling
+  the loss with ``impl='eager'`` / ``impl='fused'``. Which path runs inside the compiled graph is not
+  checked (under compilation the fused dispatch currently falls back to eager).
+
+Columns: the median forward+backward time over ``--repeat`` runs after two warm-up calls, its ratio
+to mmdet's in the same run (``—`` without an mmdet row), its ratio to one ``torch.sigmoid`` pass over
+the same ``pred`` (the memory-bandwidth floor), the extra peak memory of one forward+backward call
+(inputs already allocated), and the time of the first call in a process.
 
     python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
     python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
-    python tools/benchmark.py --cases focal giou
-    python tools/benchmark.py --device cuda   # CUDA: mmdet, ours eager, ours Triton (+ torchvision's focal)
+    python tools/benchmark.py --quick --scale 0.001   # tiny sizes: checks that every row runs
+    python tools/benchmark.py --cases focal giou --json results.json
+    python tools/benchmark.py --device cuda --compile   # on a GPU, with the torch.compile rows
 
-On CUDA (``--device cuda``) times come from CUDA events (median fwd+bwd), the extra peak memory from
-``torch.cuda.max_memory_allocated`` over one call (inputs already allocated), and the first-call
-time includes Triton's compilation of the kernels (paid once per process and shape class). mmdet's
-focal loss runs mmcv's CUDA op when mmcv was built with it (the header says so);
-``torchvision.ops.sigmoid_focal_loss`` is timed too for the focal case, on a one-hot target made
-outside the timed region.
+One code path serves both devices; only the measuring differs:
 
-Efficient-IoU and Wise-IoU (v3, training) have no mmdet implementation: their ``vs mmdet``
-column is ``—``; compare fused with eager. Losses run with ``impl='eager'`` / ``impl='fused'``
-explicitly. The CE case also times torch's ``F.cross_entropy`` (mean over the batch) as a
-``torch`` row.
+* CPU: times by ``time.perf_counter``; the extra peak memory and the first call in a fresh process
+  per row, forked from a helper process that has imported torch, mmloss_ext and mmdet but run
+  nothing (peak reset with ``/proc/self/clear_refs``, read from ``VmHWM``; the extra is ``VmHWM``
+  after the call minus the resident size before it).
+* CUDA: times by CUDA events; the first call is the first one in this process (including Triton's
+  and torch.compile's compilation for its shapes), the extra peak memory is
+  ``torch.cuda.max_memory_allocated`` over one later call minus what was allocated before it. The
+  header says whether mmcv's CUDA focal op (which mmdet's focal loss uses) imports.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import torch
+import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+SCRIPT = os.path.abspath(__file__)
 
-# name: (mmdet type or None, mmloss_ext type, input kind, size, has a fused path, extra config)
-CASES = {
-    'focal': ('FocalLoss', 'FocalLoss', 'labels', (200_000, 80), True, {}),
-    'qfl': ('QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80), True, {}),
-    'vfl': ('VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80), True, {}),
-    'iou': ('IoULoss', 'IoULoss', 'boxes', (1_000_000,), True, {}),
-    'giou': ('GIoULoss', 'GIoULoss', 'boxes', (1_000_000,), True, {}),
-    'diou': ('DIoULoss', 'DIoULoss', 'boxes', (1_000_000,), True, {}),
-    'ciou': ('CIoULoss', 'CIoULoss', 'boxes', (1_000_000,), True, {}),
-    'eiou': ('EIoULoss', 'EIoULoss', 'boxes', (1_000_000,), True, {}),
-    'siou': ('SIoULoss', 'SIoULoss', 'boxes', (1_000_000,), True, {}),
-    'efficient_iou': (None, 'EfficientIoULoss', 'boxes', (1_000_000,), True, {}),  # no mmdet implementation
-    'wiou': (None, 'WIoULoss', 'boxes', (1_000_000,), True, {}),  # v3, training: the running mean updated
-    'smooth_l1': ('SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), True, {}),
-    'l1': ('L1Loss', 'L1Loss', 'residual', (1_000_000, 4), True, {}),
-    'balanced_l1': ('BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4), True, {}),
-    'ce': ('CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), True, {}),
-    'dice': ('DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512), True, {}),
-}
-IMPLS = ('mmdet', 'torch', 'eager', 'fused')
-#: cases with a plain torch reference, timed as the 'torch' row
-TORCH_REFS = {'ce': lambda x, target: torch.nn.functional.cross_entropy(x, target)}
+#: ``(pred, target) -> (pred -> loss)``: a reference loss for one input pair (target preparation done
+#: outside the returned function, i.e. outside the timed region)
+Reference = Callable[[torch.Tensor, Any], Callable[[torch.Tensor], torch.Tensor]]
 
 
-def make_inputs(kind, size, scale=1.0):
+def _torch_cross_entropy(x, target):
+    return lambda xx: F.cross_entropy(xx, target)
+
+
+def _torch_l1(x, target):
+    return lambda xx: F.l1_loss(xx, target)
+
+
+def _torch_smooth_l1(x, target):
+    return lambda xx: F.smooth_l1_loss(xx, target, beta=1.0)  # mmdet's default beta
+
+
+def _torchvision_focal(x, labels):
+    from torchvision.ops import sigmoid_focal_loss
+    onehot = F.one_hot(labels, x.shape[1] + 1)[:, :-1].to(x.dtype)  # label C is the background
+    avg = max(1, len(labels))  # mmdet's mean over the rows
+    return lambda xx: sigmoid_focal_loss(xx, onehot, alpha=0.25, gamma=2.0, reduction='sum') / avg
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: the losses compared and their inputs."""
+    name: str
+    mmdet: Optional[str]  # mmdet's type; None where mmdet has no such loss
+    ours: str  # mmloss_ext's type
+    kind: str  # the inputs, see make_inputs
+    size: Tuple[int, ...]  # full size; scale applies to the first dimension
+    fused: bool = True  # has a fused path (impl='fused')
+    extra: Mapping[str, Any] = field(default_factory=dict)  # config given to both losses
+    torch_ref: Optional[Reference] = None  # the 'torch' row
+    torchvision_ref: Optional[Reference] = None  # the 'torchvision' row
+
+
+CASES: Dict[str, Case] = {c.name: c for c in (
+    Case('focal', 'FocalLoss', 'FocalLoss', 'labels', (200_000, 80), torchvision_ref=_torchvision_focal),
+    Case('qfl', 'QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80)),
+    Case('vfl', 'VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80)),
+    Case('iou', 'IoULoss', 'IoULoss', 'boxes', (1_000_000,)),
+    Case('giou', 'GIoULoss', 'GIoULoss', 'boxes', (1_000_000,)),
+    Case('diou', 'DIoULoss', 'DIoULoss', 'boxes', (1_000_000,)),
+    Case('ciou', 'CIoULoss', 'CIoULoss', 'boxes', (1_000_000,)),
+    Case('eiou', 'EIoULoss', 'EIoULoss', 'boxes', (1_000_000,)),
+    Case('siou', 'SIoULoss', 'SIoULoss', 'boxes', (1_000_000,)),
+    Case('efficient_iou', None, 'EfficientIoULoss', 'boxes', (1_000_000,)),
+    Case('wiou', None, 'WIoULoss', 'boxes', (1_000_000,)),  # v3, training: the running mean updated
+    Case('smooth_l1', 'SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_smooth_l1),
+    Case('l1', 'L1Loss', 'L1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_l1),
+    Case('balanced_l1', 'BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4)),
+    Case('ce', 'CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), torch_ref=_torch_cross_entropy),
+    Case('dice', 'DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512)),
+)}
+
+#: the row variants, in table order (see the module docstring)
+VARIANTS = ('mmdet', 'torch', 'torchvision', 'eager', 'fused', 'compile-eager', 'compile-fused')
+COMPILE_VARIANTS = ('compile-eager', 'compile-fused')
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v not in COMPILE_VARIANTS)
+#: the optional libraries of the reference rows: their row is left out when they do not import
+OPTIONAL = {'mmdet': 'mmdet.models', 'torchvision': 'torchvision.ops'}
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs, variants
+
+
+def make_inputs(case: Case, scale: float = 1.0, device='cpu'):
+    """``(pred, target)`` of ``case`` at ``scale`` of its size (the first dimension, at least 1)."""
     gen = torch.Generator().manual_seed(0)
-    size = (max(1, int(size[0] * scale)),) + tuple(size[1:]) if kind != 'dice' else size
+    size = (max(1, int(case.size[0] * scale)),) + tuple(case.size[1:])
+    kind = case.kind
     if kind in ('labels', 'pair', 'soft'):
         n, c = size
         x = torch.randn(n, c, generator=gen)
         labels = torch.randint(0, c + 1, (n,), generator=gen)
         if kind == 'labels':
-            return x, labels
-        scores = torch.rand(n, generator=gen)
-        if kind == 'pair':
-            return x, (labels, scores)
-        t = torch.zeros(n, c)
-        pos = labels < c
-        t[pos.nonzero()[:, 0], labels[pos]] = scores[pos]
-        return x, t
-    if kind == 'boxes':
+            target = labels
+        else:
+            scores = torch.rand(n, generator=gen)
+            if kind == 'pair':
+                target = (labels, scores)
+            else:
+                target = torch.zeros(n, c)
+                pos = labels < c
+                target[pos.nonzero()[:, 0], labels[pos]] = scores[pos]
+    elif kind == 'boxes':
         n = size[0]
         xy = torch.rand(n, 2, generator=gen) * 100
-        t = torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=gen) * 50], 1)
-        return t + torch.randn(n, 4, generator=gen) * 5, t
-    if kind == 'residual':
-        return torch.randn(*size, generator=gen), torch.randn(*size, generator=gen)
-    if kind == 'ce':
+        target = torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=gen) * 50], 1)
+        x = target + torch.randn(n, 4, generator=gen) * 5  # ~9% come out inverted (x2 < x1): mmdet and
+        # mmloss_ext give those different losses; the benchmark times, it does not compare values
+    elif kind == 'residual':
+        x, target = torch.randn(*size, generator=gen), torch.randn(*size, generator=gen)
+    elif kind == 'ce':
         n, c = size
-        return torch.randn(n, c, generator=gen), torch.randint(0, c, (n,), generator=gen)
-    return torch.randn(*size, generator=gen), (torch.rand(*size, generator=gen) > 0.5).float()  # dice
+        x, target = torch.randn(n, c, generator=gen), torch.randint(0, c, (n,), generator=gen)
+    elif kind == 'dice':
+        x, target = torch.randn(*size, generator=gen), (torch.rand(*size, generator=gen) > 0.5).float()
+    else:
+        raise ValueError(f'unknown input kind {kind!r}')
+    return _to(x, device), _to(target, device)
 
 
-def build(case, impl):
-    mm_type, ours_type, _, _, has_fused, extra = CASES[case]
-    if impl == 'torch':
-        return TORCH_REFS[case]
-    if impl == 'mmdet':
+def _to(obj, device):
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(o, device) for o in obj)
+    return obj.to(device)
+
+
+def probe_missing() -> Dict[str, str]:
+    """The optional libraries (:data:`OPTIONAL`) that do not import here, with why."""
+    missing = {}
+    for name, module in OPTIONAL.items():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken build (mmcv's ops, CUDA libraries)
+            missing[name] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+    return missing
+
+
+def applicable(case: Case, variant: str, missing: Mapping[str, str] = ()) -> bool:
+    """Whether ``case`` has a ``variant`` row, given the optional libraries ``missing``."""
+    if variant == 'mmdet':
+        return case.mmdet is not None and 'mmdet' not in missing
+    if variant == 'torch':
+        return case.torch_ref is not None
+    if variant == 'torchvision':
+        return case.torchvision_ref is not None and 'torchvision' not in missing
+    if variant in ('fused', 'compile-fused'):
+        return case.fused
+    if variant in ('eager', 'compile-eager'):
+        return True
+    raise ValueError(f'unknown variant {variant!r}; known: {VARIANTS}')
+
+
+def select_variants(case: Case, variants: Sequence[str], missing: Mapping[str, str] = ()) -> List[str]:
+    """The rows of ``case``: the ``variants`` it has, in :data:`VARIANTS` order."""
+    return [v for v in VARIANTS if v in variants and applicable(case, v, missing)]
+
+
+def label(variant: str, device: str, ran_fused: Optional[bool] = None) -> str:
+    """A row's label; ``ran_fused`` (when known) marks an eager/fused row that ran the other path."""
+    name = 'fused (triton)' if variant == 'fused' and device == 'cuda' else variant
+    if variant == 'fused' and ran_fused is False:
+        name += ' [ran eager]'
+    elif variant == 'eager' and ran_fused:
+        name += ' [ran fused]'
+    return name
+
+
+def build_variant(case: Case, variant: str, x: torch.Tensor, target,
+                  compile_backend: str = 'inductor') -> Callable[[torch.Tensor], torch.Tensor]:
+    """The loss of one row, as a function of ``pred`` (``target`` bound, losses on ``x``'s device;
+    the compile rows compiled by ``torch.compile(backend=compile_backend)``)."""
+    if variant == 'torch':
+        return case.torch_ref(x, target)
+    if variant == 'torchvision':
+        return case.torchvision_ref(x, target)
+    if variant == 'mmdet':
+        import mmdet.models  # noqa: F401  (registers mmdet's losses)
         from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-        register_all_modules()
-        return MODELS.build(dict(type=mm_type, **extra))
+        loss = MODELS.build(dict(type=case.mmdet, **case.extra)).to(x.device)
+        return lambda xx: loss(xx, target)
     import mmloss_ext  # noqa: F401
     from mmloss_ext.registry import MODELS
-    cfg = dict(type=f'mmloss_ext.{ours_type}', **extra)
-    if has_fused:
-        cfg['impl'] = impl
-    return MODELS.build(cfg)
+    cfg = dict(type=f'mmloss_ext.{case.ours}', **case.extra)
+    if case.fused:
+        cfg['impl'] = 'fused' if variant.endswith('fused') else 'eager'
+    loss = MODELS.build(cfg).to(x.device)  # with its buffers (Wise-IoU's running mean)
+
+    def call(xx):
+        return loss(xx, target)
+
+    if variant.startswith('compile-'):
+        torch.compiler.reset()  # each compiled row starts from empty caches (and no recompilation limit)
+        return torch.compile(call, backend=compile_backend)
+    return call
 
 
-def step(loss, x, target):
-    x = x.detach().requires_grad_()
-    loss(x, target).backward()
+# ---------------------------------------------------------------------------------------------------
+# measuring: one strategy per device. A meter has ``device`` (where the inputs go), ``header()`` (the
+# first line of the printout), ``time(fn, repeat)`` (median seconds of ``fn()``),
+# ``first_and_peak(cell, step)`` (seconds of the first call and bytes of extra peak memory of one
+# call; called before the row's warm-up, ``cell`` naming the row, ``step()`` running it once) and
+# ``close()``.
 
 
-def median_time(fn, repeat):
+def _median_seconds(fn, repeat):
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -124,181 +258,289 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
-def _vm(field):
+class CpuMeter:
+    """CPU: ``time.perf_counter``; first call and extra peak memory in a fresh process per row."""
+    device = 'cpu'
+
+    def __init__(self):
+        self._helper = _ForkHelper()  # started now: its imports overlap with this process's
+
+    def header(self) -> str:
+        from mmloss_ext.kernels import fused_available
+        return (f'torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, CPU capability '
+                f'{torch.backends.cpu.get_cpu_capability()}, fused C++ kernels available: {fused_available()}')
+
+    def time(self, fn: Callable[[], Any], repeat: int) -> float:
+        return _median_seconds(fn, repeat)
+
+    def first_and_peak(self, cell: Mapping[str, Any], step: Callable[[], Any]) -> Tuple[float, int]:
+        """In a fresh process: ``cell`` holds :func:`measure_fresh`'s arguments (``step`` is unused)."""
+        r = self._helper.measure(cell)
+        return r['first'], r['peak']
+
+    def close(self) -> None:
+        self._helper.close()
+
+
+class CudaMeter:
+    """CUDA: CUDA events; the first call in this process; ``max_memory_allocated`` over one call.
+
+    ``cuda`` is the module measured with (``torch.cuda``) and ``device`` where the tensors go; the
+    tests pass a stand-in for both to run this strategy on the CPU.
+    """
+
+    def __init__(self, device='cuda', cuda=torch.cuda):
+        self.device, self.cuda = device, cuda
+
+    def header(self) -> str:
+        from mmloss_ext.kernels.dispatch import triton_available
+        try:
+            from mmcv.ops import sigmoid_focal_loss  # noqa: F401
+            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss imports (mmdet focal uses it)'
+        except Exception:  # noqa: BLE001 - no mmcv, or one built without ops
+            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss missing'
+        return (f'torch {torch.__version__}, {self.cuda.get_device_name()}, triton available: {triton_available()}, '
+                f'{mmcv_focal}')
+
+    def time(self, fn: Callable[[], Any], repeat: int) -> float:
+        times = []
+        for _ in range(repeat):
+            start, end = self.cuda.Event(enable_timing=True), self.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            self.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times)
+
+    def first_and_peak(self, cell: Mapping[str, Any], step: Callable[[], Any]) -> Tuple[float, int]:
+        """Called before the row's warm-up: the first ``step()``, then the extra peak of a second one."""
+        self.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        self.cuda.synchronize()
+        first = time.perf_counter() - t0
+        self.cuda.reset_peak_memory_stats()
+        before = self.cuda.memory_allocated()
+        step()
+        self.cuda.synchronize()
+        return first, self.cuda.max_memory_allocated() - before
+
+    def close(self) -> None:
+        pass
+
+
+METERS = {'cpu': CpuMeter, 'cuda': CudaMeter}
+
+
+def _vm(field_name):
     with open('/proc/self/status') as f:
         for line in f:
-            if line.startswith(field + ':'):
+            if line.startswith(field_name + ':'):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-def measure_fresh(case, impl, scale):
-    """In this (fresh) process: first-call time and extra peak memory of one fwd+bwd."""
-    loss = build(case, impl)
-    x, target = make_inputs(CASES[case][2], CASES[case][3], scale)
+def measure_fresh(case: str, variant: str, scale: float, compile_backend: str = 'inductor') -> dict:
+    """In a process that has run no loss: first-call time and extra peak memory of one fwd+bwd."""
+    c = CASES[case]
+    x, target = make_inputs(c, scale)
+    fn = build_variant(c, variant, x, target, compile_backend)
     x = x.detach().requires_grad_()
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset VmHWM to the current resident size
     before = _vm('VmRSS')
     t0 = time.perf_counter()
-    loss(x, target).backward()
+    fn(x).backward()
     first = time.perf_counter() - t0
-    return dict(peak=_vm('VmHWM') - before, first=first)
+    return dict(first=first, peak=_vm('VmHWM') - before)
 
 
-def fresh(case, impl, scale):
-    out = subprocess.run([sys.executable, __file__, '--_fresh', case, impl, str(scale)], capture_output=True,
-                         text=True, check=True, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class _ForkHelper:
+    """A helper process (this script, ``--_fork-helper``) that imports torch, mmloss_ext and the
+    optional references, then runs nothing itself: for each request it forks a child, which builds
+    the row's inputs and loss and measures :func:`measure_fresh`. Each child is a fresh process
+    without paying the imports again."""
+
+    def __init__(self):
+        self._stderr = tempfile.TemporaryFile(mode='w+')
+        self._proc = subprocess.Popen([sys.executable, SCRIPT, '--_fork-helper'], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+                                      env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+
+    def measure(self, cell: Mapping[str, Any]) -> dict:
+        self._proc.stdin.write(json.dumps(dict(cell)) + '\n')
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            self._stderr.seek(0)
+            raise RuntimeError(f'the measuring process exited ({self._proc.wait()}):\n{self._stderr.read()[-3000:]}')
+        result = json.loads(line)
+        if 'error' in result:
+            raise RuntimeError(f'{cell["case"]} / {cell["variant"]} in a fresh process:\n{result["error"]}')
+        return result
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+        self._proc.stdout.close()
+        self._stderr.close()
 
 
-def run_case(case, scale, repeat, out):
-    _, _, kind, size, has_fused, _ = CASES[case]
-    x, target = make_inputs(kind, size, scale)
-    floor = median_time(lambda: torch.sigmoid(x), repeat)
-    rows = {}
-    for impl in IMPLS:
-        if ((impl == 'fused' and not has_fused) or (impl == 'mmdet' and CASES[case][0] is None)
-                or (impl == 'torch' and case not in TORCH_REFS)):
-            continue
-        loss = build(case, impl)
-        step(loss, x, target)  # warm-up
-        step(loss, x, target)
-        rows[impl] = dict(time=median_time(lambda: step(loss, x, target), repeat), **fresh(case, impl, scale))
-    shape = 'x'.join(map(str, x.shape))
-    out.write(f'\n{case} ({shape}; one sigmoid pass {floor * 1e3:.1f} ms)\n')
-    out.write(f'  {"impl":<6} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
-              f'{"1st call ms":>12}\n')
-    for impl, r in rows.items():
-        vs = f'{rows["mmdet"]["time"] / r["time"]:>8.2f}x' if 'mmdet' in rows else f'{"—":>9}'
-        out.write(f'  {impl:<6} {r["time"] * 1e3:>11.1f} {vs} '
-                  f'{r["time"] / floor:>8.1f}x {r["peak"] / 2 ** 20:>14.0f} {r["first"] * 1e3:>12.1f}\n')
-    out.flush()
-    return dict(case=case, shape=shape, sigmoid=floor, **{k: v for k, v in rows.items()})
+def fork_helper_main() -> None:
+    """The helper's loop (see :class:`_ForkHelper`): one JSON request per line in, one result out."""
+    import mmloss_ext  # noqa: F401
+    probe_missing()  # imports the optional references that are there
+    for line in sys.stdin:
+        request = json.loads(line)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, answer through the pipe, exit without cleanup
+            os.close(read)
+            os.dup2(2, 1)  # whatever it prints stays out of the answers
+            try:
+                result = measure_fresh(**request)
+            except BaseException:  # noqa: BLE001 - reported to the benchmark
+                result = dict(error=traceback.format_exc())
+            with os.fdopen(write, 'w') as f:
+                f.write(json.dumps(result))
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            answer = f.read()
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write((answer or json.dumps(dict(error=f'the child died (wait status {status})'))) + '\n')
+        sys.stdout.flush()
 
 
-def _to_cuda(obj):
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_cuda(o) for o in obj)
-    return obj.cuda()
+# ---------------------------------------------------------------------------------------------------
+# the benchmark
 
 
-def cuda_time(fn, repeat):
-    """Median seconds of ``fn`` by CUDA events."""
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
-def cuda_first_call(fn):
-    """Seconds of the first call (kernel compilation included)."""
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def cuda_extra_peak(fn):
-    """Bytes allocated at the peak of one call beyond what was allocated before it."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before
-
-
-def _torchvision_focal(x, target):
-    """torchvision's sigmoid focal loss on ``labels`` (one-hot outside the timed region), or None."""
-    try:
-        from torchvision.ops import sigmoid_focal_loss
-    except ImportError:
-        return None
-    onehot = torch.nn.functional.one_hot(target, x.shape[1] + 1)[:, :-1].to(x.dtype)
-    return lambda xx: sigmoid_focal_loss(xx, onehot, alpha=0.25, gamma=2.0, reduction='sum') / max(1, len(target))
-
-
-def run_case_cuda(case, scale, repeat, out):
-    """mmdet, ours eager, ours Triton (and torchvision for focal) on CUDA tensors."""
+def bench_case(case: Case, device: str, meter, scale: float, repeat: int, variants: Sequence[str],
+               missing: Mapping[str, str] = (), compile_backend: str = 'inductor') -> dict:
+    """Time the rows of one case; return its result (what the table prints and ``--json`` stores)."""
     from mmloss_ext.kernels.functions import ran_fused
 
-    _, _, kind, size, has_fused, _ = CASES[case]
-    x, target = (_to_cuda(a) for a in make_inputs(kind, size, scale))
-    floor = cuda_time(lambda: torch.sigmoid(x), repeat)
-    runs = {}
-    for impl in IMPLS:
-        if impl == 'fused' and not has_fused:
-            continue
-        loss = build(case, impl)
-        name = 'triton' if impl == 'fused' else impl
-        if impl == 'fused' and not ran_fused(loss(x.detach().requires_grad_(), target)):
-            name = 'triton (ran eager!)'
-        runs[name] = lambda xx, loss=loss: loss(xx, target)
-    if case == 'focal':
-        tv = _torchvision_focal(x, target)
-        if tv is not None:
-            runs['torchvision'] = tv
-    rows = {}
-    for name, fn in runs.items():
-        def one(fn=fn):
-            fn(x.detach().requires_grad_()).backward()
-        first = cuda_first_call(one)
-        one()
-        rows[name] = dict(time=cuda_time(one, repeat), peak=cuda_extra_peak(one), first=first)
-    shape = 'x'.join(map(str, x.shape))
-    out.write(f'\n{case} ({shape}; one sigmoid pass {floor * 1e3:.3f} ms)\n')
-    out.write(f'  {"impl":<20} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
-              f'{"1st call ms":>12}\n')
-    for name, r in rows.items():
-        out.write(f'  {name:<20} {r["time"] * 1e3:>11.3f} {rows["mmdet"]["time"] / r["time"]:>8.2f}x '
-                  f'{r["time"] / floor:>8.1f}x {r["peak"] / 2 ** 20:>14.0f} {r["first"] * 1e3:>12.1f}\n')
-    out.flush()
-    return dict(case=case, shape=shape, device='cuda', sigmoid=floor, **rows)
+    x, target = make_inputs(case, scale, meter.device)
+
+    def floor_step():
+        return torch.sigmoid(x)
+
+    floor_step()
+    floor = meter.time(floor_step, repeat)
+    rows = []
+    for variant in select_variants(case, variants, missing):
+        fn = build_variant(case, variant, x, target, compile_backend)
+
+        def step(fn=fn):
+            out = fn(x.detach().requires_grad_())
+            out.backward()
+            return out
+
+        cell = dict(case=case.name, variant=variant, scale=scale, compile_backend=compile_backend)
+        first, peak = meter.first_and_peak(cell, step)
+        out = step()  # warm-up
+        step()
+        seconds = meter.time(step, repeat)
+        ran = ran_fused(out) if variant in ('eager', 'fused') else None
+        rows.append(dict(variant=variant, label=label(variant, device, ran), time=seconds, peak=peak, first=first,
+                         ran_fused=ran))
+    return dict(case=case.name, device=device, shape='x'.join(map(str, x.shape)), sigmoid=floor, rows=rows)
 
 
-def main(argv=None):
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f'{ms:.3f}' if ms < 1 else f'{ms:.2f}' if ms < 10 else f'{ms:.1f}'
+
+
+def format_case(result: dict) -> str:
+    """The table of one case: a title line, the column header, one line per row."""
+    rows = result['rows']
+    mmdet = next((r for r in rows if r['variant'] == 'mmdet'), None)
+    width = max([6] + [len(r['label']) for r in rows])
+    lines = [f'{result["case"]} ({result["shape"]}; one sigmoid pass {_ms(result["sigmoid"])} ms)',
+             f'  {"impl":<{width}} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
+             f'{"1st call ms":>12}']
+    for r in rows:
+        vs = f'{mmdet["time"] / r["time"]:>8.2f}x' if mmdet else f'{"—":>9}'
+        lines.append(f'  {r["label"]:<{width}} {_ms(r["time"]):>11} {vs} {r["time"] / result["sigmoid"]:>8.1f}x '
+                     f'{r["peak"] / 2 ** 20:>14.1f} {r["first"] * 1e3:>12.1f}')
+    return '\n'.join(lines)
+
+
+def header(meter, cases: Sequence[Case], variants: Sequence[str], missing: Mapping[str, str],
+           compile_backend: str) -> str:
+    lines = [meter.header()]
+    for name, why in missing.items():  # the optional libraries are named as their rows
+        if name in variants and any(applicable(c, name) for c in cases):
+            lines.append(f'no {name} rows: {OPTIONAL[name]} does not import ({why})')
+    if any(v in variants for v in COMPILE_VARIANTS):
+        lines.append(f'compile-* rows: torch.compile(backend={compile_backend!r}) of the loss call '
+                     '(the path taken inside is not checked)')
+    return '\n'.join(lines)
+
+
+def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: int = 7,
+        variants: Sequence[str] = DEFAULT_VARIANTS, out: Optional[TextIO] = sys.stdout,
+        json_path: Optional[str] = None, *, meter=None, missing: Optional[Mapping[str, str]] = None,
+        compile_backend: str = 'inductor') -> List[dict]:
+    """Benchmark ``cases`` on ``device`` ('cpu' or 'cuda'), print the tables to ``out`` and return the
+    results (also written to ``json_path``).
+
+    ``meter`` measures (default: :data:`METERS`\\ [device]); ``missing`` names the optional libraries
+    to leave out, with why (default: :func:`probe_missing`); ``compile_backend`` is the
+    ``torch.compile`` backend of the compile rows.
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f'unknown variants {sorted(unknown)}; known: {VARIANTS}')
+    selected = [CASES[c] for c in cases]
+    missing = probe_missing() if missing is None else dict(missing)
+    own_meter = meter is None
+    meter = METERS[device]() if own_meter else meter
+    results = []
+    try:
+        if out is not None:
+            out.write(header(meter, selected, variants, missing, compile_backend) + '\n')
+        for case in selected:
+            results.append(bench_case(case, device, meter, scale, repeat, variants, missing, compile_backend))
+            if out is not None:
+                out.write('\n' + format_case(results[-1]) + '\n')
+                out.flush()
+    finally:
+        if own_meter:
+            meter.close()
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true', help='1/10 of the sizes, 3 repeats')
-    parser.add_argument('--repeat', type=int, default=None, help='timed runs per implementation (default 7)')
+    parser.add_argument('--scale', type=float, default=None,
+                        help='fraction of the full sizes (default 1, or 0.1 with --quick)')
+    parser.add_argument('--repeat', type=int, default=None, help='timed runs per row (default 7)')
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
     parser.add_argument('--json', help='also write the results to this file')
-    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
-                        help='cuda: time mmdet / ours eager / ours Triton on the GPU')
-    parser.add_argument('--_fresh', nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument('--device', choices=tuple(METERS), default='cpu',
+                        help='cuda: the same rows on the GPU, the fused row running the Triton kernels')
+    parser.add_argument('--compile', action='store_true', help='add the torch.compile rows')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile's backend for those rows (default inductor)")
+    parser.add_argument('--_fork-helper', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args._fresh:
-        case, impl, scale = args._fresh
-        print(json.dumps(measure_fresh(case, impl, float(scale))))
-        return
-    scale = 0.1 if args.quick else 1.0
-    repeat = args.repeat or (3 if args.quick else 7)
-    if args.device == 'cuda':
-        if not torch.cuda.is_available():
-            parser.error('--device cuda: no CUDA device is available to torch')
-        from mmloss_ext.kernels.dispatch import triton_available
-        try:
-            from mmcv.ops import sigmoid_focal_loss  # noqa: F401
-            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss imports (mmdet focal uses it)'
-        except ImportError:
-            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss missing'
-        print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}, triton available: {triton_available()}, '
-              f'{mmcv_focal}')
-        results = [run_case_cuda(c, scale, repeat, sys.stdout) for c in args.cases]
-    else:
-        from mmloss_ext.kernels import fused_available
-        print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability '
-              f'{torch.backends.cpu.get_cpu_capability()}, fused kernels available: {fused_available()}')
-        results = [run_case(c, scale, repeat, sys.stdout) for c in args.cases]
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=1)
+    if args._fork_helper:
+        fork_helper_main()
+        return []
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is available to torch')
+    variants = DEFAULT_VARIANTS + (COMPILE_VARIANTS if args.compile else ())
+    return run(args.cases, args.device, scale=args.scale or (0.1 if args.quick else 1.0),
+               repeat=args.repeat or (3 if args.quick else 7), variants=variants, out=sys.stdout,
+               json_path=args.json, compile_backend=args.compile_backend)
 
 
 if __name__ == '__main__':

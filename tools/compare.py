@@ -18,11 +18,10 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-TOOLS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TOOLS_DIR)
-sys.path.insert(0, TOOLS_DIR)
+from mmloss_ext.viz import load_scalars, plot_runs
 
-from plot_curves import load_scalars, plot_runs  # noqa: E402
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))  # each variant runs tools/train.py in its own process
+ROOT = osp.dirname(TOOLS_DIR)
 
 
 def short_schedule(epochs: int) -> List[str]:
@@ -30,6 +29,14 @@ def short_schedule(epochs: int) -> List[str]:
     return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
             f'param_scheduler.1.T_max={epochs}', f'param_scheduler.1.end={epochs}',
             f'default_hooks.checkpoint.interval={epochs}']
+
+
+def train_command(config: str, work_dir: str, epochs: int, data_root: Optional[str] = None,
+                  cfg_options: Sequence[str] = ()) -> List[str]:
+    """The tools/train.py command line of one variant (no plot: compare.png overlays them all)."""
+    return [sys.executable, osp.join(TOOLS_DIR, 'train.py'), config, '--work-dir', work_dir, '--no-plot',
+            *(['--data-root', data_root] if data_root else []),
+            '--cfg-options', *short_schedule(epochs), *cfg_options]
 
 
 def variant_name(config: str) -> str:
@@ -52,10 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     for i, config in enumerate(configs):
         name = variant_name(config)
         work_dir = osp.join(args.work_dir, name)
-        cmd = [sys.executable, osp.join(TOOLS_DIR, 'train.py'), config, '--work-dir', work_dir, '--no-plot',
-               '--cfg-options', *short_schedule(args.epochs), *args.cfg_options]
-        if args.data_root:
-            cmd[4:4] = ['--data-root', args.data_root]
+        cmd = train_command(config, work_dir, args.epochs, args.data_root, args.cfg_options)
         print(f'[compare] ({i + 1}/{len(configs)}) {name}: {args.epochs} epochs', flush=True)
         t0 = time.time()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

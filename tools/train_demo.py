@@ -1,6 +1,6 @@
 """The training demo: RetinaNet with mmloss_ext losses on the bundled shapes dataset, on the CPU.
 
-    python tools/train_demo.py [--config CONFIG] [--work-dir DIR] [--target 0.5] [--cfg-options ...]
+    python tools/train_demo.py [--config CONFIG] [--work-dir DIR] [--target 0.5] [--cfg-options k=v ...]
 
 Creates the shapes dataset (data/shapes, a few seconds, once), trains the shapes RetinaNet from
 scratch (mmloss_ext FocalLoss + GIoULoss on decoded boxes) with mmengine's Runner, evaluates on the
@@ -16,10 +16,14 @@ import sys
 import time
 from typing import Optional, Sequence
 
-TOOLS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TOOLS_DIR)
-sys.path.insert(0, TOOLS_DIR)
+import torch
+from mmengine.config import DictAction
+from mmengine.runner import Runner
 
+from mmloss_ext.runner import build_config, write_curves
+from mmloss_ext.viz import load_scalars
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'shapes', 'retinanet_r18s_fpn_shapes_giou.py')
 
 
@@ -28,20 +32,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'shapes_demo'))
     parser.add_argument('--target', type=float, default=0.5, help='bbox mAP the demo must reach')
-    parser.add_argument('--cfg-options', nargs='+', default=[], help='passed on to tools/train.py')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, key=value (as for tools/train.py)')
     args = parser.parse_args(argv)
 
-    import torch
     t0 = time.time()
     print(f'[demo] training {osp.relpath(args.config, ROOT)} on the CPU ({torch.get_num_threads()} threads); '
           f'work dir {args.work_dir}', flush=True)
-    import train  # tools/train.py
-    from plot_curves import load_scalars
-
-    train_args = [args.config, '--work-dir', args.work_dir]
-    if args.cfg_options:
-        train_args += ['--cfg-options', *args.cfg_options]
-    runner = train.main(train_args)
+    runner = Runner.from_cfg(build_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options))
+    runner.train()
+    write_curves(runner)
     elapsed = time.time() - t0
 
     _, val = load_scalars(runner.log_dir)

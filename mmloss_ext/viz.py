@@ -1,0 +1,134 @@
+"""Training curves from mmengine's scalar log (``<work_dir>/<timestamp>/vis_data/scalars.json``).
+
+:func:`load_scalars` reads a run's log into training and validation records placed at their
+training iteration; :func:`plot_run` / :func:`plot_runs` draw the loss components and the val bbox
+mAP against the iteration into a PNG (what ``tools/train.py`` writes as ``curves.png`` and
+``tools/compare.py`` as ``compare.png``; ``tools/plot_curves.py`` is the command line).
+
+matplotlib is imported by the plotting functions only, and they draw on their own figure (the Agg
+canvas, no pyplot state): importing this module, or plotting from a session with another backend,
+changes nothing else.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = ['MAP_KEYS', 'find_scalars', 'load_scalars', 'plot_run', 'plot_runs']
+
+#: the COCO metrics drawn in the right-hand panel (one run: all three; several runs: the first)
+MAP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
+
+
+def find_scalars(path: str) -> str:
+    """``path`` itself if it is a file, else the newest ``*/vis_data/scalars.json`` below it."""
+    if osp.isfile(path):
+        return path
+    for pattern in ('vis_data/scalars.json', '*/vis_data/scalars.json'):
+        found = sorted(glob.glob(osp.join(path, pattern)), key=os.path.getmtime)
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f'no vis_data/scalars.json under {path}')
+
+
+def load_scalars(path: str) -> Tuple[List[dict], List[dict]]:
+    """Return (train records, val records) of a run, each record with an ``iter`` key (the training
+    iteration). Validation records logged by epoch (mmengine's ``log_metric_by_epoch=True``, the
+    default) are placed at the last iteration of their epoch.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> log = os.path.join(tempfile.mkdtemp(), 'scalars.json')
+        >>> with open(log, 'w') as f:
+        ...     for rec in ({'loss': 2.0, 'epoch': 1, 'iter': 1, 'step': 1},
+        ...                 {'loss': 1.0, 'epoch': 1, 'iter': 2, 'step': 2},
+        ...                 {'coco/bbox_mAP': 0.5, 'step': 1}):
+        ...         _ = f.write(json.dumps(rec) + '\\n')
+        >>> train, val = load_scalars(log)
+        >>> [r['loss'] for r in train], [(r['iter'], r['coco/bbox_mAP']) for r in val]
+        ([2.0, 1.0], [(2, 0.5)])
+    """
+    train, val = [], []
+    with open(find_scalars(path)) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            (val if any(k.startswith(('coco/', 'pascal_voc/')) for k in rec) else train).append(rec)
+    for rec in train:
+        rec.setdefault('iter', rec.get('step'))
+    last_iter_of_epoch: Dict[int, int] = {}
+    for rec in train:
+        if 'epoch' in rec:
+            last_iter_of_epoch[int(rec['epoch'])] = max(last_iter_of_epoch.get(int(rec['epoch']), 0), rec['iter'])
+    max_epoch = max(last_iter_of_epoch) if last_iter_of_epoch else 0
+    max_iter = max((r['iter'] for r in train), default=0)
+    by_epoch = bool(val) and max_epoch > 0 and max_iter > max_epoch and all(r['step'] <= max_epoch for r in val)
+    for rec in val:
+        rec['iter'] = last_iter_of_epoch.get(rec['step'], rec['step']) if by_epoch else rec['step']
+    return train, val
+
+
+def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
+              title: Optional[str] = None) -> Optional[str]:
+    """Plot several runs (work dirs, log dirs or scalars.json files) into the PNG ``out``, one colour
+    per run: the total training loss on the left, val bbox mAP on the right. A single run gets every
+    ``loss*`` component and mAP@0.5/0.75 as well. Returns ``out``, or None when no run logged a
+    training record (nothing is written then)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    labels = list(labels) if labels else [osp.basename(osp.normpath(p)) for p in paths]
+    runs = [load_scalars(p) for p in paths]
+    if not any(train for train, _ in runs):
+        return None
+    fig = Figure(figsize=(12, 4.5))
+    ax_loss, ax_map = fig.subplots(1, 2)
+    colours = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
+    single = len(runs) == 1
+    styles = ['-', '--', ':', '-.']
+    for i, ((train, val), label) in enumerate(zip(runs, labels)):
+        colour = colours[i % len(colours)]
+        loss_keys = sorted({k for r in train for k in r if k.startswith('loss')}, key=lambda k: (k != 'loss', k))
+        if not single:
+            loss_keys = ['loss'] if any('loss' in r for r in train) else loss_keys[:1]
+        for j, key in enumerate(loss_keys):
+            pts = [(r['iter'], r[key]) for r in train if key in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax_loss.plot(xs, ys, color=colours[j % len(colours)] if single else colour,
+                             label=key if single else label, linewidth=1.5 if key == 'loss' else 1.0)
+        map_keys = MAP_KEYS if single else MAP_KEYS[:1]
+        for j, key in enumerate(map_keys):
+            pts = [(r['iter'], r[key]) for r in val if key in r and r[key] is not None and r[key] >= 0]
+            if pts:
+                xs, ys = zip(*pts)
+                ax_map.plot(xs, ys, marker='o', linestyle=styles[j % len(styles)],
+                            color=colours[j % len(colours)] if single else colour,
+                            label=key.split('/')[-1] if single else label)
+    ax_loss.set_xlabel('iteration')
+    ax_loss.set_ylabel('training loss')
+    ax_loss.set_yscale('log')
+    ax_loss.grid(True, alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    ax_map.set_xlabel('iteration')
+    ax_map.set_ylabel('val bbox mAP' if not single else 'val COCO bbox metric')
+    ax_map.set_ylim(0, 1)
+    ax_map.grid(True, alpha=0.3)
+    if ax_map.lines:
+        ax_map.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_run(path: str, out: str, title: Optional[str] = None) -> Optional[str]:
+    """Plot one run (a work dir, a log dir or a scalars.json) into ``out``; None if nothing logged."""
+    return plot_runs([path], out, title=title)
