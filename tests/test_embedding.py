@@ -202,6 +202,9 @@ def test_l2_ignored_entries_and_no_positive(g):
     weight[1] = 0.0
     none = MarginL2Loss(**QDTRACK_AUX, reduction='none')(pred, target, weight)
     assert float(none[1].abs().sum()) == 0.0
+    row, col = (target[2:] == 1).nonzero()[0]
+    weight[2 + row, col] = float('nan')  # a NaN weight is not "<= 0": a positive keeps it (as mmdet)
+    assert torch.isnan(MarginL2Loss(**QDTRACK_AUX, reduction='sum')(pred, target, weight))
     # no positive at all: every negative is dropped (mmdet keeps num_pos * ub = 0), a zero loss
     out = MarginL2Loss(**QDTRACK_AUX)(pred.requires_grad_(), torch.zeros(5, 6, dtype=torch.long))
     out.backward()

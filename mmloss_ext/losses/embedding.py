@@ -91,7 +91,7 @@ def _sampled_l2(name: str, pred: Tensor, target: Tensor, generator: Optional[tor
     valid = torch.ones_like(x, dtype=torch.bool)
     if weight is not None:  # entries of weight <= 0 take no part (mmdet marks them target=-1)
         weight = adapt_weight(name, weight, x)
-        valid = (weight > 0).expand_as(x)
+        valid = ~(weight <= 0).expand_as(x)  # mmdet's test: a NaN weight stays in, and propagates
     pos = valid & (target == 1)
     neg = valid & (target == 0)
     shift = pos.to(x.dtype) * max(pos_margin, 0.0) + neg.to(x.dtype) * max(neg_margin, 0.0)
