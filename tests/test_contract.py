@@ -158,7 +158,8 @@ def test_module_equals_functional(name, gen):
     w = c.make_weight(args, gen)
     loss = build(name, loss_weight=2.5)
     for reduction, avg in (('none', None), ('mean', None), ('mean', 4.0), ('sum', None)):
-        expected = 2.5 * type(loss).loss_fn(*args, weight=w, reduction=reduction, avg_factor=avg, **loss.hparams())
+        expected = 2.5 * c.read(type(loss).loss_fn(*args, weight=w, reduction=reduction, avg_factor=avg,
+                                                   **loss.hparams()))
         got = loss(*args, weight=w, avg_factor=avg, reduction_override=reduction)
         torch.testing.assert_close(got, expected)
 

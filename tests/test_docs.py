@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_registered_loss_says_its_family_inputs_and_reference():
-    assert families() == ['regression', 'classification', 'segmentation', 'bbox', 'image']
+    assert families() == ['regression', 'classification', 'segmentation', 'bbox', 'image', 'embedding']
     assert [e.name for e in entries()] and {e.name for e in entries()} == set(MODELS.module_dict)
     for e in entries():
         assert e.family in families() and e.inputs and e.reference, e.name

@@ -32,6 +32,17 @@ class Case:
     additive: bool = True
     #: whether the loss has a gradient w.r.t. pred (float64 gradcheck)
     differentiable: bool = True
+    #: whether the loss reads an infinite pred as its limit (a bounded loss), instead of propagating it
+    saturates: bool = False
+    #: whether integer targets are class indices the loss range-checks (identity labels are any ints)
+    label_range: bool = True
+    #: for a loss returning a tuple (``(pull, push)``): how the generic checks read the result as
+    #: one tensor (e.g. ``sum``); ``helpers.build_case`` applies it to the module's output
+    combine: Optional[Callable[[object], Tensor]] = None
+
+    def read(self, out) -> Tensor:
+        """The loss's result as the one tensor the generic checks compare."""
+        return out if self.combine is None else self.combine(out)
 
     def make_weight(self, args: Args, gen: torch.Generator) -> Tensor:
         if self.weight is not None:
@@ -56,3 +67,4 @@ def randn(gen: torch.Generator, *shape: int, dtype=torch.float32, scale: float =
 
 from . import regression  # noqa: E402,F401  (each family module registers its cases)
 from . import classification, segmentation, bbox, image  # noqa: E402,F401
+from . import distill, embedding  # noqa: E402,F401

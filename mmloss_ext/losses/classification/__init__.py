@@ -7,3 +7,5 @@ from .focal import *  # noqa: F401,F403
 from .margin import *  # noqa: F401,F403
 
 __all__ = [*cross_entropy.__all__, *focal.__all__, *margin.__all__]
+from .distill import *  # noqa: E402,F401,F403
+__all__ += distill.__all__  # noqa: F405  (the import above binds the submodule)
