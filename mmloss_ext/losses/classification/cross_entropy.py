@@ -344,6 +344,10 @@ class CrossEntropyLoss(ClassificationLoss):
     and with ``use_mask=True`` the third positional argument is the RoIs' class labels (mmdet's
     mask heads pass them there). ``cls_score`` is :func:`cross_entropy_loss`'s ``pred``, ``label``
     its ``target``.
+
+    Differences from mmdet: with ``use_mask=True`` the reduced loss is a 0-d tensor (mmdet's has
+    shape ``(1,)``) and every reduction and ``avg_factor`` are accepted (mmdet asserts ``'mean'``
+    without ``avg_factor``); ``label_smoothing`` and probability targets are additions.
     """
     loss_fn = staticmethod(cross_entropy_loss)
     positional = ('use_sigmoid', 'use_mask', 'reduction', 'class_weight', 'ignore_index', 'loss_weight',
