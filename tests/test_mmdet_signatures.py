@@ -23,8 +23,8 @@ from mmloss_ext.registry import MODELS
 P = inspect.Parameter
 POSITIONAL = (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
 
-#: per loss type, mmdet's constructor arguments in its positional order, every one a valid value
-#: other than the default (so a swapped or ignored argument shows)
+#: per loss type, mmdet's constructor arguments in its positional order: valid values, other than
+#: the default wherever mmdet accepts another one (so a swapped or ignored argument shows)
 ALT_ARGS = {
     'CrossEntropyLoss': (True, False, 'sum', [1.0, 2.0, 3.0], 7, 0.5, True),
     'FocalLoss': (True, 1.5, 0.4, 'sum', 0.5, True),

@@ -401,7 +401,7 @@ UNRELATED = {
 }
 
 
-def test_the_walk_reads_every_loss_config_of_mmdets_model_zoo():
+def test_the_walk_reads_every_loss_config_of_mmdets_model_zoo(record_property):
     w = walk()
     reasons = Counter()
     for config, err in w.failed.items():
@@ -409,9 +409,11 @@ def test_the_walk_reads_every_loss_config_of_mmdets_model_zoo():
         assert reason is not None, f'{config} fails to parse: {err}'
         reasons[reason] += 1
     types = Counter(u.type for u in w.uses)
-    print(f'\nmodel zoo: {len(w.configs)} configs walked, {len(w.configs) - len(w.failed)} parsed '
-          f'({dict(reasons)}); {len(w.uses)} loss dicts of {len(types)} loss types; '
-          f'{len(CONFIGURATIONS)} distinct configurations; {len(w.foreign)} loss dicts of other packages')
+    summary = (f'{len(w.configs)} configs walked, {len(w.configs) - len(w.failed)} parsed ({dict(reasons)}); '
+               f'{len(w.uses)} loss dicts of {len(types)} loss types; {len(CONFIGURATIONS)} distinct '
+               f'configurations; {len(w.foreign)} loss dicts of other packages')
+    print(f'\nmodel zoo: {summary}')
+    record_property('model_zoo_walk', summary)
     assert len(w.configs) > 800 and len(w.failed) < 20
     assert len(w.uses) > 3000 and len(CONFIGURATIONS) > 80 and len(types) > 20
     assert len(set(IDS)) == len(IDS)  # the per-configuration caches are keyed by id
@@ -441,7 +443,7 @@ def test_zoo_configuration_computes_as_mmdets(impl, loss_type, kwargs, uses):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0, 'the inputs give no gradient'
 
 
-def test_every_distinct_configuration_is_equal():
+def test_every_distinct_configuration_is_equal(record_property):
     """The summary: how many distinct configurations compute as mmdet's (those the tests above
     did not compare yet are compared here)."""
     for (loss_type, kwargs, _), ident in zip(CONFIGURATIONS, IDS):
@@ -454,6 +456,8 @@ def test_every_distinct_configuration_is_equal():
     equal = len(CONFIGURATIONS) - len(differing)
     by_type = Counter(i.split('(', 1)[0] for i in differing)
     in_float32 = sorted({t for t, kw, _ in CONFIGURATIONS if reference(t, kw)[0] == torch.float32})
-    print(f'\nmodel zoo: {len(walk().uses)} loss dicts, {len(CONFIGURATIONS)} distinct configurations, '
-          f'{equal} equal; differing by type: {dict(by_type)}; compared in float32: {in_float32}')
+    summary = (f'{len(walk().uses)} loss dicts, {len(CONFIGURATIONS)} distinct configurations, {equal} equal; '
+               f'differing by type: {dict(by_type)}; compared in float32: {in_float32}')
+    print(f'\nmodel zoo: {summary}')
+    record_property('model_zoo_equal', summary)
     assert not differing, '\n'.join(f'{k}: {v}' for k, v in differing.items())
