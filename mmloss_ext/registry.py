@@ -4,13 +4,88 @@
 child, ``type='mmloss_ext.CIoULoss'`` resolves from mmdet's registry; because mmengine imports
 ``'<scope>.registry'`` on demand and ``locations`` points at the losses, that works even in a process
 that never imported :mod:`mmloss_ext` itself.
+
+A name written with the prefix resolves to mmloss_ext's own class or fails. mmengine's child
+registries fall back to their parents for a name they lack, so on its own ``'mmloss_ext.GHMC'``
+would silently build mmdet's ``GHMC``; here it raises a ``KeyError`` naming the closest losses
+mmloss_ext does register. Plain names keep mmengine's rules (``'GIoULoss'`` from mmdet's registry is
+mmdet's; with ``mmloss_ext`` as the default scope, mmdet's detectors, heads and necks still resolve
+through the parent), and so does every other scope (``'mmdet.GIoULoss'``).
+
+How: the registry mmdet's ``MODELS`` holds as its ``'mmloss_ext'`` child is a view of ``MODELS``
+(:class:`_PrefixedNames`, same modules, same state) that mmdet's registry asks only for names
+written ``mmloss_ext.X``, so it answers those strictly; everything else (default scopes,
+``_scope_``, plain names) reaches ``MODELS`` itself, which is strict only for its own prefix.
 """
+import difflib
+
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMDET_MODELS, scope='mmloss_ext', locations=['mmloss_ext.losses'])
+__all__ = ['MODELS', 'MMDET_MODELS', 'register_loss', 'SCOPE']
 
-__all__ = ['MODELS', 'MMDET_MODELS', 'register_loss']
+SCOPE = 'mmloss_ext'
+
+
+class LossRegistry(Registry):
+    """mmengine's ``Registry``, except that ``'mmloss_ext.X'`` never falls back to a parent's ``X``."""
+
+    def get(self, key):
+        scope, name = self.split_scope_key(key)
+        if scope == self.scope and '.' not in name:
+            return self.get_own(name)
+        # a plain name (the parent chain applies), another scope, or a dotted import path
+        return super().get(key)
+
+    def get_own(self, name: str):
+        """The class registered here as ``name``; a ``KeyError`` naming the closest ones if none."""
+        self.import_from_location()
+        if name in self._module_dict:
+            return self._module_dict[name]
+        raise KeyError(self._unknown(name))
+
+    def _unknown(self, name: str) -> str:
+        own = sorted(self._module_dict)
+        close = difflib.get_close_matches(name, own, n=3, cutoff=0.0)
+        msg = (f"type='{self.scope}.{name}': mmloss_ext registers no loss named {name!r} "
+               f"(closest: {', '.join(close)})")
+        if self.parent is not None and name in self.parent.module_dict:
+            msg += (f"; {self.parent.scope}'s own {name} is type='{name}' "
+                    f"(or '{self.parent.scope}.{name}')")
+        return msg + '. `python -m mmloss_ext list` shows every loss.'
+
+    def __contains__(self, key) -> bool:
+        try:
+            return super().__contains__(key)
+        except KeyError:
+            return False
+
+
+class _PrefixedNames(LossRegistry):
+    """What mmdet's ``MODELS`` holds as its ``'mmloss_ext'`` child: a view of :data:`MODELS` that
+    shares its state (modules, children, imports), asked by the parent only for names the config
+    wrote as ``mmloss_ext.X`` (the parent strips the prefix), so it looks up no parent for them.
+
+    A scope search (the default scope ``'mmloss_ext'``, ``_scope_='mmloss_ext'``) finds
+    :data:`MODELS` itself through :meth:`_search_child`, with mmengine's plain-name rules.
+    """
+    __slots__ = ('_registry',)
+
+    def __init__(self, registry: LossRegistry) -> None:  # no Registry.__init__: nothing new to set up
+        self.__dict__ = registry.__dict__
+        self._registry = registry
+
+    def get(self, key):
+        if '.' in key:  # a dotted import path the parent will try itself: mmengine's rules
+            return self._registry.get(key)
+        return self.get_own(key)
+
+    def _search_child(self, scope):
+        return self._registry._search_child(scope)
+
+
+MODELS = LossRegistry('model', parent=MMDET_MODELS, scope=SCOPE, locations=['mmloss_ext.losses'])
+MMDET_MODELS._children[SCOPE] = _PrefixedNames(MODELS)
 
 
 def register_loss(cls):

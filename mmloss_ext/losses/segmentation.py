@@ -409,12 +409,20 @@ class SegmentationLoss(BaseLoss):
 class DiceLoss(SegmentationLoss):
     """Dice loss module, a drop-in for mmdet's ``DiceLoss``; see :func:`dice_loss`.
 
-    Note the forward order is BaseLoss's ``(pred, target, weight, avg_factor, reduction_override)``;
-    mmdet's is ``(pred, target, weight, reduction_override, avg_factor)``: pass those two by keyword.
+    ``forward(pred, target, weight, reduction_override, avg_factor)`` takes mmdet's order (its
+    fourth positional argument is ``reduction_override``, unlike the other losses).
+
+    Differences from mmdet: ``use_sigmoid=False`` with ``activate=True`` computes the Dice of the
+    softmax over dim 1 (mmdet raises ``NotImplementedError``); ``mode='multiclass'`` and
+    ``ignore_index`` are additions.
     """
     loss_fn = staticmethod(dice_loss)
     positional = ('use_sigmoid', 'activate', 'reduction', 'naive_dice', 'loss_weight', 'eps')
     reference = 'mmdet DiceLoss, MONAI DiceLoss'
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                reduction_override: Optional[str] = None, avg_factor: AvgFactor = None, **kwargs) -> Tensor:
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
 
 
 @register_loss

@@ -244,7 +244,11 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 
 @register_loss
 class IoULoss(BoxLoss):
-    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated."""
+    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated.
+
+    Difference from mmdet: the union carries ``+ eps`` where mmdet's ``bbox_overlaps`` takes
+    ``max(union, eps)`` (a relative difference of at most ``eps / union``).
+    """
     loss_fn = staticmethod(iou_loss)
     positional = ('linear', 'eps', 'reduction', 'loss_weight', 'mode')
     reference = 'mmdet IoULoss'
@@ -265,7 +269,11 @@ class BoundedIoULoss(BoxLoss):
 
 @register_loss
 class GIoULoss(BoxLoss):
-    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`."""
+    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`.
+
+    Difference from mmdet: the union and the enclosing area carry ``+ eps`` where mmdet's
+    ``bbox_overlaps`` takes ``max(., eps)`` (equal at ``eps=0``).
+    """
     loss_fn = staticmethod(giou_loss)
     positional = ('eps', 'reduction', 'loss_weight')
     reference = 'mmdet GIoULoss'

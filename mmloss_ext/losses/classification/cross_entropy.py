@@ -339,8 +339,15 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
 class CrossEntropyLoss(ClassificationLoss):
     """Cross-entropy module, a drop-in for mmdet's ``CrossEntropyLoss``; see :func:`cross_entropy_loss`.
 
-    As in mmdet, ``forward`` takes a per-call ``ignore_index`` (None keeps the configured one), and
-    with ``use_mask=True`` its third positional argument is the RoIs' class labels.
+    ``forward(cls_score, label, weight, avg_factor, reduction_override, ignore_index)`` is mmdet's:
+    the same names in the same order, a per-call ``ignore_index`` (None keeps the configured one),
+    and with ``use_mask=True`` the third positional argument is the RoIs' class labels (mmdet's
+    mask heads pass them there). ``cls_score`` is :func:`cross_entropy_loss`'s ``pred``, ``label``
+    its ``target``.
+
+    Differences from mmdet: with ``use_mask=True`` the reduced loss is a 0-d tensor (mmdet's has
+    shape ``(1,)``) and every reduction and ``avg_factor`` are accepted (mmdet asserts ``'mean'``
+    without ``avg_factor``); ``label_smoothing`` and probability targets are additions.
     """
     loss_fn = staticmethod(cross_entropy_loss)
     positional = ('use_sigmoid', 'use_mask', 'reduction', 'class_weight', 'ignore_index', 'loss_weight',
@@ -348,13 +355,14 @@ class CrossEntropyLoss(ClassificationLoss):
     inputs = 'pred: (N, C, ...) logits; target: (N, ...) int labels or (N, C, ...) soft targets'
     reference = 'mmdet CrossEntropyLoss, torch cross_entropy'
 
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
-                reduction_override: Optional[str] = None, ignore_index: Optional[int] = None, **kwargs) -> Tensor:
+    def forward(self, cls_score: Tensor, label: Tensor, weight: Optional[Tensor] = None,
+                avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
+                ignore_index: Optional[int] = None, **kwargs) -> Tensor:
         if ignore_index is not None:
             kwargs['ignore_index'] = ignore_index
-        if self.use_mask and weight is not None and 'label' not in kwargs:
+        if self.use_mask and weight is not None:
             kwargs['label'], weight = weight, None  # mmdet mask heads: loss(mask_pred, mask_target, labels)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        return super().forward(cls_score, label, weight, avg_factor, reduction_override, **kwargs)
 
 
 @register_loss
