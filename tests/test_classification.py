@@ -534,3 +534,19 @@ def test_builds_through_mmdet_registry():
     torch.testing.assert_close(loss(pred, labels), mm.FocalLoss(gamma=1.0, alpha=0.5, loss_weight=2.0)(pred, labels))
     with pytest.raises(ValueError, match='QualityFocalLoss.*use_sigmoid'):
         MMDET_MODELS.build(dict(type='mmloss_ext.QualityFocalLoss', use_sigmoid=False))
+
+
+def test_qfl_and_vfl_take_bare_labels_as_hard_targets(g):
+    """RetinaNet's head passes labels (N,) in [0, C] (C = background) and no quality scores: QFL
+    reads them as (labels, scores of 1), VFL as one-hot targets of 1; both paths (eager, fused)."""
+    pred = torch.randn(37, 5, generator=g, dtype=F64)
+    labels = torch.randint(0, 6, (37,), generator=g)
+    onehot = F.one_hot(labels, 6)[:, :5].to(F64)
+    for impl in ('eager', 'fused'):
+        qfl = build('QualityFocalLoss', impl=impl, reduction='none')
+        torch.testing.assert_close(qfl(pred, labels), qfl(pred, (labels, torch.ones(37, dtype=F64))))
+        torch.testing.assert_close(qfl(pred, labels), qfl(pred, onehot))
+        vfl = build('VarifocalLoss', impl=impl, reduction='none')
+        torch.testing.assert_close(vfl(pred, labels), vfl(pred, onehot))
+    with pytest.raises(ValueError, match=r'VarifocalLoss: `target` expected values in \[0, 5\]'):
+        build('VarifocalLoss')(pred, torch.full((37,), 7))

@@ -136,7 +136,8 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
 
     ``target`` is mmdet's ``(labels, scores)`` pair, labels ``(N,)`` in ``[0, C]`` (``C`` =
     background) and quality scores ``(N,)`` (the target is ``score`` at the label's class and 0
-    elsewhere), or a soft one-hot tensor of ``pred``'s shape. ``activated=True`` takes
+    elsewhere), or a soft one-hot tensor of ``pred``'s shape, or labels ``(N,)`` alone (scores of 1:
+    hard one-hot targets, e.g. from a RetinaNet head, which has no quality scores; mmdet refuses them). ``activated=True`` takes
     probabilities. ``'none'`` gives ``(N,)``. ``impl``: see :func:`focal_loss` (fused for 2-D logits).
 
     Example:
@@ -158,15 +159,16 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
                              f'got {tuple(labels.shape)} and {tuple(scores.shape)}')
         check_same_device(name, labels, scores, ('labels', 'scores'))
     else:
-        check_tensor(name, 'target', target, floating=False)
-        t = check_target_like(name, x, target)
+        labels, t = _checked_target(name, x, target)
     if use_fused(name, impl, x, supported=not activated and x.dim() == 2, others=(scores, t, weight),
                  devices=CPU_AND_CUDA):
         return fused.sigmoid_family(name, fused.QUALITY_FOCAL, (beta,), x, pred.dtype, target=t, labels=labels,
                                     score=scores, weight=weight, reduction=reduction, avg_factor=avg_factor,
                                     row_sums=True)
     if t is None:
-        t = class_mask(labels, x.shape[1]).to(x.dtype) * scores.to(x.dtype).unsqueeze(1)
+        t = class_mask(labels, x.shape[1]).to(x.dtype)
+        if scores is not None:
+            t = t * scores.to(x.dtype).unsqueeze(1)
     p = x if activated else torch.sigmoid(x)
     loss = (bce(x, t, activated=activated) * (t - p).abs().pow(beta)).sum(1)
     return finish(name, loss, pred, weight, reduction, avg_factor)
@@ -182,7 +184,8 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
               \alpha |\sigma(x) - t|^\gamma & t \le 0 \end{cases}
 
     Logits and IoU-aware soft targets ``(N, C)``; positives are weighted by their target when
-    ``iou_weighted``. ``'none'`` gives ``pred``'s shape. ``impl``: see :func:`focal_loss`.
+    ``iou_weighted``. Integer labels ``(N,)`` in ``[0, C]`` (``C`` = background) are hard one-hot
+    targets (targets of 1, as from a RetinaNet head; mmdet refuses them). ``'none'`` gives ``pred``'s shape. ``impl``: see :func:`focal_loss`.
 
     Example:
         >>> varifocal_loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.0]]), reduction='none')
@@ -190,8 +193,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
     """
     name = 'VarifocalLoss'
     x = check_logits(name, pred)
-    check_tensor(name, 'target', target, floating=False)
-    t = check_target_like(name, x, target)
+    t = _sigmoid_targets(name, x, target)
     if use_fused(name, impl, x, others=(t, weight), devices=CPU_AND_CUDA):
         return fused.sigmoid_family(name, fused.VARIFOCAL, (alpha, gamma, float(iou_weighted)), x, pred.dtype,
                                     target=t, weight=weight, reduction=reduction, avg_factor=avg_factor)
