@@ -25,7 +25,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ['Finding', 'check_config', 'check_model', 'main']
+__all__ = ['Finding', 'check_config', 'check_model', 'loss_dicts', 'main']
 
 SCOPE = 'mmloss_ext.'
 #: the key a head's ``reg_decoded_bbox`` switch governs
@@ -55,7 +55,7 @@ def _registries():
     return MODELS, MMDET_MODELS
 
 
-def _loss_dicts(node, path: str, parent=None) -> Iterator[Tuple[str, dict, Optional[dict], str]]:
+def loss_dicts(node, path: str, parent=None) -> Iterator[Tuple[str, dict, Optional[dict], str]]:
     """``(path, loss dict, the dict that holds it, its key)`` for every ``loss*`` entry below ``node``."""
     if isinstance(node, dict):
         for key, value in node.items():
@@ -63,10 +63,10 @@ def _loss_dicts(node, path: str, parent=None) -> Iterator[Tuple[str, dict, Optio
             if isinstance(key, str) and key.startswith('loss') and isinstance(value, dict) and 'type' in value:
                 yield where, value, node, key
             else:
-                yield from _loss_dicts(value, where, node)
+                yield from loss_dicts(value, where, node)
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
-            yield from _loss_dicts(value, f'{path}[{i}]', parent)
+            yield from loss_dicts(value, f'{path}[{i}]', parent)
 
 
 def _closest(name: str, candidates: Sequence[str]) -> List[str]:
@@ -214,7 +214,7 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
     """The findings for every loss of an mmdet model config (a dict or ``ConfigDict``)."""
     ours, mmdet = _registries()
     findings: List[Finding] = []
-    for where, loss_cfg, head, key in _loss_dicts(model, path):
+    for where, loss_cfg, head, key in loss_dicts(model, path):
         cls, named, name = _resolve(loss_cfg['type'], ours, mmdet)
         findings += [Finding(level, where, name, msg, fix) for level, msg, fix in named]
         if cls is None:

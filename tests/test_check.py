@@ -185,3 +185,14 @@ def test_hint_counts_only_positive_weights(gen):
     assert warn_if_deltas('GIoULoss', target, weight) is False
     with pytest.warns(UserWarning, match='GIoULoss: .* of the target boxes'):
         assert warn_if_deltas('GIoULoss', target) is True
+
+
+def test_train_py_stops_on_errors_before_building_anything(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"
+                   "model = dict(bbox_head=dict(reg_decoded_bbox=False))\n")
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), str(bad), '--work-dir',
+                           str(tmp_path / 'wd')], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    assert 'reg_decoded_bbox=True' in proc.stderr and 'the loss check found errors' in proc.stderr
+    assert not (tmp_path / 'wd').exists()  # stopped before the Runner made its work dir

@@ -2,8 +2,11 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--cfg-options k=v ...]
                                  [--data-root DIR] [--launcher none|pytorch] [--no-validate] [--no-plot]
+                                 [--no-check]
 
-On top of mmdet's own tools/train.py: imports mmloss_ext, generates the bundled shapes dataset
+On top of mmdet's own tools/train.py: checks the config's losses first and stops on an error
+(``python -m mmloss_ext check``: e.g. an IoU-family loss on a head that feeds it deltas; ``--no-check``
+skips it), imports mmloss_ext, generates the bundled shapes dataset
 when the config asks for it (``shapes_data``), runs multi-process training on CPU through the gloo
 backend (``tools/dist_train.sh``), and at the end writes ``curves.png`` (loss components and val
 mAP against iteration, from mmengine's scalar log) into the work dir. The shared pieces live in
@@ -14,8 +17,12 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+import os
+import sys
+
 from mmengine.runner import Runner
 
+from mmloss_ext.check import check_config
 from mmloss_ext.runner import add_runner_args, build_config, parse_runner_args, write_curves
 
 
@@ -27,6 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              'when no path is given (model, optimizer, scheduler and loss buffers)')
     parser.add_argument('--no-plot', action='store_true', help='do not write curves.png')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
+    parser.add_argument('--no-check', action='store_true', help="do not check the config's losses first")
     add_runner_args(parser)
     return parse_runner_args(parser, argv)
 
@@ -41,6 +49,13 @@ def build_runner(args: argparse.Namespace) -> Runner:
 def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Train; return the Runner (its ``message_hub`` holds the last val metrics)."""
     args = parse_args(argv)
+    if not args.no_check:
+        findings = check_config(args.config, args.cfg_options)
+        if os.environ.get('LOCAL_RANK', '0') == '0':
+            for finding in findings:
+                print(finding, file=sys.stderr)
+        if any(f.level == 'error' for f in findings):
+            raise SystemExit(f'{args.config}: the loss check found errors (see above; --no-check skips the check)')
     runner = build_runner(args)
     runner.train()
     if not args.no_plot:
