@@ -17,7 +17,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['MAP_KEYS', 'find_scalars', 'load_scalars', 'plot_run', 'plot_runs']
+__all__ = ['MAP_KEYS', 'find_scalars', 'load_scalars', 'plot_arms', 'plot_run', 'plot_runs']
 
 #: the COCO metrics drawn in the right-hand panel (one run: all three; several runs: the first)
 MAP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
@@ -74,15 +74,22 @@ def load_scalars(path: str) -> Tuple[List[dict], List[dict]]:
 
 
 def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
-              title: Optional[str] = None) -> Optional[str]:
+              title: Optional[str] = None, groups: Optional[Sequence[str]] = None) -> Optional[str]:
     """Plot several runs (work dirs, log dirs or scalars.json files) into the PNG ``out``, one colour
     per run: the total training loss on the left, val bbox mAP on the right. A single run gets every
-    ``loss*`` component and mAP@0.5/0.75 as well. Returns ``out``, or None when no run logged a
-    training record (nothing is written then)."""
+    ``loss*`` component and mAP@0.5/0.75 as well. ``groups`` (one name per run, e.g. the arm of a
+    seed-averaged comparison) gives the runs of a group one colour and one legend entry. Returns
+    ``out``, or None when no run logged a training record (nothing is written then)."""
     import matplotlib
     from matplotlib.figure import Figure
 
     labels = list(labels) if labels else [osp.basename(osp.normpath(p)) for p in paths]
+    if groups is not None:
+        order = list(dict.fromkeys(groups))
+        labels = [g if groups.index(g) == i else '_nolegend_' for i, g in enumerate(groups)]
+        colour_of = [order.index(g) for g in groups]
+    else:
+        colour_of = list(range(len(paths)))
     runs = [load_scalars(p) for p in paths]
     if not any(train for train, _ in runs):
         return None
@@ -92,7 +99,7 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
     single = len(runs) == 1
     styles = ['-', '--', ':', '-.']
     for i, ((train, val), label) in enumerate(zip(runs, labels)):
-        colour = colours[i % len(colours)]
+        colour = colours[colour_of[i] % len(colours)]
         loss_keys = sorted({k for r in train for k in r if k.startswith('loss')}, key=lambda k: (k != 'loss', k))
         if not single:
             loss_keys = ['loss'] if any('loss' in r for r in train) else loss_keys[:1]
@@ -126,6 +133,38 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=100)
+    return out
+
+
+def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Sequence[str] = MAP_KEYS[::2],
+              title: Optional[str] = None) -> str:
+    """A dot-and-error-bar chart of seed-averaged results (:func:`mmloss_ext.experiment.summarise`):
+    one row per arm and one panel per metric, each seed a dot, the mean ± std a bar. Arms are drawn
+    in the order of ``summary``; the chart is written to the PNG ``out``."""
+    from matplotlib.figure import Figure
+
+    arms = list(summary)
+    fig = Figure(figsize=(4.5 * len(metrics), 0.45 * len(arms) + 1.4))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, key in zip(axes, metrics):
+        for row, arm in enumerate(arms):
+            cell = summary[arm].get(key)
+            if not cell or not cell['n']:
+                continue
+            y = len(arms) - 1 - row
+            values = [v for v in cell['values'] if v == v]
+            ax.plot(values, [y] * len(values), 'o', color='0.6', markersize=4, zorder=1)
+            ax.errorbar(cell['mean'], y, xerr=cell['std'], fmt='D', color='C0', capsize=3, markersize=5, zorder=2)
+        ax.set_xlabel(key.split('/')[-1].replace('bbox_', 'bbox ').replace('_', '@0.') if key.startswith('coco/')
+                      else key)
+        ax.grid(True, axis='x', alpha=0.3)
+    axes[0].set_yticks(range(len(arms)))
+    axes[0].set_yticklabels(arms[::-1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
     return out
 
 

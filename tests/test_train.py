@@ -372,3 +372,18 @@ def test_two_process_gloo_training_keeps_the_wiou_mean_in_sync(tmp_path, data_ro
     assert not torch.equal(h0[-1], torch.tensor(1.0))  # it did move
     ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu', weights_only=False)
     assert torch.equal(ckpt['state_dict'][WIOU_BUFFER], h0[-1])
+
+
+@pytest.mark.slow
+def test_compare_against_mmdet_trains_both_arms_on_the_same_batches(tmp_path, data_root):
+    """tools/compare.py --against-mmdet: one seed per arm; the same seed gives both arms the same
+    initial weights and batches, so their first-iteration losses agree (the losses are equal)."""
+    opts = [o for o in tiny(1) if not o.startswith('randomness.seed')]
+    run([sys.executable, osp.join(TOOLS, 'compare.py'), '--against-mmdet', RETINANET, '--seeds', '1',
+         '--work-dir', str(tmp_path), '--data-root', data_root, '--cfg-options', *opts])
+    report = json.load(open(tmp_path / 'compare.json'))
+    assert [(r['arm'], r['seed'], r['ok']) for r in report['runs']] == [('mmloss_ext', 0, True), ('mmdet', 0, True)]
+    first = {arm: scalars(tmp_path / arm / 'seed0')[0][0] for arm in ('mmloss_ext', 'mmdet')}
+    for key in ('loss_cls', 'loss_bbox'):
+        assert first['mmloss_ext'][key] == pytest.approx(first['mmdet'][key], rel=1e-4), key
+    assert '| bbox mAP |' in open(tmp_path / 'compare.md').read()

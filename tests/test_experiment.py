@@ -1,0 +1,116 @@
+"""Seed-averaged comparisons (mmloss_ext.experiment, tools/compare.py): the mmdet arm, the run
+summaries, the statistics and the report."""
+import json
+import math
+import os.path as osp
+import runpy
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmloss_ext.experiment import Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHAPES = osp.join(ROOT, 'configs', 'shapes')
+RETINANET = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_giou.py')
+CASCADE = osp.join(SHAPES, 'cascade-rpn_faster-rcnn_r18s_fpn_shapes_giou.py')
+
+
+def _losses(model):
+    return {name: type(mod) for name, mod in model.named_modules() if name.split('.')[-1].startswith('loss_')}
+
+
+@pytest.mark.parametrize('config', [RETINANET, CASCADE], ids=osp.basename)
+def test_mmdet_arm_swaps_every_loss_for_mmdet_own(config):
+    cfg = Config.fromfile(config)
+    options = mmdet_arm_options(cfg.model)
+    assert options and all(o.startswith('model.') and '.type=' in o for o in options)
+    swapped = Config.fromfile(config)
+    swapped.merge_from_dict(dict(o.split('=', 1) for o in options))
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    ours, theirs = MODELS.build(cfg.model), MODELS.build(swapped.model)
+    assert _losses(ours).keys() == _losses(theirs).keys()
+    swapped_any = False
+    for name, cls in _losses(ours).items():
+        assert _losses(theirs)[name].__module__.startswith('mmdet'), name
+        assert _losses(theirs)[name].__name__ == cls.__name__
+        # a loss the config does not write is the head's own default (the unused stage-0 loss_cls)
+        swapped_any |= cls.__module__.startswith('mmloss_ext')
+    assert swapped_any
+    if config == CASCADE:  # list entries (the RPN stages) are addressed by index
+        assert 'model.rpn_head.stages.1.loss_bbox.type=GIoULoss' in options
+
+
+def test_mmdet_arm_refuses_what_mmdet_lacks():
+    cfg = Config.fromfile(osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_wiou.py'))
+    with pytest.raises(ValueError, match=r'model.bbox_head.loss_bbox: mmdet has no WIoULoss'):
+        mmdet_arm_options(cfg.model)
+    cfg = Config.fromfile(RETINANET)
+    cfg.model.bbox_head.loss_bbox.impl = 'fused'
+    with pytest.raises(ValueError, match="mmdet's GIoULoss takes no impl"):
+        mmdet_arm_options(cfg.model)
+
+
+def write_log(work_dir, losses, times, maps):
+    """An mmengine scalars.json with per-iteration records and one final validation."""
+    path = osp.join(work_dir, '20250101_000000', 'vis_data', 'scalars.json')
+    import os
+    os.makedirs(osp.dirname(path))
+    with open(path, 'w') as f:
+        for i, (loss, t) in enumerate(zip(losses, times), 1):
+            f.write(json.dumps(dict(loss=loss, loss_cls=loss / 4, time=t, epoch=1, iter=i, step=i)) + '\n')
+        f.write(json.dumps({'coco/bbox_mAP': maps[0], 'coco/bbox_mAP_50': maps[1], 'coco/bbox_mAP_75': maps[2],
+                            'step': 1}) + '\n')
+
+
+def test_run_summary_reads_the_last_validation_losses_and_time(tmp_path):
+    wd = str(tmp_path / 'a')
+    write_log(wd, [4.0, 2.0, 1.0], [9.0, 0.2, 0.4], (0.5, 0.8, 0.6))
+    run = run_summary(Run('a', 0, wd))
+    assert run.ok and run.metrics == {'coco/bbox_mAP': 0.5, 'coco/bbox_mAP_50': 0.8, 'coco/bbox_mAP_75': 0.6}
+    assert run.losses == {'loss': 1.0, 'loss_cls': 0.25}
+    assert run.time_per_iter == pytest.approx(0.3)  # the first (warm-up) record left out: (0.2 + 0.4) / 2
+    assert run.iters == 3
+    assert not run_summary(Run('b', 0, str(tmp_path / 'missing'))).ok
+
+
+def test_summary_and_difference_by_hand():
+    runs = [Run('x', s, '', metrics={'coco/bbox_mAP': m}, time_per_iter=0.1) for s, m in enumerate((0.5, 0.7))]
+    runs += [Run('y', s, '', metrics={'coco/bbox_mAP': m}, time_per_iter=0.2) for s, m in enumerate((0.4, 0.4, 0.7))]
+    runs.append(Run('y', 9, '', ok=False))  # a failed run counts for nothing
+    s = summarise(runs)
+    assert s['x']['coco/bbox_mAP']['mean'] == pytest.approx(0.6) and s['x']['coco/bbox_mAP']['n'] == 2
+    assert s['x']['coco/bbox_mAP']['std'] == pytest.approx(math.sqrt(0.02))  # sample std of 0.5, 0.7
+    assert s['y']['coco/bbox_mAP']['mean'] == pytest.approx(0.5) and s['y']['time_per_iter']['n'] == 3
+    # Welch by hand: se^2 = 0.02 / 2 + 0.03 / 3 = 0.02; df = 0.02^2 / (0.01^2 / 1 + 0.01^2 / 2) = 2.667
+    d = difference([0.5, 0.7], [0.4, 0.4, 0.7])
+    assert d['diff'] == pytest.approx(0.1) and d['df'] == pytest.approx(8 / 3)
+    from scipy import stats
+    half = stats.t.ppf(0.975, 8 / 3) * math.sqrt(0.02)
+    assert (d['low'], d['high']) == (pytest.approx(0.1 - half), pytest.approx(0.1 + half))
+    assert math.isnan(difference([0.5], [0.4, 0.5])['low'])  # one run: no interval
+    table = markdown_table(s)
+    assert '| x | 2 | 0.600 ± 0.141 |' in table and '| y | 3 | 0.500 ± 0.173 |' in table
+
+
+def test_report_writes_the_table_the_json_and_the_figures(tmp_path):
+    compare = runpy.run_path(osp.join(ROOT, 'tools', 'compare.py'))
+    runs = []
+    for arm, base in (('mmloss_ext', 0.6), ('mmdet', 0.58)):
+        for seed in range(3):
+            wd = str(tmp_path / arm / f'seed{seed}')
+            write_log(wd, [3.0, 2.0, 1.5], [1.0, 0.2, 0.2], (base + 0.01 * seed, 0.9, 0.7))
+            runs.append(run_summary(Run(arm, seed, wd)))
+    out = str(tmp_path / 'report')
+    result = compare['report'](runs, ('mmloss_ext', 'mmdet'), out, 'title', against=('mmloss_ext', 'mmdet'))
+    assert result['differences']['coco/bbox_mAP']['diff'] == pytest.approx(0.02)
+    text = open(out + '.md').read()
+    assert '| mmloss_ext | 3 | 0.610 ± 0.010 |' in text and '| bbox mAP | +0.0200 |' in text
+    saved = json.load(open(out + '.json'))
+    assert len(saved['runs']) == 6 and saved['summary']['mmdet']['coco/bbox_mAP']['n'] == 3
+    assert open(out + '.png', 'rb').read()[:4] == b'\x89PNG'
+    three = [Run(a, r.seed, r.work_dir, metrics=r.metrics) for a in ('p', 'q', 'r') for r in runs[:2]]
+    compare['report'](three, ('p', 'q', 'r'), out + '3', 'three arms')
+    assert open(out + '3_arms.png', 'rb').read()[:4] == b'\x89PNG'
