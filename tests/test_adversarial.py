@@ -28,7 +28,9 @@ from mmloss_ext.registry import MODELS
 
 REGRESSION_NAMES = family_names('regression')
 IMAGE_NAMES = family_names('image')
-LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES]
+#: losses of probabilities: a logit of 1e4 is outside their domain (tests/test_heatmap.py takes 0 and 1)
+PROBABILITY_NAMES = ['GaussianFocalLoss']
+LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES + PROBABILITY_NAMES]
 #: numeric hyper-parameters that take any value of their type (none today: add one with a reason)
 UNBOUNDED = {
     ('NLLLoss', 'ignore_index'): 'any int may mark ignored labels (torch uses -100)',
