@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn')]
+COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'centernet')]
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -30,6 +30,8 @@ def _mmdet_counterpart(path):
         rel = 'cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py'
     elif name.startswith('cascade-rpn_r50-caffe_fpn_'):
         rel = 'cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py'
+    elif name.startswith('centernet_r18_8xb16-crop512-140e_coco_'):
+        rel = 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'
     else:
         raise AssertionError(f'no mmdet counterpart known for {name}')
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
@@ -67,6 +69,7 @@ def test_the_config_folders_are_populated():
     assert any(n.startswith('cascade_rpn/cascade-rpn_faster-rcnn') for n in names)
     assert any(n.startswith('shapes/retinanet') for n in names)
     assert any(n.startswith('shapes/cascade-rpn') for n in names)
+    assert 'centernet/centernet_r18_8xb16-crop512-140e_coco_gaussian-focal.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
