@@ -162,9 +162,10 @@ def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor]
         >>> target = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
         >>> gaussian_focal_loss(pred, target, reduction='none')
         tensor([[1.7329e-01, 6.5850e-05],
-                [1.8650e+00, 2.7631e+01]])
+                [1.8651e+00, 2.7631e+01]])
+        >>> # only (0, 0) listed as a positive: the target's 1 at (1, 1) is then no positive
         >>> gaussian_focal_loss(pred, target, torch.tensor([0]), torch.tensor([0]), reduction='sum')
-        tensor(4.8311)
+        tensor(2.0384)
     """
     name = 'GaussianFocalLoss'
     x = _compute_input(name, pred)
