@@ -20,7 +20,7 @@ import re
 import pytest
 import torch
 
-from helpers import BOX_NAMES, NAMES, build_case as build, family_names
+from helpers import BOX_NAMES, NAMES, PROBABILITY_NAMES, build_case as build, family_names
 from loss_cases import CASES
 from loss_cases.bbox import boxes
 from mmdet.registry import MODELS as MMDET_MODELS
@@ -28,7 +28,7 @@ from mmloss_ext.registry import MODELS
 
 REGRESSION_NAMES = family_names('regression')
 IMAGE_NAMES = family_names('image')
-LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES]
+LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES + PROBABILITY_NAMES]
 #: numeric hyper-parameters that take any value of their type (none today: add one with a reason)
 UNBOUNDED = {
     ('NLLLoss', 'ignore_index'): 'any int may mark ignored labels (torch uses -100)',

@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld')]
+COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet')]
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -32,6 +32,8 @@ def _mmdet_counterpart(path):
         rel = 'cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py'
     elif name.startswith('ld_r18-gflv1-r101_fpn_'):
         rel = 'ld/ld_r18-gflv1-r101_fpn_1x_coco.py'
+    elif name.startswith('centernet_r18_8xb16-crop512-140e_coco_'):
+        rel = 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'
     else:
         raise AssertionError(f'no mmdet counterpart known for {name}')
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
@@ -87,6 +89,7 @@ def test_the_config_folders_are_populated():
     assert any(n.startswith('shapes/retinanet') for n in names)
     assert any(n.startswith('shapes/cascade-rpn') for n in names)
     assert 'ld/ld_r18-gflv1-r101_fpn_1x_coco.py' in names
+    assert 'centernet/centernet_r18_8xb16-crop512-140e_coco_gaussian-focal.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)

@@ -39,8 +39,15 @@ _TOTAL, _ELEMENTS, _ROWS = OutMode.TOTAL, OutMode.ELEMENTS, OutMode.ROWS
 
 
 
+def register_function(cls: type) -> type:
+    """Add an autograd Function of a fused path to those :func:`ran_fused` recognises (a class
+    decorator, for the Functions defined in other modules of this package)."""
+    _FUNCTIONS.append(cls)
+    return cls
+
+
 def ran_fused(out: Tensor) -> bool:
-    """Whether a fused kernel (one of this module's autograd Functions, either backend) produced
+    """Whether a fused kernel (one of the registered autograd Functions, either backend) produced
     ``out``: its autograd graph is searched through the casts and reductions after the kernel.
 
     Example:
@@ -315,5 +322,5 @@ def dice_family(name: str, pred: Tensor, target: Tensor, *, sigmoid: bool, naive
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
 
 
-#: the autograd Functions of the fused paths (:func:`ran_fused`)
-_FUNCTIONS = (_Elementwise, _Boxes, _CrossEntropy, _Dice)
+#: the autograd Functions of the fused paths (:func:`ran_fused`; others join by :func:`register_function`)
+_FUNCTIONS = [_Elementwise, _Boxes, _CrossEntropy, _Dice]

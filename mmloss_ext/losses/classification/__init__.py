@@ -9,3 +9,6 @@ from .margin import *  # noqa: F401,F403
 __all__ = [*cross_entropy.__all__, *focal.__all__, *margin.__all__]
 from .distill import *  # noqa: E402,F401,F403
 __all__ += distill.__all__  # noqa: F405  (the import above binds the submodule)
+
+from .heatmap import *  # noqa: E402,F401,F403  (the Gaussian focal loss of CornerNet/CenterNet heatmaps)
+__all__ += heatmap.__all__  # noqa: F405,F821

@@ -1,0 +1,88 @@
+"""The fused path of the Gaussian focal loss (CornerNet / CenterNet heatmaps): its autograd Function
+and the entry point :func:`gaussian_focal` that :func:`~mmloss_ext.losses.gaussian_focal_loss` calls.
+
+One pass forward (the weighted total when reduced, else the elementwise loss) and one pass
+backward, saving only the inputs. The kernels are those of the tensors' device
+(:func:`backend`): ``heatmap_forward`` / ``heatmap_backward`` of the C++ extension
+(``csrc/heatmap.cpp``) on the CPU, of the Triton module :mod:`.gpu_heatmap` on CUDA; both take
+
+* ``hp = [alpha, gamma, pos_weight, neg_weight, eps]``;
+* ``x`` (pred, probabilities) and ``target``, contiguous, of one dtype (float32 or float64), any
+  shape, seen flat;
+* an optional per-row weight ``wrow`` (``x.shape[0]`` values, each for ``x.numel() / x.shape[0]``
+  consecutive elements) or an elementwise ``wfull`` of ``x``'s shape;
+* forward: ``out_mode`` 0 (the weighted total, a float64 0-d tensor: per-block partial sums added
+  in a fixed order, the same for any number of threads) or 1 (the weighted elementwise loss);
+* backward: the upstream gradient as a scale (a float, or a 1-element CUDA tensor) and an optional
+  elementwise ``gfull``; returns ``d x``.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..core.reduction import AvgFactor
+from .dispatch import EXT
+from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, _upstream, register_function, split_weight
+
+__all__ = ['EPS', 'available', 'backend', 'gaussian_focal']
+
+#: added inside both logs, as mmdet's ``gaussian_focal_loss``
+EPS = 1e-12
+
+
+def backend(device) -> ModuleType:
+    """The heatmap kernels for ``device``: the C++ extension on the CPU, :mod:`.gpu_heatmap`
+    (Triton, imported on first use) on CUDA."""
+    if torch.device(device).type == 'cuda':
+        from . import gpu_heatmap
+        return gpu_heatmap
+    return EXT
+
+
+def available(device) -> bool:
+    """Whether this device's kernels include the heatmap ones (an extension built before them
+    lacks them: the loss then runs eagerly). Triton's availability is :func:`~.dispatch.use_fused`'s."""
+    return torch.device(device).type == 'cuda' or hasattr(EXT, 'heatmap_forward')
+
+
+@register_function
+class _GaussianFocal(torch.autograd.Function):
+    """Gaussian focal loss of probabilities ``x`` against a heatmap ``target``; gradient for ``x`` only."""
+
+    @staticmethod
+    def forward(ctx, x, target, hp, wrow, wfull, out_mode):
+        ctx.hp, ctx.out_mode = hp, out_mode
+        ctx.save_for_backward(x, target, wrow, wfull)
+        return backend(x.device).heatmap_forward(hp, x, target, wrow, wfull, out_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, target, wrow, wfull = ctx.saved_tensors
+        scale, _, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
+        dx = backend(x.device).heatmap_backward(ctx.hp, x, target, wrow, wfull, scale, gfull)
+        return (dx,) + (None,) * 5
+
+
+def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
+                   reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
+    """The Gaussian focal loss of probabilities ``x`` against ``target`` (validated, same shape),
+    ``hp = (alpha, gamma, pos_weight, neg_weight)``: weighted as
+    :func:`~.functions.split_weight` accepts, reduced with mmdet's rules, in the compute dtype
+    (float32 for half precision; the caller casts back)."""
+    dtype = _compute_dtype(x)
+    shape = tuple(x.shape)
+    x = _prepare(x, dtype)
+    t = _prepare(target.detach(), dtype)
+    wrow, wfull = split_weight(name, weight, shape, dtype)
+    hp = [float(h) for h in hp] + [EPS]
+
+    def run(out_mode: int = _ELEMENTS) -> Tensor:
+        return _GaussianFocal.apply(x, t, hp, wrow, wfull, out_mode)
+
+    return _reduce(run, shape, reduction, avg_factor, name)
