@@ -23,8 +23,26 @@ def build(name, **cfg):
 
 
 def build_case(name, **cfg):
-    """:func:`build` with the loss's contract case configuration (``tests/loss_cases``) under ``cfg``."""
-    return build(name, **{**CASES[name].cfg, **cfg})
+    """:func:`build` with the loss's contract case configuration (``tests/loss_cases``) under ``cfg``;
+    a loss of several parts sums them, a stateful case is in eval mode (see ``tests/loss_cases``)."""
+    loss = build(name, **{**CASES[name].cfg, **cfg})
+    if loss.parts():
+        loss.register_forward_hook(_sum_parts)
+    return loss.eval() if CASES[name].stateful else loss
+
+
+def total(out):
+    """A loss result as one tensor: the sum of a dict's parts, a tensor as it is."""
+    return sum(out.values()) if isinstance(out, dict) else out
+
+
+def _sum_parts(module, args, out):
+    return total(out)
+
+
+def required_cfg(name):
+    """The case's values of the loss's hyper-parameters that have no default (``REQUIRED``)."""
+    return {k: CASES[name].cfg[k] for k in MODELS.get(name).spec().required()}
 
 
 def value_and_grad(fn, *tensors):

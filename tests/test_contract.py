@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from helpers import NAMES, build_case as build
+from helpers import NAMES, build_case as build, required_cfg, total
 from loss_cases import CASES
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmloss_ext.registry import MODELS
@@ -158,7 +158,8 @@ def test_module_equals_functional(name, gen):
     w = c.make_weight(args, gen)
     loss = build(name, loss_weight=2.5)
     for reduction, avg in (('none', None), ('mean', None), ('mean', 4.0), ('sum', None)):
-        expected = 2.5 * type(loss).loss_fn(*args, weight=w, reduction=reduction, avg_factor=avg, **loss.hparams())
+        expected = 2.5 * total(type(loss).loss_fn(*args, weight=w, reduction=reduction, avg_factor=avg,
+                                                  **loss.hparams()))
         got = loss(*args, weight=w, avg_factor=avg, reduction_override=reduction)
         torch.testing.assert_close(got, expected)
 
@@ -174,9 +175,15 @@ def test_class_defaults_are_the_functional_defaults(name):
     cls = MODELS.get(name)
     fn_params = inspect.signature(cls.loss_fn).parameters
     hparams = _functional_defaults(cls.loss_fn)
-    loss = cls()
+    required = required_cfg(name)  # REQUIRED defaults: the class refuses to build without them
+    for key in required:
+        with pytest.raises(TypeError, match=f'{name}: `{key}` is required'):
+            cls(**{k: v for k, v in required.items() if k != key})
+    loss = cls(**required)
     assert loss.hparams().keys() == hparams.keys(), 'the class exposes every hyper-parameter'
     for key, default in hparams.items():
+        if key in required:
+            continue
         value = loss.hparams()[key]
         assert value == default or (value is None and default is None), key
     assert loss.reduction == fn_params['reduction'].default

@@ -7,3 +7,7 @@ from .focal import *  # noqa: F401,F403
 from .margin import *  # noqa: F401,F403
 
 __all__ = [*cross_entropy.__all__, *focal.__all__, *margin.__all__]
+
+from . import long_tail  # noqa: E402
+from .long_tail import *  # noqa: E402,F401,F403
+__all__ += long_tail.__all__
