@@ -207,7 +207,9 @@ def _check_class_weight(name: str, *, class_weight, **_) -> None:
 
 def _eqlv2_add(pos_grad: Tensor, neg_grad: Tensor, pos_neg: Tensor, increments: Tensor) -> None:
     """Add the ``(2, C)`` increments (summed over ranks first) and refresh the ratio, in place."""
-    _sum_over_ranks(increments)
+    if dist.is_available() and dist.is_initialized():
+        # in the buffers' dtype: every rank must reduce the same one, whatever its input's (or none)
+        increments = _sum_over_ranks(increments.to(pos_grad.dtype))
     pos_grad += increments[0]
     neg_grad += increments[1]
     pos_neg.copy_(pos_grad / (neg_grad + EQLV2_EPS))
@@ -348,8 +350,8 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
 def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, num_classes: int = REQUIRED,
                       gamma: float = 2.0, alpha: float = 0.25, activated: bool = False, impl: str = 'auto',
                       weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
-    r"""Sigmoid focal loss for a classifier of ``num_classes`` outputs (V3Det's FCOS; Lin et al.,
-    2017, "Focal Loss for Dense Object Detection"): mmdet's ``FocalCustomLoss``.
+    r"""Sigmoid focal loss (Lin et al., 2017, "Focal Loss for Dense Object Detection") for a
+    classifier of ``num_classes`` outputs, V3Det's FCOS: mmdet's ``FocalCustomLoss``.
 
     Logits ``(N, C)`` with ``C`` = ``num_classes`` (required) and labels ``(N,)`` in ``[0, C]``
     (``C`` = background, an all-zero row), elementwise with :math:`p = \sigma(x)`:
@@ -431,9 +433,11 @@ class SeesawLoss(_CustomHead, ClassificationLoss):
         return SEESAW_PARTS if self.return_dict else ()
 
     def on_shortcut(self) -> None:
-        # BaseLoss answers this call without the functional: join the ranks' count update anyway
+        # BaseLoss answers this call without the functional: join the ranks' count update anyway,
+        # adding the other ranks' counts
         if self.training:
-            _sum_over_ranks(torch.zeros_like(self.cum_samples))
+            with torch.no_grad():
+                self.cum_samples += _sum_over_ranks(torch.zeros_like(self.cum_samples))
 
     def _split(self, cls_score: Tensor) -> Tuple[Tensor, Tensor]:
         if cls_score.shape[-1] != self.num_classes + 2:
