@@ -12,7 +12,8 @@ from mmdet.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn')]
+#: configs that re-use one of mmdet's and differ from it only in the losses (COCO, and LVIS for Seesaw)
+COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'seesaw')]
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -30,6 +31,8 @@ def _mmdet_counterpart(path):
         rel = 'cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py'
     elif name.startswith('cascade-rpn_r50-caffe_fpn_'):
         rel = 'cascade_rpn/cascade-rpn_r50-caffe_fpn_1x_coco.py'
+    elif osp.basename(osp.dirname(path)) == 'seesaw':  # the same name in mmdet's seesaw_loss/
+        rel = f'seesaw_loss/{name}'
     else:
         raise AssertionError(f'no mmdet counterpart known for {name}')
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
@@ -67,6 +70,7 @@ def test_the_config_folders_are_populated():
     assert any(n.startswith('cascade_rpn/cascade-rpn_faster-rcnn') for n in names)
     assert any(n.startswith('shapes/retinanet') for n in names)
     assert any(n.startswith('shapes/cascade-rpn') for n in names)
+    assert 'seesaw/mask-rcnn_r50_fpn_seesaw-loss_random-ms-2x_lvis-v1.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
