@@ -166,7 +166,7 @@ def seesaw_loss(pred: Tensor, target: Tensor, cum_samples: Optional[Tensor] = No
         >>> logits = torch.tensor([[2.0, 0.0, 1.0, -1.0], [0.0, 1.0, -1.0, 1.0]])  # C = 2
         >>> out = seesaw_loss(logits, torch.tensor([0, 2]), num_classes=2)
         >>> {k: round(float(v), 4) for k, v in out.items()}
-        {'loss_cls_objectness': 0.127, 'loss_cls_classes': 0.1269}
+        {'loss_cls_objectness': 0.1269, 'loss_cls_classes': 0.1269}
     """
     name = 'SeesawLoss'
     x = check_logits(name, pred, min_dim=2)
@@ -255,7 +255,7 @@ def eqlv2_loss(pred: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, 
 
     Example:
         >>> eqlv2_loss(torch.tensor([[2.0, -1.0, -2.0]]), torch.tensor([0]), num_classes=2)  # initial: plain BCE sum
-        tensor(0.5066)
+        tensor(0.5671)
     """
     name = 'EQLV2Loss'
     x = check_logits(name, pred, min_dim=2)
