@@ -28,18 +28,29 @@ def build(name, **cfg):
 def build_case(name, **cfg):
     """:func:`build` with the loss's contract case configuration (``tests/loss_cases``) under ``cfg``.
 
-    For a loss whose case has ``combine`` (a tuple result), the module's output is read through it
-    (a forward hook), so the generic checks see one tensor; the module is otherwise the real one.
+    The module's output is read as one tensor (a forward hook): a tuple result through the case's
+    ``combine``, a loss of several parts (a dict) as their sum; a stateful case is in eval mode.
+    The module is otherwise the real one.
     """
     loss = build(name, **{**CASES[name].cfg, **cfg})
-    if CASES[name].combine is not None:
+    if CASES[name].combine is not None or loss.parts():
         loss.register_forward_hook(_read_as_one_tensor)
-    return loss
+    return loss.eval() if CASES[name].stateful else loss
+
+
+def total(out):
+    """A loss result as one tensor: the sum of a dict's parts, a tensor as it is."""
+    return sum(out.values()) if isinstance(out, dict) else out
 
 
 def _read_as_one_tensor(module, args, output):
     """Forward hook of :func:`build_case` (module level: built losses stay picklable)."""
     return CASES[type(module).__name__].read(output)
+
+
+def required_cfg(name):
+    """The case's values of the loss's hyper-parameters that have no default (``REQUIRED``)."""
+    return {k: CASES[name].cfg[k] for k in MODELS.get(name).spec().required()}
 
 
 def value_and_grad(fn, *tensors):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss as mmdet_reduce
 from mmdet.registry import MODELS as MMDET_MODELS
 
-from helpers import PROBABILITY_NAMES, build, family_names, value_and_pred_grad as value_and_grad
+from helpers import PROBABILITY_NAMES, build, build_case, family_names, value_and_pred_grad as value_and_grad
 from loss_cases import CASES
 from mmloss_ext.losses.classification import (CrossEntropyLoss, FocalLoss, balanced_cross_entropy_loss,
                                               cross_entropy_loss, focal_loss, hinge_loss, zero_one_loss)
@@ -474,7 +474,7 @@ def test_extreme_logits_give_finite_values_and_gradients(name, g):
     c = CASES[name]
     args = c.make(8, torch.float32, g)
     pred = (torch.where(args[0] >= args[0].median(), 1e4, -1e4)).requires_grad_()
-    out = build(name, **c.cfg)(pred, *args[1:])
+    out = build_case(name)(pred, *args[1:])
     assert torch.isfinite(out).all()
     if c.differentiable:
         out.backward()
@@ -487,7 +487,7 @@ def test_half_precision_returns_input_dtype(name, dtype, g):
     c = CASES[name]
     args = c.make(8, dtype, g)
     pred = args[0].detach().requires_grad_(c.differentiable)
-    loss = build(name, **c.cfg)
+    loss = build_case(name)
     out = loss(pred, *args[1:])
     assert out.dtype == dtype and torch.isfinite(out)
     # computed in float32: matches the float32 loss to half precision
@@ -505,7 +505,7 @@ def test_integer_or_bool_logits_are_a_type_error(name, g):
     args = c.make(6, torch.float32, g)
     for bad in (args[0].round().long(), args[0] > 0):
         with pytest.raises(TypeError, match=f'{name}.*floating-point'):
-            build(name, **c.cfg)(bad, *args[1:])
+            build_case(name)(bad, *args[1:])
 
 
 @pytest.mark.parametrize('name, high', [('CrossEntropyLoss', 4), ('NLLLoss', 4), ('FocalLoss', 5),
@@ -522,7 +522,7 @@ def test_labels_out_of_range_name_the_loss(name, high, g):
             bad_target = target.clone()
             bad_target[1] = bad
         with pytest.raises(ValueError, match=f'{name}.*expected values in'):
-            build(name, **c.cfg)(pred, bad_target)
+            build_case(name)(pred, bad_target)
 
 
 def test_builds_through_mmdet_registry():

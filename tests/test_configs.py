@@ -12,7 +12,8 @@ from mmdet.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet')]
+#: configs that re-use one of mmdet's and differ from it only in the losses (COCO, and LVIS for Seesaw)
+COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet', 'seesaw')]
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -34,6 +35,8 @@ def _mmdet_counterpart(path):
         rel = 'ld/ld_r18-gflv1-r101_fpn_1x_coco.py'
     elif name.startswith('centernet_r18_8xb16-crop512-140e_coco_'):
         rel = 'centernet/centernet_r18_8xb16-crop512-140e_coco.py'
+    elif osp.basename(osp.dirname(path)) == 'seesaw':  # the same name in mmdet's seesaw_loss/
+        rel = f'seesaw_loss/{name}'
     else:
         raise AssertionError(f'no mmdet counterpart known for {name}')
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
@@ -90,6 +93,7 @@ def test_the_config_folders_are_populated():
     assert any(n.startswith('shapes/cascade-rpn') for n in names)
     assert 'ld/ld_r18-gflv1-r101_fpn_1x_coco.py' in names
     assert 'centernet/centernet_r18_8xb16-crop512-140e_coco_gaussian-focal.py' in names
+    assert 'seesaw/mask-rcnn_r50_fpn_seesaw-loss_random-ms-2x_lvis-v1.py' in names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)

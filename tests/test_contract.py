@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from helpers import NAMES, build_case as build
+from helpers import NAMES, build_case as build, required_cfg
 from loss_cases import CASES
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmloss_ext.registry import MODELS
@@ -175,9 +175,15 @@ def test_class_defaults_are_the_functional_defaults(name):
     cls = MODELS.get(name)
     fn_params = inspect.signature(cls.loss_fn).parameters
     hparams = _functional_defaults(cls.loss_fn)
-    loss = cls()
+    required = required_cfg(name)  # REQUIRED defaults: the class refuses to build without them
+    for key in required:
+        with pytest.raises(TypeError, match=f'{name}: `{key}` is required'):
+            cls(**{k: v for k, v in required.items() if k != key})
+    loss = cls(**required)
     assert loss.hparams().keys() == hparams.keys(), 'the class exposes every hyper-parameter'
     for key, default in hparams.items():
+        if key in required:
+            continue
         value = loss.hparams()[key]
         assert value == default or (value is None and default is None), key
     assert loss.reduction == fn_params['reduction'].default

@@ -25,22 +25,46 @@ from typing import Callable, Dict, Optional, Tuple
 from .errors import LossValueError
 from .impl import IMPLS
 
-__all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING',
-           'NON_NEGATIVE', 'POSITIVE', 'UNIT_INTERVAL', 'ODD_POSITIVE_INT', 'OPTIONAL_INT']
+__all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING', 'REQUIRED',
+           'NON_NEGATIVE', 'POSITIVE', 'UNIT_INTERVAL', 'ODD_POSITIVE_INT', 'POSITIVE_INT', 'OPTIONAL_INT']
 
 #: keyword arguments of every functional that are not hyper-parameters
 PLUMBING = ('weight', 'reduction', 'avg_factor')
 
 
+class _Required:
+    """The type of :data:`REQUIRED`."""
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return 'REQUIRED'
+
+    def __reduce__(self):
+        return _Required, ()
+
+
+#: The default of a hyper-parameter that has none (mmdet's ``num_classes=-1``, asserted away): the
+#: functional and the class's constructor refuse to run without it, with a ``TypeError`` naming it.
+#: Its type comes from its declaration (e.g. :data:`POSITIVE_INT`), since no default shows it.
+REQUIRED = _Required()
+
+
 @dataclass(frozen=True)
 class Range:
     """A finite number in ``[low, high]`` (``(`` / ``)`` with ``low_open`` / ``high_open``); an odd
-    int with ``odd``. NaN and infinities are refused (they pass every comparison silently)."""
+    int with ``odd``, an int with ``integer``. NaN and infinities are refused (they pass every
+    comparison silently)."""
     low: Optional[float] = None
     high: Optional[float] = None
     low_open: bool = False
     high_open: bool = False
     odd: bool = False
+    integer: bool = False
 
     def __str__(self) -> str:
         lo = '-inf' if self.low is None else repr(self.low)
@@ -54,12 +78,14 @@ class Range:
             return
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f'{loss}: `{arg}` expected a number, got {type(value).__name__} {value!r}')
+        if self.integer and not isinstance(value, numbers.Integral):
+            raise TypeError(f'{loss}: `{arg}` expected an int, got {type(value).__name__} {value!r}')
         low, high = self.low, self.high
         bad_low = low is not None and (value <= low if self.low_open else value < low)
         bad_high = high is not None and (value >= high if self.high_open else value > high)
         bad_odd = self.odd and not (isinstance(value, numbers.Integral) and value % 2 == 1)
         if bad_low or bad_high or bad_odd or not math.isfinite(value):
-            kind = 'an odd int' if self.odd else 'a value'
+            kind = 'an odd int' if self.odd else 'an int' if self.integer else 'a value'
             raise LossValueError(f'{loss}: `{arg}` expected {kind} in {self}, got {value!r}')
 
 
@@ -89,6 +115,7 @@ NON_NEGATIVE = Range(low=0.0)
 POSITIVE = Range(low=0.0, low_open=True)
 UNIT_INTERVAL = Range(low=0.0, high=1.0)
 ODD_POSITIVE_INT = Range(low=1, odd=True)
+POSITIVE_INT = Range(low=1, integer=True)
 OPTIONAL_INT = OptionalInt()
 
 
@@ -96,8 +123,9 @@ def check_hparam_type(loss: str, arg: str, value, default) -> None:
     """Type-check a constructor hyper-parameter against its default (config typos such as
     ``gamma='2'``): a float default takes any real number (not a bool), an int default an int, a
     bool default a bool, a str default a str, a tuple/list default a tuple or list. ``None``
-    defaults accept anything (their declaration or the functional checks them)."""
-    if default is None:
+    defaults accept anything (their declaration or the functional checks them), and so do
+    :data:`REQUIRED` ones (their declaration types them)."""
+    if default is None or default is REQUIRED:
         return
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), 'a bool'
@@ -131,6 +159,10 @@ class Spec:
     #: the functional's signature (annotations for the classes' signatures)
     signature: Optional[inspect.Signature] = None
 
+    def required(self) -> Tuple[str, ...]:
+        """The hyper-parameters without a default (:data:`REQUIRED`)."""
+        return tuple(k for k, v in self.defaults.items() if v is REQUIRED)
+
     def ranges(self) -> Dict[str, Range]:
         return {k: v for k, v in self.params.items() if isinstance(v, Range)}
 
@@ -159,8 +191,9 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
             ``impl`` (the fused-path switch) is declared for every functional that takes it.
 
     The wrapped functional checks the hyper-parameters it is given on every call (the defaults are
-    valid by construction: a test checks each against its declaration) and exposes the declaration
-    as ``fn.spec`` (:class:`Spec`).
+    valid by construction: a test checks each against its declaration), refuses a call that leaves
+    out one whose default is :data:`REQUIRED`, and exposes the declaration as ``fn.spec``
+    (:class:`Spec`).
     """
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -174,9 +207,13 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
         if 'impl' in defaults:
             declared.setdefault('impl', Choice(*IMPLS))
         spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
+        required = spec.required()
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
+            for key in required:
+                if key not in kwargs:
+                    raise TypeError(f'{loss}: `{key}` is required (it has no default), got none')
             for key, value in kwargs.items():
                 rule = declared.get(key)
                 if rule is not None:

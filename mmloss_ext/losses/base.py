@@ -20,6 +20,11 @@ order a drop-in class for an mmdet loss accepts positionally, as mmdet's constru
 
 ``BaseLoss.forward(pred, target, weight, avg_factor, reduction_override, **kwargs)`` calls
 ``loss_weight * loss_fn(pred, target, weight=..., reduction=..., avg_factor=..., **hparams)``.
+A loss of several parts (SeesawLoss) returns a dict of them from its functional, names the keys in
+:meth:`BaseLoss.parts` and gets each part scaled by ``loss_weight`` (and the shortcut's zeros in
+the same dict). A hyper-parameter whose functional default is
+:data:`~mmloss_ext.core.hparams.REQUIRED` must be given to the constructor (``TypeError``
+otherwise, naming it).
 
 Non-finite inputs are not masked. A NaN in ``pred`` or ``target`` gives a NaN loss (no loss
 clamps, filters or replaces it away, so a diverging model shows at once instead of training on
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Callable, ClassVar, Dict, Optional, Tuple
+from typing import Callable, ClassVar, Dict, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -95,6 +100,9 @@ class BaseLoss(nn.Module):
         if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real):
             raise TypeError(f'{name}: `loss_weight` expected a number, got {type(loss_weight).__name__} '
                             f'{loss_weight!r}')
+        for key in spec.required():
+            if key not in given:
+                raise TypeError(f'{name}: `{key}` is required (it has no default), got none')
         for key, value in given.items():
             check_hparam_type(name, key, value, spec.defaults[key])
         spec.check(name, given)
@@ -155,7 +163,7 @@ class BaseLoss(nn.Module):
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
-                **kwargs) -> Tensor:
+                **kwargs) -> Union[Tensor, Dict[str, Tensor]]:
         """Compute the loss.
 
         Args:
@@ -173,7 +181,8 @@ class BaseLoss(nn.Module):
         if reduction != 'none' and (pred.numel() == 0 or _all_zero_on_host(weight)):
             # Nothing to average: a zero that keeps pred's graph (and dtype) alive.
             self.on_shortcut()
-            return pred.sum() * 0.0
+            parts = self.parts()
+            return {k: pred.sum() * 0.0 for k in parts} if parts else pred.sum() * 0.0
         if self.takes_target:
             args = (pred, target)
         elif target is not None:
@@ -183,7 +192,15 @@ class BaseLoss(nn.Module):
             args = (pred,)
         params = {**self.hparams(), **kwargs}
         loss = self.loss_fn(*args, weight=weight, reduction=reduction, avg_factor=avg_factor, **params)
+        if isinstance(loss, dict):
+            return {k: v * self.loss_weight for k, v in loss.items()}
         return loss * self.loss_weight
+
+    def parts(self) -> Tuple[str, ...]:
+        """The keys of the dict ``forward`` returns, for a loss of several parts as configured (e.g.
+        SeesawLoss's ``loss_cls_objectness`` and ``loss_cls_classes`` with ``return_dict=True``);
+        ``()`` for a loss that returns a tensor (every other loss)."""
+        return ()
 
     def on_shortcut(self) -> None:
         """Called when the empty-input / zero-weight shortcut answers a call without the functional.

@@ -3,6 +3,18 @@
 Each family module calls :func:`case` once per registered loss. ``make(n, dtype, gen)`` returns
 the positional forward arguments ``(pred, target, ...)`` for a batch of ``n`` samples (``n=0`` must
 work: the empty batch). Everything else has a default that fits elementwise losses.
+
+Two kinds of loss need more than inputs, and ``tests/helpers.build_case`` (which every generic
+test builds through) handles both:
+
+* a loss whose ``forward`` returns a dict of parts (``BaseLoss.parts()`` non-empty, e.g.
+  SeesawLoss) gets a forward hook that sums the parts, so the generic checks see one tensor
+  (``helpers.total`` sums a functional's dict the same way);
+* a ``stateful`` case (statistics that every training-mode call moves, e.g. EQLV2Loss) is built
+  in eval mode, so repeated calls, clones and module-vs-functional comparisons see the same
+  statistics (the loss's initial ones); its own test file covers the updates.
+
+A hyper-parameter without a default (``REQUIRED``, e.g. ``num_classes``) is given by ``cfg``.
 """
 from __future__ import annotations
 
@@ -40,9 +52,15 @@ class Case:
     #: one tensor (e.g. ``sum``); ``helpers.build_case`` applies it to the module's output
     combine: Optional[Callable[[object], Tensor]] = None
 
+    #: whether every training-mode call moves statistics the loss keeps: built in eval mode
+    stateful: bool = False
+
     def read(self, out) -> Tensor:
-        """The loss's result as the one tensor the generic checks compare."""
-        return out if self.combine is None else self.combine(out)
+        """The loss's result as the one tensor the generic checks compare: through ``combine``, a
+        dict of parts summed, a tensor as it is."""
+        if self.combine is not None:
+            return self.combine(out)
+        return sum(out.values()) if isinstance(out, dict) else out
 
     def make_weight(self, args: Args, gen: torch.Generator) -> Tensor:
         if self.weight is not None:
@@ -67,4 +85,4 @@ def randn(gen: torch.Generator, *shape: int, dtype=torch.float32, scale: float =
 
 from . import regression  # noqa: E402,F401  (each family module registers its cases)
 from . import classification, segmentation, bbox, image  # noqa: E402,F401
-from . import distill, embedding, heatmap  # noqa: E402,F401
+from . import distill, embedding, heatmap, long_tail  # noqa: E402,F401

@@ -12,3 +12,7 @@ __all__ += distill.__all__  # noqa: F405  (the import above binds the submodule)
 
 from .heatmap import *  # noqa: E402,F401,F403  (the Gaussian focal loss of CornerNet/CenterNet heatmaps)
 __all__ += heatmap.__all__  # noqa: F405,F821
+
+from . import long_tail  # noqa: E402
+from .long_tail import *  # noqa: E402,F401,F403
+__all__ += long_tail.__all__
