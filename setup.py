@@ -44,7 +44,7 @@ def _extensions():
     # torch's vector headers set off ~900 of these per build (unroll pragmas GCC ignores, the
     # intrinsics' deliberate `__m512 __Y = __Y`); they drown any warning of ours
     _QUIET = ['-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized']
-    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp'], depends=[csrc + 'vec_common.h'],
+    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp', csrc + 'ghm.cpp'], depends=[csrc + 'vec_common.h'],
                        extra_compile_args=['-O3', '-fopenmp', *_isa_flags(), *_QUIET], extra_link_args=['-fopenmp'])
     return {'build_ext': OptionalBuild}, [ext]
 

@@ -9,3 +9,4 @@ from .classification import *  # noqa: F401,F403
 from .segmentation import *  # noqa: F401,F403
 from .bbox import *  # noqa: F401,F403
 from .image import *  # noqa: F401,F403
+from .ghm import *  # noqa: F401,F403
