@@ -50,7 +50,8 @@ def _extensions():
     _QUIET = ['-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized']
     # the ids and constants as MMLOSS_* macros (csrc/abi.h); a change to core/abi.py rebuilds the module
     macros = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), ABI_PY))['cpp_macros']()
-    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp', csrc + 'heatmap.cpp'],
+    ext = CppExtension('mmloss_ext._fused', [csrc + 'fused.cpp', csrc + 'dense.cpp', csrc + 'heatmap.cpp',
+                        csrc + 'ghm.cpp'],
                        depends=[csrc + 'abi.h', csrc + 'vec_common.h', ABI_PY], define_macros=macros,
                        extra_compile_args=['-O3', '-fopenmp', *_isa_flags(), *_QUIET], extra_link_args=['-fopenmp'])
     return {'build_ext': OptionalBuild}, [ext]

@@ -13,7 +13,7 @@ from mmdet.registry import MODELS
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 #: configs that re-use one of mmdet's and differ from it only in the losses (COCO, and LVIS for Seesaw)
-COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet', 'seesaw')]
+COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet', 'seesaw', 'ghm')]
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -25,7 +25,9 @@ def _mmdet_counterpart(path):
     """The mmdet config a COCO config of ours re-uses (only the losses differ)."""
     import mmdet
     name = osp.basename(path)
-    if name.startswith('retinanet_r50_fpn_'):
+    if osp.basename(osp.dirname(path)) == 'ghm':  # named as mmdet's: configs/ghm/<name>
+        rel = f'ghm/{name}'
+    elif name.startswith('retinanet_r50_fpn_'):
         rel = 'retinanet/retinanet_r50_fpn_1x_coco.py'
     elif name.startswith('cascade-rpn_faster-rcnn_r50-caffe_fpn_'):
         rel = 'cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py'

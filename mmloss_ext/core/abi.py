@@ -30,7 +30,7 @@ __all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BO
 
 #: the interface version of the compiled kernels, bumped whenever a kernel's signature, an id or
 #: the meaning of a constant changes
-ABI = 3
+ABI = 4
 
 
 @enum.unique

@@ -10,3 +10,4 @@ from .segmentation import *  # noqa: F401,F403
 from .bbox import *  # noqa: F401,F403
 from .image import *  # noqa: F401,F403
 from .embedding import *  # noqa: F401,F403
+from .ghm import *  # noqa: F401,F403

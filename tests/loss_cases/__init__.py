@@ -85,4 +85,4 @@ def randn(gen: torch.Generator, *shape: int, dtype=torch.float32, scale: float =
 
 from . import regression  # noqa: E402,F401  (each family module registers its cases)
 from . import classification, segmentation, bbox, image  # noqa: E402,F401
-from . import distill, embedding, heatmap, long_tail  # noqa: E402,F401
+from . import distill, embedding, ghm, heatmap, long_tail  # noqa: E402,F401

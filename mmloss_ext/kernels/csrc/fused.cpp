@@ -777,6 +777,7 @@ at::Tensor box_backward(int64_t kind_id, double eps, std::vector<double> hp, at:
 
 void register_dense(pybind11::module_& m);  // dense.cpp: cross-entropy and Dice
 void register_heatmap(pybind11::module_& m);  // heatmap.cpp: the Gaussian focal loss
+void register_ghm(pybind11::module_& m);  // ghm.cpp: GHM-C
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmloss_ext fused CPU kernels (see mmloss_ext/kernels/)";
@@ -785,6 +786,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_forward", &box_forward);
   m.def("box_backward", &box_backward);
   register_dense(m);
+  register_ghm(m);
   register_heatmap(m);
   // what it was built with (mmloss_ext/core/abi.py): mmloss_ext/kernels/dispatch.py refuses a stale build
   m.attr("abi") = kAbi;
