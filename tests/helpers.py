@@ -82,3 +82,17 @@ def assert_parity(ours, ref, *tensors, atol=1e-5, rtol=1e-5):
 #: fused == eager tolerances (float64 tight, float32 1e-5 relative; half precision looser)
 FUSED_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
+
+
+def fork_ranks(worker, args, nprocs):
+    """Run ``worker(rank, *args)`` in ``nprocs`` forked processes (``torch.multiprocessing``) and
+    wait for them. Forked, so the workers inherit the imported modules instead of importing mmdet
+    again; single-threaded, since a forked child of a process whose OpenMP pool has run deadlocks
+    in its first parallel kernel (libgomp is not fork-safe)."""
+    torch.multiprocessing.start_processes(_single_threaded, args=(worker, *args), nprocs=nprocs,
+                                          start_method='fork')
+
+
+def _single_threaded(rank, worker, *args):
+    torch.set_num_threads(1)
+    worker(rank, *args)

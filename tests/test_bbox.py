@@ -14,9 +14,9 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import mmloss_ext  # noqa: F401  (registers the losses)
+from helpers import fork_ranks
 from loss_cases.bbox import boxes, pair
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.structures.bbox import bbox_overlaps
@@ -425,8 +425,7 @@ def _wiou_worker(rank, world, tmp):
 def test_wiou_running_mean_is_averaged_across_ranks():
     world = 4
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the workers inherit the imported modules instead of importing mmdet again
-        mp.start_processes(_wiou_worker, args=(world, tmp), nprocs=world, start_method='fork')
+        fork_ranks(_wiou_worker, (world, tmp), world)
         results = {rank: torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)}
     total = sum(r[1] for r in results.values()) / sum(r[2] for r in results.values())
     for rank in range(world):  # every rank holds the same mean: 0.5 * 1 + 0.5 * (mean over counted boxes)

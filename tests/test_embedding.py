@@ -211,12 +211,22 @@ def test_l2_ignored_entries_and_no_positive(g):
     assert float(out) == 0.0 and torch.isfinite(pred.grad).all()
 
 
-def test_l2_targets_must_be_binary_integers(g):
+def test_l2_targets_of_other_values_regress_without_margin_or_sampling(g):
+    """As mmdet: 1 marks a positive and 0 a negative; an entry of another value (float targets, as
+    mmdet's tests pass) takes part as a plain L2 of the clamped similarity, never sampled away."""
     pred = cosine(g, 3, 4)
-    with pytest.raises(ValueError, match=r'MarginL2Loss: `target` expected values in \[0, 1\], got values in \[2, 2\]'):
-        MarginL2Loss()(pred, torch.full((3, 4), 2))
-    with pytest.raises(TypeError, match='L2Loss: `target` expected an integer tensor'):
-        L2Loss()(pred, torch.zeros(3, 4))
+    target = torch.tensor([[1.0, 0.0, 0.5, 0.0], [0.0, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    out = MarginL2Loss(neg_pos_ub=1, pos_margin=0.1, neg_margin=0.2, hard_mining=True)(pred, target,
+                                                                                      reduction_override='none')
+    other = (target != 0) & (target != 1)
+    torch.testing.assert_close(out[other], (pred[other].clamp(0, 1) - target[other]) ** 2)
+    # one positive allows one negative: the hardest of the 8 (its cost, clamp(s - 0.2, 0, 1)^2)
+    neg = target == 0
+    costs = (pred[neg] - 0.2).clamp(0, 1) ** 2
+    assert int((out[neg] > 0).sum()) == 1 and float(out[neg].max()) == pytest.approx(float(costs.max()))
+    torch.testing.assert_close(out[0, 0], ((pred[0, 0] - 0.1).clamp(0, 1) - 1) ** 2)
+    with pytest.raises(TypeError, match='L2Loss: `target` expected an integer or floating-point tensor'):
+        L2Loss()(pred, torch.zeros(3, 4, dtype=torch.bool))
 
 
 def test_l2_hparams_and_positional_order():
@@ -323,9 +333,9 @@ def test_triplet_reductions_weights_against_a_loop(g):
     weight = torch.rand(len(labels), generator=g, dtype=F64)
     loss = TripletLoss()
     torch.testing.assert_close(loss(feats, labels, reduction_override='none'), expected, rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(loss(feats, labels, weight, reduction_override='sum'), (expected * weight).sum(),
+    torch.testing.assert_close(loss(feats, labels, weight=weight, reduction_override='sum'), (expected * weight).sum(),
                                rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(loss(feats, labels, weight, avg_factor=4.0), (expected * weight).sum() / (4.0 + 1.1920929e-07),
+    torch.testing.assert_close(loss(feats, labels, weight=weight, avg_factor=4.0), (expected * weight).sum() / (4.0 + 1.1920929e-07),
                                rtol=1e-7, atol=1e-9)
 
 
@@ -335,7 +345,7 @@ def test_triplet_mmdet_signature_and_config(g):
     ours = build('TripletLoss', **cfg)
     ref = MMDET_MODELS.build(dict(type='TripletLoss', **cfg))
     torch.testing.assert_close(ours(inputs=feats, targets=labels), ref(inputs=feats, targets=labels), **TIGHT)
-    with pytest.raises(ValueError, match='TripletLoss: `hard_mining` expected one of True, got False'):
+    with pytest.raises(ValueError, match='TripletLoss: `hard_mining` expected True \\(the only mode implemented\\), got False'):
         TripletLoss(hard_mining=False)  # mmdet: NotImplementedError at the first forward
     with pytest.raises(NotImplementedError):
         mm.TripletLoss(hard_mining=False)(feats, labels)
@@ -360,8 +370,8 @@ def test_triplet_half_precision_and_bad_labels(g):
         out.backward()
         assert out.dtype == dtype and torch.isfinite(out) and torch.isfinite(half.grad).all()
     torch.testing.assert_close(TripletLoss()(feats.half(), labels).float(), ref, rtol=2e-2, atol=2e-2)
-    with pytest.raises(TypeError, match='TripletLoss: `target` expected an integer tensor'):
-        TripletLoss()(feats, labels.float())
+    # float identities (as mmdet's tests pass them) compare like integer ones
+    torch.testing.assert_close(TripletLoss()(feats, labels.float()), TripletLoss()(feats, labels))
     with pytest.raises(ValueError, match=r'TripletLoss: `target` expected identity labels of shape \(16,\)'):
         TripletLoss()(feats, labels[:-1])
 
@@ -439,8 +449,8 @@ def test_ae_reductions_weight_and_avg_factor(g):
     weight = torch.tensor([1.0, 0.0, 0.5, 2.0], dtype=F64)
     for reduced, expected in ((loss(tl, br, match), [p.sum() for p in none]),  # mmdet's sum over images
                               (loss(tl, br, match, reduction_override='mean'), [p.mean() for p in none]),
-                              (loss(tl, br, match, weight, reduction_override='sum'), [(p * weight).sum() for p in none]),
-                              (loss(tl, br, match, weight, avg_factor=3.0, reduction_override='mean'),
+                              (loss(tl, br, match, weight=weight, reduction_override='sum'), [(p * weight).sum() for p in none]),
+                              (loss(tl, br, match, weight=weight, avg_factor=3.0, reduction_override='mean'),
                                [(p * weight).sum() / (3.0 + 1.1920929e-07) for p in none])):
         for a, b in zip(reduced, expected):
             torch.testing.assert_close(a, b, **TIGHT)

@@ -18,11 +18,10 @@ import types
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import mmloss_ext  # noqa: F401  (registers the losses)
-from helpers import FUSED_TOL
+from helpers import FUSED_TOL, fork_ranks
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmloss_ext.kernels import dispatch
 from mmloss_ext.kernels import ghm as fused_ghm
@@ -86,7 +85,7 @@ def test_constructors_are_mmdets(mmdet_ghm):
         ref = inspect.signature(theirs.__init__).parameters
         assert [(k, p.default) for k, p in mine.items() if p.kind is p.POSITIONAL_OR_KEYWORD] == \
             [(k, p.default) for k, p in ref.items() if k != 'self']
-    with pytest.raises(ValueError, match='GHMC: `use_sigmoid` expected one of True'):
+    with pytest.raises(ValueError, match='GHMC: `use_sigmoid` expected True'):
         GHMC(use_sigmoid=False)  # mmdet: NotImplementedError
     with pytest.raises(TypeError, match='GHMC: `bins` expected an int, got float 2.5'):
         ghmc_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), bins=2.5)
@@ -464,8 +463,7 @@ def _ghm_worker(rank, world, tmp):
 def test_two_ranks_keep_the_histogram_of_the_concatenated_batch():
     world = len(_DIST_CALLS)
     with tempfile.TemporaryDirectory() as tmp:
-        # fork: the workers inherit the imported modules instead of importing mmdet again
-        mp.start_processes(_ghm_worker, args=(world, tmp), nprocs=world, start_method='fork')
+        fork_ranks(_ghm_worker, (world, tmp), world)
         results = [torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)]
     cls, reg = _modules()  # one process on the concatenated batches
     for call, reduction in enumerate(_DIST_REDUCTIONS):

@@ -194,9 +194,10 @@ def _eqlv2(cfg, gen, dtype):
 
 
 def _similarity_pairs(cfg, gen, dtype):
-    """QDTrack's cosine similarities (N, M) in [-1, 1] and 0/1 match targets (a positive per row)."""
-    target = (_rand(gen, N, 8, dtype=dtype) > 0.8).to(dtype)
-    target[torch.arange(N), _labels(gen, 8)] = 1.0
+    """QDTrack's cosine similarities (N, M) in [-1, 1] and 0/1 match targets (a positive per row), as
+    integers like QuasiDenseEmbedHead.get_targets makes them."""
+    target = (_rand(gen, N, 8, dtype=dtype) > 0.8).int()
+    target[torch.arange(N), _labels(gen, 8)] = 1
     return (_rand(gen, N, 8, dtype=dtype) * 2 - 1, target), {}
 
 

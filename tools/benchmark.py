@@ -114,7 +114,29 @@ CASES: Dict[str, Case] = {c.name: c for c in (
     Case('balanced_l1', 'BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4)),
     Case('ce', 'CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), torch_ref=_torch_cross_entropy),
     Case('dice', 'DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512)),
+    # CenterNet's heatmaps (batch 16, 80 classes, 512 px images at stride 4)
+    Case('gaussian_focal', 'GaussianFocalLoss', 'GaussianFocalLoss', 'heatmap', (16, 80, 128, 128)),
+    # RetinaNet's anchors with mmdet's GHM config (labels and label weights, as RetinaHead passes them)
+    Case('ghmc', 'GHMC', 'GHMC', 'weighted_labels', (200_000, 80), extra=dict(bins=30, momentum=0.75)),
+    # LVIS RoIs of a Mask R-CNN (1203 classes): Seesaw's scores have 2 objectness columns, EQLv2's 1
+    Case('seesaw', 'SeesawLoss', 'SeesawLoss', 'rois', (1024, 1205), fused=False, extra=dict(num_classes=1203)),
+    Case('eqlv2', 'EQLV2Loss', 'EQLV2Loss', 'rois', (1024, 1204), fused=False, extra=dict(num_classes=1203)),
 )}
+
+
+class Positional(tuple):
+    """The arguments after ``pred`` when a loss takes more than a target (e.g. GHMC's label
+    weights), passed unpacked."""
+
+
+def call_loss(loss, x, target):
+    """``loss(x, target)``, or ``loss(x, *target)`` for :class:`Positional` arguments."""
+    return loss(x, *target) if isinstance(target, Positional) else loss(x, target)
+
+
+def as_tensor(out):
+    """One tensor of a loss's result: a dict of parts (SeesawLoss) summed."""
+    return sum(out.values()) if isinstance(out, dict) else out
 
 #: the row variants, in table order (see the module docstring)
 VARIANTS = ('mmdet', 'torch', 'torchvision', 'eager', 'fused', 'compile-eager', 'compile-fused')
@@ -160,6 +182,20 @@ def make_inputs(case: Case, scale: float = 1.0, device='cpu'):
         x, target = torch.randn(n, c, generator=gen), torch.randint(0, c, (n,), generator=gen)
     elif kind == 'dice':
         x, target = torch.randn(*size, generator=gen), (torch.rand(*size, generator=gen) > 0.5).float()
+    elif kind == 'heatmap':  # probabilities (after the head's sigmoid) and Gaussian-like targets with peaks of 1
+        x = torch.rand(*size, generator=gen).clamp_(1e-4, 1 - 1e-4)
+        target = torch.rand(*size, generator=gen).pow_(16)
+        target.view(-1)[torch.randint(0, target.numel(), (target.numel() // 10_000,), generator=gen)] = 1.0
+    elif kind == 'weighted_labels':  # labels in [0, C] (C: background) and per-anchor weights
+        n, c = size
+        x = torch.randn(n, c, generator=gen)
+        target = Positional((torch.randint(0, c + 1, (n,), generator=gen), torch.ones(n)))
+    elif kind == 'rois':  # sampled RoIs, a quarter positive: labels in [0, num_classes), else background
+        n, c = size
+        classes = case.extra['num_classes']
+        x = torch.randn(n, c, generator=gen)
+        target = torch.randint(0, classes, (n,), generator=gen)
+        target[torch.rand(n, generator=gen) < 0.75] = classes
     else:
         raise ValueError(f'unknown input kind {kind!r}')
     return _to(x, device), _to(target, device)
@@ -224,7 +260,7 @@ def build_variant(case: Case, variant: str, x: torch.Tensor, target,
         import mmdet.models  # noqa: F401  (registers mmdet's losses)
         from mmdet.registry import MODELS
         loss = MODELS.build(dict(type=case.mmdet, **case.extra)).to(x.device)
-        return lambda xx: loss(xx, target)
+        return lambda xx: as_tensor(call_loss(loss, xx, target))
     import mmloss_ext  # noqa: F401
     from mmloss_ext.registry import MODELS
     cfg = dict(type=f'mmloss_ext.{case.ours}', **case.extra)
@@ -233,7 +269,7 @@ def build_variant(case: Case, variant: str, x: torch.Tensor, target,
     loss = MODELS.build(cfg).to(x.device)  # with its buffers (Wise-IoU's running mean)
 
     def call(xx):
-        return loss(xx, target)
+        return as_tensor(call_loss(loss, xx, target))
 
     if variant.startswith('compile-'):
         torch.compiler.reset()  # each compiled row starts from empty caches (and no recompilation limit)

@@ -1,4 +1,5 @@
-"""The error every input and hyper-parameter check raises for a bad value."""
+"""The errors of the input and hyper-parameter checks: each also derives from the error class
+mmdet raises for the same mistake, so code written against mmdet's losses keeps catching it."""
 
 
 class LossValueError(ValueError, AssertionError):
@@ -18,3 +19,14 @@ class LossValueError(ValueError, AssertionError):
         ...     print(err)
         GIoULoss: `reduction` expected one of 'none', 'mean', 'sum', got 'avg'
     """
+
+
+class UnsupportedValueError(LossValueError, NotImplementedError):
+    """A hyper-parameter value that names a mode the loss does not implement (e.g. GHMC with
+    ``use_sigmoid=False``): mmdet raises ``NotImplementedError`` or asserts for these."""
+
+
+class MissingHyperParameterError(TypeError, AssertionError):
+    """A hyper-parameter without a default left out (``num_classes`` of the V3Det losses): a
+    ``TypeError`` like a missing argument, and an ``AssertionError`` like mmdet's
+    ``assert num_classes != -1``."""

@@ -22,7 +22,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-from .errors import LossValueError
+from .errors import LossValueError, MissingHyperParameterError, UnsupportedValueError
 from .impl import IMPLS
 
 __all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING', 'REQUIRED',
@@ -98,8 +98,12 @@ class Choice:
         object.__setattr__(self, 'values', tuple(values))
 
     def check(self, loss: str, arg: str, value) -> None:
-        if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
-            raise LossValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
+        if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
+            return
+        if len(self.values) == 1:  # the one mode implemented: another is unsupported, not invalid
+            raise UnsupportedValueError(f'{loss}: `{arg}` expected {self.values[0]!r} (the only mode implemented), '
+                                        f'got {value!r}')
+        raise LossValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,12 @@ class Spec:
         """The hyper-parameters without a default (:data:`REQUIRED`)."""
         return tuple(k for k, v in self.defaults.items() if v is REQUIRED)
 
+    def check_required(self, loss: str, given) -> None:
+        """Every :meth:`required` hyper-parameter must be in ``given``."""
+        for key in self.required():
+            if key not in given:
+                raise MissingHyperParameterError(f'{loss}: `{key}` is required (it has no default), got none')
+
     def ranges(self) -> Dict[str, Range]:
         return {k: v for k, v in self.params.items() if isinstance(v, Range)}
 
@@ -207,13 +217,10 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
         if 'impl' in defaults:
             declared.setdefault('impl', Choice(*IMPLS))
         spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
-        required = spec.required()
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
-            for key in required:
-                if key not in kwargs:
-                    raise TypeError(f'{loss}: `{key}` is required (it has no default), got none')
+            spec.check_required(loss, kwargs)
             for key, value in kwargs.items():
                 rule = declared.get(key)
                 if rule is not None:

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from ..core.reduction import AvgFactor, reduce_summed
 from .dispatch import EXT, triton_available
-from .functions import split_weight
+from .functions import register_function, split_weight
 
 __all__ = ['supported', 'backend', 'ghmc_histogram', 'ghmc_weighted', 'GHMCHistogram', 'CPU_MAX_BINS', 'TRITON_MAX_BINS']
 
@@ -102,6 +102,7 @@ def _upstream(out_mode: int, grad: Tensor):
     return 1.0, grad.contiguous()
 
 
+@register_function
 class _GHMC(torch.autograd.Function):
     """The GHM-C loss of ``x`` (N, K) given its bins' weights ``table`` (``bins + 1``, the last 0)
     and per-bin BCE ``sums``; gradient for ``x`` only. Saves the inputs and the table."""

@@ -54,11 +54,13 @@ class BoxLoss(BaseLoss):
 
     def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, **kwargs) -> Tensor:
+        out = super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        # after the call, so that inputs the loss refuses get its error rather than a hint
         if self.training and not self.__dict__.get('_looked_at_targets', False):
             self._looked_at_targets = True
             if not torch.compiler.is_compiling():
                 warn_if_deltas(type(self).__name__, target, weight)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        return out
 
 
 #: the fraction of inverted target boxes from which they are taken for regression deltas: a head

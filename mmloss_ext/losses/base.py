@@ -23,8 +23,8 @@ order a drop-in class for an mmdet loss accepts positionally, as mmdet's constru
 A loss of several parts (SeesawLoss) returns a dict of them from its functional, names the keys in
 :meth:`BaseLoss.parts` and gets each part scaled by ``loss_weight`` (and the shortcut's zeros in
 the same dict). A hyper-parameter whose functional default is
-:data:`~mmloss_ext.core.hparams.REQUIRED` must be given to the constructor (``TypeError``
-otherwise, naming it).
+:data:`~mmloss_ext.core.hparams.REQUIRED` must be given to the constructor (a ``TypeError``,
+also an ``AssertionError`` like mmdet's ``num_classes != -1`` check, otherwise).
 
 Non-finite inputs are not masked. A NaN in ``pred`` or ``target`` gives a NaN loss (no loss
 clamps, filters or replaces it away, so a diverging model shows at once instead of training on
@@ -100,9 +100,7 @@ class BaseLoss(nn.Module):
         if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real):
             raise TypeError(f'{name}: `loss_weight` expected a number, got {type(loss_weight).__name__} '
                             f'{loss_weight!r}')
-        for key in spec.required():
-            if key not in given:
-                raise TypeError(f'{name}: `{key}` is required (it has no default), got none')
+        spec.check_required(name, given)
         for key, value in given.items():
             check_hparam_type(name, key, value, spec.defaults[key])
         spec.check(name, given)

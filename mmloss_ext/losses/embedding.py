@@ -43,12 +43,18 @@ class EmbeddingLoss(BaseLoss):
     family = 'embedding'
 
 
-def _check_binary_targets(name: str, x: Tensor, target) -> Tensor:
-    """Integer targets of ``pred``'s shape with values in {0, 1}."""
-    check_int_tensor(name, 'target', target)
+def _check_match_targets(name: str, x: Tensor, target, binary: bool = True) -> Tensor:
+    """Targets of ``pred``'s shape: integers (as mmdet's heads make them) or floats (as mmdet's own
+    tests pass them), with values in {0, 1} when ``binary``."""
+    check_tensor(name, 'target', target, floating=False)
+    if target.dtype == torch.bool:
+        raise TypeError(f'{name}: `target` expected an integer or floating-point tensor, got dtype torch.bool')
     check_same_shape(name, x, target)
     check_same_device(name, x, target)
-    check_label_range(name, 'target', target, 0, 1)
+    if binary and target.is_floating_point():
+        check_values(name, 'target', (target == 0) | (target == 1), 'values in {0, 1}')
+    elif binary:
+        check_label_range(name, 'target', target, 0, 1)
     return target
 
 
@@ -86,7 +92,7 @@ def _sampled_l2(name: str, pred: Tensor, target: Tensor, generator: Optional[tor
     """The math shared by :func:`l2_loss` and :func:`margin_l2_loss`."""
     check_tensor(name, 'pred', pred)
     x = upcast(pred)[0]
-    _check_binary_targets(name, x, target)
+    _check_match_targets(name, x, target, binary=False)
     t = target.to(x.dtype)
     valid = torch.ones_like(x, dtype=torch.bool)
     if weight is not None:  # entries of weight <= 0 take no part (mmdet marks them target=-1)
@@ -96,9 +102,9 @@ def _sampled_l2(name: str, pred: Tensor, target: Tensor, generator: Optional[tor
     neg = valid & (target == 0)
     shift = pos.to(x.dtype) * max(pos_margin, 0.0) + neg.to(x.dtype) * max(neg_margin, 0.0)
     loss = ((x - shift).clamp(0.0, 1.0) - t).square()
+    kept = valid  # every valid entry, less the negatives the sampling leaves out
     if neg_pos_ub > 0:
-        neg = _keep_negatives(neg, pos.sum(), loss, neg_pos_ub, hard_mining, generator)
-    kept = pos | neg
+        kept = kept & ~(neg & ~_keep_negatives(neg, pos.sum(), loss, neg_pos_ub, hard_mining, generator))
     w = kept.to(x.dtype) if weight is None else torch.where(kept, weight, 0.0).to(x.dtype)
     if avg_factor is None and reduction == 'mean':  # mmdet's divisor: the entries that take part
         avg_factor = kept.sum()
@@ -114,15 +120,16 @@ def margin_l2_loss(pred: Tensor, target: Tensor, generator: Optional[torch.Gener
     loss (Pang et al., 2021, "Quasi-Dense Similarity Learning for Multiple Object Tracking").
 
     With :math:`m_t` the positive part of the margin of the entry's class (``pos_margin`` for
-    :math:`t = 1`, ``neg_margin`` for :math:`t = 0`) and :math:`S` the kept entries (every positive,
-    the sampled negatives):
+    :math:`t = 1`, ``neg_margin`` for :math:`t = 0`) and :math:`S` the kept entries (all but the
+    negatives the sampling leaves out):
 
     .. math:: \ell_{ij} = [ij \in S]\, \big(\operatorname{clamp}(s_{ij} - m_{t_{ij}}, 0, 1) - t_{ij}\big)^2,
               \quad \text{mean} = \frac{1}{|S|} \sum_{ij} w_{ij} \ell_{ij}
 
     ``pred`` holds similarities (QDTrack: cosine similarities ``(N, M)`` of key objects against
-    reference objects; any shape works), ``target`` integer labels of the same shape, 1 for the same
-    identity and 0 otherwise. Entries whose ``weight`` is <= 0 take no part.
+    reference objects; any shape works), ``target`` labels of the same shape (integers or floats), 1 for the same
+    identity and 0 otherwise; as in mmdet, an entry of another value regresses to it without
+    margin or sampling. Entries whose ``weight`` is <= 0 take no part.
 
     * Margins: a positive ``pos_margin`` is subtracted from the positives' similarities and a
       positive ``neg_margin`` from the negatives' before clamping to ``[0, 1]`` (values <= 0, such
@@ -194,6 +201,13 @@ def _masked_logsumexp(x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
     return torch.log(torch.where(present, total, 1.0)) + shift.squeeze(1), present
 
 
+def _float_scores(pred):
+    """Integer scores (mmdet's tests pass integer costs) in the default float dtype; else ``pred``."""
+    if isinstance(pred, Tensor) and not (pred.is_floating_point() or pred.is_complex() or pred.dtype == torch.bool):
+        return pred.to(torch.get_default_dtype())
+    return pred
+
+
 @declare('MultiPosCrossEntropyLoss')
 def multi_pos_cross_entropy_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
                                  reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -206,8 +220,8 @@ def multi_pos_cross_entropy_loss(pred: Tensor, target: Tensor, *, weight: Option
               = \operatorname{softplus}\Big(\log\sum_{n \in N} e^{s_n} + \log\sum_{p \in P} e^{-s_p}\Big)
 
     ``pred`` is ``(N, M)`` scores (QDTrack: scaled dot products of key against reference
-    embeddings), ``target`` integer labels of the same shape, 1 for a positive and 0 for a
-    negative. A row without a positive or without a negative has loss 0. The factorised form costs
+    embeddings), ``target`` labels of the same shape (integers, or floats), 1 for a positive and 0
+    for a negative; integer scores compute in the default float dtype. A row without a positive or without a negative has loss 0. The factorised form costs
     :math:`O(NM)` where mmdet's pairwise one builds ``(N, M^2 + 1)``. ``'none'`` gives ``(N,)``;
     ``weight`` is per row.
 
@@ -217,16 +231,17 @@ def multi_pos_cross_entropy_loss(pred: Tensor, target: Tensor, *, weight: Option
         tensor([0.4076, 1.0986])
     """
     name = 'MultiPosCrossEntropyLoss'
-    check_tensor(name, 'pred', pred)
-    x = upcast(pred)[0]
+    check_tensor(name, 'pred', pred, floating=False)
+    x = upcast(_float_scores(pred))[0]
     check_ndim(name, 'pred', x, 2)
-    _check_binary_targets(name, x, target)
+    _check_match_targets(name, x, target)
     pos, neg = target == 1, target == 0
     lse_neg, has_neg = _masked_logsumexp(x, neg)
     lse_pos, has_pos = _masked_logsumexp(-x, pos)
     both = has_neg & has_pos
     loss = torch.where(both, torch.nn.functional.softplus(torch.where(both, lse_neg + lse_pos, 0.0)), 0.0)
-    return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
+    return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(
+        pred.dtype if pred.is_floating_point() else x.dtype)
 
 
 # --- ReID: batch-hard triplet loss --------------------------------------------------------------------
@@ -242,7 +257,7 @@ def triplet_loss(pred: Tensor, target: Tensor, *, margin: float = 0.3, hard_mini
 
     .. math:: \ell_a = \max\big(0,\ \max_{p: y_p = y_a} d(a, p) - \min_{n: y_n \ne y_a} d(a, n) + m\big)
 
-    ``pred`` is ``(N, D)`` embeddings, ``target`` ``(N,)`` integer identity labels (any values).
+    ``pred`` is ``(N, D)`` embeddings, ``target`` ``(N,)`` identity labels (any values, integers or floats).
     ``'none'`` gives ``(N,)``; ``weight`` is per anchor. Distances are mmdet's,
     :math:`\sqrt{\max(\|a\|^2 + \|b\|^2 - 2 a \cdot b,\ 10^{-12})}`, so an anchor alone with its
     identity is its own farthest positive at distance :math:`10^{-6}`; an anchor with no other
@@ -258,7 +273,7 @@ def triplet_loss(pred: Tensor, target: Tensor, *, margin: float = 0.3, hard_mini
     check_tensor(name, 'pred', pred)
     x = upcast(pred)[0]
     check_ndim(name, 'pred', x, 2)
-    check_int_tensor(name, 'target', target)
+    check_tensor(name, 'target', target, floating=False)  # identities compare by ==: ints or floats
     if tuple(target.shape) != (x.shape[0],):
         raise LossValueError(f'{name}: `target` expected identity labels of shape ({x.shape[0]},) for `pred` of '
                              f'shape {tuple(x.shape)}, got {tuple(target.shape)}')
@@ -401,7 +416,7 @@ class L2Loss(EmbeddingLoss):
     """
     loss_fn = staticmethod(l2_loss)
     positional = ('neg_pos_ub', 'pos_margin', 'neg_margin', 'hard_mining', 'reduction', 'loss_weight')
-    inputs = 'pred: (N, M) similarities; target: (N, M) int labels in {0, 1}'
+    inputs = 'pred: (N, M) similarities; target: (N, M) labels, 1 / 0 for positives / negatives'
     reference = 'mmdet L2Loss (sampling made deterministic)'
 
 
@@ -413,7 +428,7 @@ class MarginL2Loss(EmbeddingLoss):
     """
     loss_fn = staticmethod(margin_l2_loss)
     positional = ('neg_pos_ub', 'pos_margin', 'neg_margin', 'hard_mining', 'reduction', 'loss_weight')
-    inputs = 'pred: (N, M) cosine similarities; target: (N, M) int labels in {0, 1}'
+    inputs = 'pred: (N, M) cosine similarities; target: (N, M) labels, 1 / 0 for positives / negatives'
     reference = 'mmdet MarginL2Loss (sampling made deterministic)'
 
 
@@ -422,12 +437,12 @@ class MultiPosCrossEntropyLoss(EmbeddingLoss):
     """Multi-positive cross-entropy module, a drop-in for mmdet's; see :func:`multi_pos_cross_entropy_loss`."""
     loss_fn = staticmethod(multi_pos_cross_entropy_loss)
     positional = ('reduction', 'loss_weight')
-    inputs = 'pred: (N, M) scores; target: (N, M) int labels in {0, 1}'
+    inputs = 'pred: (N, M) scores; target: (N, M) labels in {0, 1}'
     reference = 'mmdet MultiPosCrossEntropyLoss'
 
     def forward(self, cls_score: Tensor, label=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, **kwargs) -> Tensor:
-        return super().forward(cls_score, label, weight, avg_factor, reduction_override, **kwargs)
+        return super().forward(_float_scores(cls_score), label, weight, avg_factor, reduction_override, **kwargs)
 
 
 @register_loss
@@ -439,10 +454,10 @@ class TripletLoss(EmbeddingLoss):
     """
     loss_fn = staticmethod(triplet_loss)
     positional = ('margin', 'loss_weight', 'hard_mining')
-    inputs = 'pred: (N, D) embeddings; target: (N,) int identity labels'
+    inputs = 'pred: (N, D) embeddings; target: (N,) identity labels'
     reference = 'mmdet TripletLoss'
 
-    def forward(self, inputs: Tensor, targets=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+    def forward(self, inputs: Tensor, targets=None, *, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, **kwargs) -> Tensor:
         return super().forward(inputs, targets, weight, avg_factor, reduction_override, **kwargs)
 
@@ -460,7 +475,7 @@ class AssociativeEmbeddingLoss(EmbeddingLoss):
     inputs = 'pred, target: (B, D, H, W) top-left/bottom-right embeddings; match: per-image corner pairs'
     reference = 'mmdet AssociativeEmbeddingLoss'
 
-    def forward(self, pred: Tensor, target: Tensor, match: CornerMatch, weight: Optional[Tensor] = None,
+    def forward(self, pred: Tensor, target: Tensor, match: CornerMatch, *, weight: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
                 **kwargs) -> Tuple[Tensor, Tensor]:
         name = type(self).__name__

@@ -48,6 +48,8 @@ class Case:
     saturates: bool = False
     #: whether integer targets are class indices the loss range-checks (identity labels are any ints)
     label_range: bool = True
+    #: whether the loss also takes what mmdet's own tests pass it: float 0/1 targets, integer scores
+    mmdet_dtypes: bool = False
     #: for a loss returning a tuple (``(pull, push)``): how the generic checks read the result as
     #: one tensor (e.g. ``sum``); ``helpers.build_case`` applies it to the module's output
     combine: Optional[Callable[[object], Tensor]] = None

@@ -44,11 +44,12 @@ def per_sample(args):
 
 # QDTrack's configuration of its auxiliary loss. 'mean' divides by the kept entries, not by the
 # element count: not additive. Similarities are clamped to [0, 1]: an infinite one is its limit.
+# Targets other than 0 and 1 regress without margin (as mmdet's): no range to check.
 QDTRACK = {'neg_pos_ub': 3, 'pos_margin': 0.0, 'neg_margin': 0.1, 'hard_mining': True}
-case('L2Loss', similarities, cfg=QDTRACK, additive=False, saturates=True)
+case('L2Loss', similarities, cfg=QDTRACK, additive=False, saturates=True, label_range=False)
 case('MarginL2Loss', similarities, cfg={**QDTRACK, 'neg_pos_ub': 2, 'pos_margin': 0.05},
-     additive=False, saturates=True)
-case('MultiPosCrossEntropyLoss', scores, none_shape=per_sample)
+     additive=False, saturates=True, label_range=False)
+case('MultiPosCrossEntropyLoss', scores, none_shape=per_sample, mmdet_dtypes=True)
 # identity labels are any ints: no range to check
 case('TripletLoss', identities, none_shape=per_sample, cfg={'margin': 0.5}, label_range=False)
 # (pull, push): the generic checks read their sum

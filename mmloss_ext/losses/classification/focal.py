@@ -35,7 +35,8 @@ def _checked_target(name: str, x: Tensor, target) -> Tuple[Optional[Tensor], Opt
     """``(labels, None)`` for integer labels (N, ...) in ``[0, C]`` (``C`` = background), or
     ``(None, target)`` for a target of ``pred``'s shape (one-hot, soft), validated."""
     check_tensor(name, 'target', target, floating=False)
-    if target.dim() == x.dim():
+    labels_shape = x.shape[:1] + x.shape[2:]  # a float target of another shape is dense (shape error)
+    if target.dim() == x.dim() or (target.is_floating_point() and target.shape != labels_shape):
         return None, check_target_like(name, x, target)
     return check_class_labels(name, x, target, x.shape[1] if x.dim() >= 2 else 0), None
 

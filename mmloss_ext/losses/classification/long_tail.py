@@ -423,11 +423,13 @@ class SeesawLoss(_CustomHead, ClassificationLoss):
         super().__init__(*args, **kwargs)
         self.register_buffer('cum_samples', torch.zeros(self.num_classes + 1, dtype=torch.float32))
 
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
-                reduction_override: Optional[str] = None, **kwargs) -> Union[Tensor, Dict[str, Tensor]]:
+    def forward(self, cls_score: Tensor, labels=None, label_weights: Optional[Tensor] = None,
+                avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
+                **kwargs) -> Union[Tensor, Dict[str, Tensor]]:
         kwargs.setdefault('cum_samples', self.cum_samples)
         kwargs.setdefault('training', self.training)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        label_weights = kwargs.pop('weight', label_weights)  # the keyword every other loss takes
+        return super().forward(cls_score, labels, label_weights, avg_factor, reduction_override, **kwargs)
 
     def parts(self) -> Tuple[str, ...]:
         return SEESAW_PARTS if self.return_dict else ()
@@ -490,12 +492,12 @@ class EQLV2Loss(ClassificationLoss):
         self.register_buffer('neg_grad', torch.zeros(self.num_classes))
         self.register_buffer('pos_neg', torch.full((self.num_classes,), EQLV2_INITIAL_RATIO))
 
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+    def forward(self, cls_score: Tensor, label=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, **kwargs) -> Tensor:
         for key in ('pos_grad', 'neg_grad', 'pos_neg'):
             kwargs.setdefault(key, getattr(self, key))
         kwargs.setdefault('training', self.training)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        return super().forward(cls_score, label, weight, avg_factor, reduction_override, **kwargs)
 
     def on_shortcut(self) -> None:
         # BaseLoss answers this call without the functional: join the ranks' update anyway
@@ -542,13 +544,13 @@ class CrossEntropyCustomLoss(_CustomHead, ClassificationLoss):
     custom_activation = True
     custom_accuracy = True
 
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+    def forward(self, cls_score: Tensor, label=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, ignore_index: Optional[int] = None, **kwargs) -> Tensor:
         if ignore_index is not None:
             kwargs['ignore_index'] = ignore_index
         if self.use_mask and weight is not None and 'label' not in kwargs:
             kwargs['label'], weight = weight, None  # mmdet mask heads: loss(mask_pred, mask_target, labels)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+        return super().forward(cls_score, label, weight, avg_factor, reduction_override, **kwargs)
 
     def get_cls_channels(self, num_classes: int) -> int:
         """``num_classes + 1`` (softmax, the last one the background), ``num_classes`` with ``use_sigmoid``."""
