@@ -1,6 +1,6 @@
 """Compare detectors trained with different losses, averaged over seeds.
 
-    python tools/compare.py [CONFIG ...] [--seeds 3] [--epochs E] [--work-dir DIR] [--out NAME]
+    python tools/compare.py [CONFIG ...] [--seeds 3] [--epochs E] [--work-dir DIR] [--out NAME] [--retrain]
     python tools/compare.py --against-mmdet CONFIG [--seeds 3] [--epochs E] [--work-dir DIR] [--out NAME]
 
 Variants (the first form): each config (default: every ``configs/shapes/retinanet_*.py``) is an arm.
@@ -10,6 +10,8 @@ loss mmdet lacks, or a keyword its class does not take, is refused before anythi
 
 Every arm trains once per seed (``randomness.seed`` = 0, 1, ...; the seed also fixes the data order,
 so seed k of every arm sees the same batches) in its own ``tools/train.py`` process, on the same data.
+A run that finished before with the same command line (its work dir holds ``compare_run.json``) is
+summarised again instead of retrained, unless ``--retrain``: an interrupted comparison resumes.
 The summary gives, per arm, the mean ± std over seeds of the last validation's bbox mAP, mAP@0.5 and
 mAP@0.75, the time per iteration and the final training losses; against mmdet it adds the difference
 of the arms' means with Welch's 95% confidence interval. Written into the work dir: ``NAME.md``,
@@ -60,13 +62,24 @@ def variant_name(config: str) -> str:
     return osp.splitext(osp.basename(config))[0]
 
 
+#: written into a run's work dir when it finished: its command line and wall time
+DONE = 'compare_run.json'
+
+
 def train_arm(arm: str, config: str, seeds: Sequence[int], work_dir: str, *, epochs: Optional[int] = None,
-              data_root: Optional[str] = None, cfg_options: Sequence[str] = ()) -> List[Run]:
-    """Train ``config`` once per seed (work dirs ``<work_dir>/<arm>/seed<k>``) and summarise each run."""
+              data_root: Optional[str] = None, cfg_options: Sequence[str] = (), reuse: bool = True) -> List[Run]:
+    """Train ``config`` once per seed (work dirs ``<work_dir>/<arm>/seed<k>``) and summarise each run.
+    With ``reuse``, a run that finished before with the same command line is summarised, not retrained."""
     runs = []
     for seed in seeds:
         run_dir = osp.join(work_dir, arm, f'seed{seed}')
         cmd = train_command(config, run_dir, epochs, data_root, cfg_options, seed)
+        done = osp.join(run_dir, DONE)
+        if reuse and osp.exists(done) and json.load(open(done))['command'] == cmd[1:]:
+            run = run_summary(Run(arm=arm, seed=seed, work_dir=run_dir, wall=json.load(open(done))['wall']))
+            print(f'[compare] {arm}, seed {seed}: reusing the finished run in {run_dir}', flush=True)
+            runs.append(run)
+            continue
         print(f'[compare] {arm}, seed {seed}: {run_dir}', flush=True)
         t0 = time.time()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,6 +90,8 @@ def train_arm(arm: str, config: str, seeds: Sequence[int], work_dir: str, *, epo
             print(proc.stdout[-3000:], flush=True)
             print(f'[compare] {arm}, seed {seed} failed (exit {proc.returncode})', flush=True)
         else:
+            with open(done, 'w') as f:  # the run is complete: a later comparison may reuse it
+                json.dump(dict(command=cmd[1:], wall=run.wall), f)
             print(f'[compare] {arm}, seed {seed}: ' + '  '.join(
                 f'{METRICS[k]} {v:.3f}' for k, v in run.metrics.items()) + f'  {run.wall:.0f}s', flush=True)
         runs.append(run)
@@ -124,11 +139,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
     parser.add_argument('--out', default='compare', help='name of the report files in the work dir')
     parser.add_argument('--data-root', help='passed on to tools/train.py')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='passed on to tools/train.py for every run')
+    parser.add_argument('--retrain', action='store_true',
+                        help='train every run again (default: reuse a run that finished with the same command)')
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     command = 'python tools/compare.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
     out = osp.join(args.work_dir, args.out)
-    common = dict(epochs=args.epochs, data_root=args.data_root)
+    common = dict(epochs=args.epochs, data_root=args.data_root, reuse=not args.retrain)
     runs: List[Run] = []
     if args.against_mmdet:
         if args.configs:
