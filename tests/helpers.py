@@ -1,5 +1,10 @@
 """Shared test utilities: building losses, the registry's name lists, value-and-gradient parity."""
+import datetime
+import os
+import tempfile
+
 import torch
+import torch.distributed as dist
 from mmdet.registry import MODELS as MMDET_MODELS
 
 import mmloss_ext  # noqa: F401  (registers the losses)
@@ -84,15 +89,24 @@ FUSED_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rt
              torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
 
 
-def fork_ranks(worker, args, nprocs):
-    """Run ``worker(rank, *args)`` in ``nprocs`` forked processes (``torch.multiprocessing``) and
-    wait for them. Forked, so the workers inherit the imported modules instead of importing mmdet
-    again; single-threaded, since a forked child of a process whose OpenMP pool has run deadlocks
-    in its first parallel kernel (libgomp is not fork-safe)."""
-    torch.multiprocessing.start_processes(_single_threaded, args=(worker, *args), nprocs=nprocs,
-                                          start_method='fork')
+def gloo_ranks(worker, world):
+    """``[worker(rank) for rank in range(world)]``, each call in its own process of a ``world``-rank
+    gloo group (``torch.distributed``), for the losses that all-reduce their state.
+
+    Forked, so the workers inherit the imported modules instead of importing mmdet again;
+    single-threaded, since a forked child of a process whose OpenMP pool has run deadlocks in its
+    first parallel kernel (libgomp is not fork-safe). A rank that skips a collective makes the
+    others time out (and the test fail) instead of hang."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.multiprocessing.start_processes(_gloo_rank, args=(world, tmp, worker), nprocs=world, start_method='fork')
+        return [torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)]
 
 
-def _single_threaded(rank, worker, *args):
+def _gloo_rank(rank, world, tmp, worker):
     torch.set_num_threads(1)
-    worker(rank, *args)
+    dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        torch.save(worker(rank), os.path.join(tmp, f'rank{rank}.pt'))
+    finally:
+        dist.destroy_process_group()

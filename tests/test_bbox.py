@@ -5,18 +5,14 @@ mmdet ships; the newer losses have no reference and are checked against values w
 and against the identities that tie them to their base variants.
 """
 import copy
-import datetime
 import math
-import os
 import pickle
-import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 
 import mmloss_ext  # noqa: F401  (registers the losses)
-from helpers import fork_ranks
+from helpers import gloo_ranks
 from loss_cases.bbox import boxes, pair
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.structures.bbox import bbox_overlaps
@@ -403,30 +399,22 @@ def test_wiou_focusing_is_not_monotonic_in_v3(gen):
     assert r[1] > r[0] and r[1] > r[2]
 
 
-def _wiou_worker(rank, world, tmp):
-    # a rank that skips the all-reduce makes the others time out (and the test fail) instead of hang
-    dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=20))
-    try:
-        gen = torch.Generator().manual_seed(rank)
-        # rank 1 has no boxes and rank 3 only zero weights: BaseLoss answers both without the
-        # functional, yet they must join the all-reduce (else the others hang), counting nothing
-        n = [5, 0, 11, 4][rank]
-        pred, target = jittered(gen, n)
-        weight = torch.zeros(n, dtype=pred.dtype) if rank == 3 else None
-        loss = MODELS.build(dict(type='mmloss_ext.WIoULoss', momentum=0.5)).double()
-        loss(pred, target, weight=weight)
-        counted = (0.0, 0) if rank == 3 else (float(_loss_iou(pred, target).sum()), n)
-        torch.save((float(loss.iou_mean), *counted), f'{tmp}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
+def _wiou_rank(rank):
+    gen = torch.Generator().manual_seed(rank)
+    # rank 1 has no boxes and rank 3 only zero weights: BaseLoss answers both without the
+    # functional, yet they must join the all-reduce (else the others hang), counting nothing
+    n = [5, 0, 11, 4][rank]
+    pred, target = jittered(gen, n)
+    weight = torch.zeros(n, dtype=pred.dtype) if rank == 3 else None
+    loss = MODELS.build(dict(type='mmloss_ext.WIoULoss', momentum=0.5)).double()
+    loss(pred, target, weight=weight)
+    counted = (0.0, 0) if rank == 3 else (float(_loss_iou(pred, target).sum()), n)
+    return (float(loss.iou_mean), *counted)
 
 
 def test_wiou_running_mean_is_averaged_across_ranks():
     world = 4
-    with tempfile.TemporaryDirectory() as tmp:
-        fork_ranks(_wiou_worker, (world, tmp), world)
-        results = {rank: torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)}
+    results = dict(enumerate(gloo_ranks(_wiou_rank, world)))
     total = sum(r[1] for r in results.values()) / sum(r[2] for r in results.values())
     for rank in range(world):  # every rank holds the same mean: 0.5 * 1 + 0.5 * (mean over counted boxes)
         assert results[rank][0] == pytest.approx(0.5 + 0.5 * total, rel=1e-6)  # eps placement

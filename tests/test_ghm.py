@@ -9,22 +9,19 @@ precision). The fused kernels (C++ on the CPU, Triton under its interpreter) are
 path, which is the spec.
 """
 import copy
-import datetime
-import os
 import pickle
-import tempfile
 import types
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 import mmloss_ext  # noqa: F401  (registers the losses)
-from helpers import FUSED_TOL, fork_ranks
+from helpers import FUSED_TOL, gloo_ranks
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmloss_ext.kernels import dispatch
 from mmloss_ext.kernels import ghm as fused_ghm
+from mmloss_ext.kernels.functions import ran_fused
 from mmloss_ext.losses import GHMC, GHMR
 from mmloss_ext.losses.ghm import bin_counts, bin_index, ghm_edges, ghmc_loss, ghmr_loss, harmonize
 
@@ -442,29 +439,21 @@ def _modules():
     return GHMC(10, 0.75).double(), GHMR(0.02, 10, 0.7).double()
 
 
-def _ghm_worker(rank, world, tmp):
-    # a rank that skips the all-reduce makes the others time out (and the test fail) instead of hang
-    dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=30))
-    try:
-        cls, reg = _modules()
-        history, outputs = [], []
-        for call, reduction in enumerate(_DIST_REDUCTIONS):
-            c_args, r_args = _dist_batches(rank, call)
-            # an empty or all-ignored batch with 'mean' takes BaseLoss's shortcut: it must still join
-            outputs.append((cls(*c_args, reduction_override=reduction).detach(),
-                            reg(*r_args, reduction_override=reduction).detach()))
-            history.append((cls.acc_sum.clone(), reg.acc_sum.clone()))
-        torch.save((history, outputs), f'{tmp}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
+def _ghm_rank(rank):
+    cls, reg = _modules()
+    history, outputs = [], []
+    for call, reduction in enumerate(_DIST_REDUCTIONS):
+        c_args, r_args = _dist_batches(rank, call)
+        # an empty or all-ignored batch with 'mean' takes BaseLoss's shortcut: it must still join
+        outputs.append((cls(*c_args, reduction_override=reduction).detach(),
+                        reg(*r_args, reduction_override=reduction).detach()))
+        history.append((cls.acc_sum.clone(), reg.acc_sum.clone()))
+    return history, outputs
 
 
 def test_two_ranks_keep_the_histogram_of_the_concatenated_batch():
     world = len(_DIST_CALLS)
-    with tempfile.TemporaryDirectory() as tmp:
-        fork_ranks(_ghm_worker, (world, tmp), world)
-        results = [torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)]
+    results = gloo_ranks(_ghm_rank, world)
     cls, reg = _modules()  # one process on the concatenated batches
     for call, reduction in enumerate(_DIST_REDUCTIONS):
         parts = [_dist_batches(rank, call) for rank in range(world)]
@@ -505,20 +494,6 @@ def make_weight(kind, x, gen):
     return (torch.rand(x.shape, generator=gen) > 0.3).to(x.dtype)
 
 
-def ran_ghm_kernel(out):
-    """Whether ``out`` came from the fused GHM-C Function (searched through its autograd graph)."""
-    todo, seen = [out.grad_fn], set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if getattr(node, '_forward_cls', None) is fused_ghm._GHMC:
-            return True
-        todo.extend(n for n, _ in node.next_functions)
-    return False
-
-
 def assert_fused_equals_eager(gen, dtype, reduction, kind='labels', weight_kind='row', momentum=0.0, bins=10,
                               calls=1, n=37, c=11):
     eager, fused = GHMC(bins, momentum, impl='eager'), GHMC(bins, momentum, impl='fused')
@@ -528,7 +503,7 @@ def assert_fused_equals_eager(gen, dtype, reduction, kind='labels', weight_kind=
         v_e, g_e = value_and_grad(eager, x, target, w, reduction)
         p = x.detach().clone().requires_grad_()
         out = fused(p, target, w, reduction)
-        assert ran_ghm_kernel(out)
+        assert ran_fused(out)
         g_f, = torch.autograd.grad(out.sum(), p)
         v_f = out.detach()
         assert v_f.dtype == v_e.dtype == dtype and v_f.shape == v_e.shape
@@ -595,9 +570,9 @@ def test_fused_at_scale_is_deterministic_and_thread_independent(gen):
 def test_fused_is_the_default_from_min_numel_on(gen):
     x, target = ghmc_fused_inputs(gen, torch.float32, n=600, c=8)  # 4800 elements
     p = x.clone().requires_grad_()
-    assert ran_ghm_kernel(GHMC()(p, target))
-    assert not ran_ghm_kernel(GHMC()(p[:10], target[:10]))
-    assert not ran_ghm_kernel(GHMC(impl='eager')(p, target))
+    assert ran_fused(GHMC()(p, target))
+    assert not ran_fused(GHMC()(p[:10], target[:10]))
+    assert not ran_fused(GHMC(impl='eager')(p, target))
 
 
 @needs_ext

@@ -16,25 +16,21 @@
 The contract, adversarial and property tests cover them through ``tests/loss_cases/long_tail.py``.
 """
 import copy
-import datetime
-import os
 import pickle
-import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 from mmdet.models.losses import CrossEntropyCustomLoss as MMDetCECustom
 from mmdet.models.losses import EQLV2Loss as MMDetEQLV2
 from mmdet.models.losses import FocalCustomLoss as MMDetFocalCustom
 from mmdet.models.losses import SeesawLoss as MMDetSeesaw
 from mmdet.registry import MODELS as MMDET_MODELS
 
-from helpers import build, fork_ranks
+from helpers import build, gloo_ranks
 from mmloss_ext.core.errors import LossValueError
 from mmloss_ext.core.hparams import POSITIVE_INT, REQUIRED
 from mmloss_ext.losses import (CrossEntropyCustomLoss, EQLV2Loss, FocalCustomLoss, SeesawLoss,
-                               cross_entropy_custom_loss, eqlv2_loss, focal_custom_loss, seesaw_loss)
+                               cross_entropy_custom_loss, eqlv2_loss, focal_custom_loss)
 
 EPS32 = torch.finfo(torch.float32).eps
 F64 = dict(rtol=1e-9, atol=1e-12)
@@ -598,26 +594,18 @@ def _rank_batches(rank):
     return out
 
 
-def _state_worker(rank, world, tmp):
-    # a rank that skips the all-reduce makes the other time out (and the test fail) instead of hang
-    dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=30))
-    try:
-        seesaw, eql = SeesawLoss(num_classes=C), EQLV2Loss(num_classes=C)
-        for x, y, w in _rank_batches(rank):
-            seesaw(x, y, w)
-            eql(x[:, :C + 1], y, w)
-        torch.save({'cum_samples': seesaw.cum_samples, 'pos_grad': eql.pos_grad, 'neg_grad': eql.neg_grad,
-                    'pos_neg': eql.pos_neg}, f'{tmp}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
+def _state_rank(rank):
+    seesaw, eql = SeesawLoss(num_classes=C), EQLV2Loss(num_classes=C)
+    for x, y, w in _rank_batches(rank):
+        seesaw(x, y, w)
+        eql(x[:, :C + 1], y, w)
+    return {'cum_samples': seesaw.cum_samples, 'pos_grad': eql.pos_grad, 'neg_grad': eql.neg_grad,
+            'pos_neg': eql.pos_neg}
 
 
 def test_two_gloo_ranks_end_with_the_statistics_of_the_concatenated_batch():
     world = 2
-    with tempfile.TemporaryDirectory() as tmp:
-        fork_ranks(_state_worker, (world, tmp), world)
-        results = [torch.load(os.path.join(tmp, f'rank{rank}.pt')) for rank in range(world)]
+    results = gloo_ranks(_state_rank, world)
     seesaw, eql = SeesawLoss(num_classes=C), EQLV2Loss(num_classes=C)
     for step in range(3):  # one process, each step's batches of both ranks concatenated
         parts = [_rank_batches(rank)[step] for rank in range(world)]

@@ -147,11 +147,7 @@ def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor]
             sums.sum(0, dtype=torch.float64)[:bins + 1].contiguous())
 
 
-def _scale(scale: Union[float, Tensor], x: Tensor) -> Tensor:
-    """The upstream scale as a 1-element tensor (a 0-d CUDA tensor stays on the device: no sync)."""
-    if isinstance(scale, Tensor):
-        return scale.detach().reshape(1).to(x.dtype)
-    return torch.full((1,), float(scale), dtype=x.dtype, device=x.device)
+from .gpu import _scale  # noqa: E402  (the elementwise and box kernels' own)
 
 
 def _apply(x, target, labels, wrow, wfull, edges, table, scale, gfull, grad: bool) -> Tensor:
@@ -160,7 +156,7 @@ def _apply(x, target, labels, wrow, wfull, edges, table, scale, gfull, grad: boo
     numel = x.numel()
     if numel > 0:
         _apply_kernel[(triton.cdiv(numel, _BLOCK),)](
-            *_args(x, target, labels, wrow, wfull, edges), table, _scale(scale, x), x if gfull is None else gfull,
+            *_args(x, target, labels, wrow, wfull, edges), table, _scale(scale, x.dtype, x.device), x if gfull is None else gfull,
             out, numel, x.shape[1], edges.numel() - 1, GRAD=grad, HAS_GFULL=gfull is not None, BLOCK=_BLOCK,
             **_flags(x, target, wrow, wfull))
     return out

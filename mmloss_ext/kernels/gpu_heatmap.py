@@ -115,25 +115,8 @@ def _heatmap_kernel(x_ptr, t_ptr, wrow_ptr, wfull_ptr, hp_ptr, scale_ptr, gfull_
 # ---------------------------------------------------------------------------------------------
 # host side: the extension's interface
 
-_HP_CACHE: dict = {}
-
-
-def _hp(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The hyper-parameters as a small tensor of the compute dtype, cached (no copy per call)."""
-    key = (tuple(float(v) for v in values), dtype, device)
-    t = _HP_CACHE.get(key)
-    if t is None:
-        if len(_HP_CACHE) > 512:
-            _HP_CACHE.clear()
-        t = _HP_CACHE[key] = torch.tensor(key[0], dtype=dtype, device=device)
-    return t
-
-
-def _scale(scale: Union[float, Tensor], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The upstream scale as a 1-element tensor (a CUDA tensor stays on the device: no sync)."""
-    if isinstance(scale, Tensor):
-        return scale.detach().reshape(1).to(dtype)
-    return torch.full((1,), float(scale), dtype=dtype, device=device)
+# the small-constant cache and the upstream scale are the elementwise and box kernels' own
+from .gpu import _const as _hp, _scale  # noqa: E402
 
 
 def _whole(g: float) -> int:

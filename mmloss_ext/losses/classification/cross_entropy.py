@@ -128,6 +128,19 @@ def _check_ce_modes(name: str, *, use_sigmoid: bool, use_mask: bool, ignore_inde
         raise LossValueError(f'{name}: use_mask=True expected ignore_index=None, got {ignore_index!r}')
 
 
+def fused_softmax_ce(name: str, x: Tensor, target: Tensor, out_dtype: torch.dtype, class_weight, ignore_index,
+                     avg_non_ignore: bool, weight: Optional[Tensor], reduction: str, avg_factor: AvgFactor) -> Tensor:
+    """The fused softmax cross-entropy of logits ``x`` (N, C) against labels ``target`` (N,), as
+    :func:`cross_entropy_loss` computes it (label values are checked by the kernel, in its pass)."""
+    ignore = TORCH_IGNORE if ignore_index is None else ignore_index
+    _check_label_shape(name, x, target)
+    cw = per_class(name, 'class_weight', class_weight, x, x.shape[1])
+    if avg_non_ignore and avg_factor is None and reduction == 'mean':
+        avg_factor = (target != ignore).sum()
+    return fused.cross_entropy_family(name, x, target, out_dtype, class_weight=cw, ignore_index=ignore,
+                                      weight=weight, reduction=reduction, avg_factor=avg_factor)
+
+
 @declare('CrossEntropyLoss', label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                        use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
@@ -177,13 +190,8 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     check_tensor(name, 'target', target, floating=False)
     if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
                  and x.dim() == 2, others=(weight, class_weight)):
-        ignore = TORCH_IGNORE if ignore_index is None else ignore_index
-        _check_label_shape(name, x, target)  # the values: by the kernel, in its pass
-        cw = per_class(name, 'class_weight', class_weight, x, x.shape[1])
-        if avg_non_ignore and avg_factor is None and reduction == 'mean':
-            avg_factor = (target != ignore).sum()
-        return fused.cross_entropy_family(name, x, target, pred.dtype, class_weight=cw, ignore_index=ignore,
-                                          weight=weight, reduction=reduction, avg_factor=avg_factor)
+        return fused_softmax_ce(name, x, target, pred.dtype, class_weight, ignore_index, avg_non_ignore, weight,
+                                reduction, avg_factor)
     if use_mask:
         loss, count = _mask_ce(name, x, target, label, class_weight, label_smoothing)
     elif use_sigmoid:

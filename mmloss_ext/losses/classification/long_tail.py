@@ -50,8 +50,8 @@ from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, class_mask, finish,
-                      gather_class, per_class)
-from .cross_entropy import TORCH_IGNORE, _check_ce_modes, _check_label_shape, _mask_ce, _sigmoid_ce, _softmax_ce
+                      gather_class)
+from .cross_entropy import _check_ce_modes, _mask_ce, _sigmoid_ce, _softmax_ce, fused_softmax_ce
 from .focal import _flattened_weight
 
 __all__ = [
@@ -327,13 +327,8 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
     check_tensor(name, 'target', target, floating=False)
     if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or target.is_floating_point()),
                  others=(weight, class_weight)):
-        ignore = TORCH_IGNORE if ignore_index is None else ignore_index
-        _check_label_shape(name, x, target)  # the values: by the kernel, in its pass
-        cw = per_class(name, 'class_weight', class_weight, x, x.shape[1])
-        if avg_non_ignore and avg_factor is None and reduction == 'mean':
-            avg_factor = (target != ignore).sum()
-        return fused.cross_entropy_family(name, x, target, pred.dtype, class_weight=cw, ignore_index=ignore,
-                                          weight=weight, reduction=reduction, avg_factor=avg_factor)
+        return fused_softmax_ce(name, x, target, pred.dtype, class_weight, ignore_index, avg_non_ignore, weight,
+                                reduction, avg_factor)
     if use_mask:
         loss, count = _mask_ce(name, x, target, label, class_weight, 0.0)
     elif use_sigmoid:
