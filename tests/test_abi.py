@@ -17,7 +17,7 @@ import torch
 import mmloss_ext
 from mmloss_ext.core import abi
 from mmloss_ext.core.abi import BOX_HP, ELEMENTWISE_HP, BoxKind, ElementwiseKind, OutMode
-from mmloss_ext.kernels import dispatch
+from mmloss_ext.kernels import dispatch, ops
 from mmloss_ext.kernels import functions as fused
 from mmloss_ext.losses.regression import smooth_l1_loss
 
@@ -241,7 +241,7 @@ def test_smooth_l1_cut_off_is_the_same_on_every_path(factor, gen, monkeypatch):
     assert backends, 'neither the C++ extension nor triton is available'
     monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
     for name, kernels, device in backends:
-        monkeypatch.setattr(fused, 'backend', lambda device, _k=kernels: _k)
+        monkeypatch.setattr(ops, 'backend', lambda device, _k=kernels: _k)
         xd = x.to(device).requires_grad_()
         out = smooth_l1_loss(xd, t.to(device), beta=beta, impl='fused', reduction='none')
         assert fused.ran_fused(out), name

@@ -19,7 +19,7 @@ triton = pytest.importorskip('triton', reason='triton is not installed (a test d
 
 from mmloss_ext.core.abi import BOX_HP, BoxKind  # noqa: E402
 from mmloss_ext.kernels import functions as fused  # noqa: E402
-from mmloss_ext.kernels import dispatch, gpu  # noqa: E402
+from mmloss_ext.kernels import dispatch, gpu, ops  # noqa: E402
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss  # noqa: E402
 from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa: E402
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
@@ -35,7 +35,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU')
 @pytest.fixture
 def on_triton(monkeypatch):
     """Every fused call runs the Triton kernels (on this machine's DEVICE), whatever the C++ build."""
-    monkeypatch.setattr(fused, 'backend', lambda device: gpu)
+    monkeypatch.setattr(ops, 'backend', lambda device: gpu)
     monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
     calls = []
     for fn in ('elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward'):
@@ -277,9 +277,9 @@ def test_elementwise_gradcheck(kind, hp, gen):
     w = torch.rand(4, 5, generator=gen, dtype=torch.float64).to(DEVICE)
     for out_mode in (0, 1, 2) if kind == 1 else (0, 1):
         def f(z, out_mode=out_mode):
-            return fused._Elementwise.apply(z, kind, list(hp), t, None, None, None, w, out_mode)
+            return ops.elementwise(z, int(kind), list(hp), t, None, None, None, w, out_mode)
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(fused, 'backend', lambda device: gpu)
+            m.setattr(ops, 'backend', lambda device: gpu)
             assert torch.autograd.gradcheck(f, (x,))
 
 

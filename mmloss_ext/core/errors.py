@@ -30,3 +30,13 @@ class MissingHyperParameterError(TypeError, AssertionError):
     """A hyper-parameter without a default left out (``num_classes`` of the V3Det losses): a
     ``TypeError`` like a missing argument, and an ``AssertionError`` like mmdet's
     ``assert num_classes != -1``."""
+
+
+class KernelError(RuntimeError):
+    """A fused kernel of a device other than the CPU (Triton) failed to compile or launch. The
+    loss that called it catches it once (:func:`mmloss_ext.core.impl.run_with_fallback`), warns,
+    and runs eagerly on that device from then on."""
+
+    def __init__(self, kernel: str, error: BaseException) -> None:
+        super().__init__(f'kernel {kernel!r}: {type(error).__name__}: {error}'.splitlines()[0])
+        self.kernel, self.error = kernel, error

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
 from .errors import LossValueError, MissingHyperParameterError, UnsupportedValueError
-from .impl import IMPLS
+from .impl import IMPLS, run_with_fallback
 
 __all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING', 'REQUIRED',
            'NON_NEGATIVE', 'POSITIVE', 'UNIT_INTERVAL', 'ODD_POSITIVE_INT', 'POSITIVE_INT', 'OPTIONAL_INT']
@@ -217,6 +217,7 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
         if 'impl' in defaults:
             declared.setdefault('impl', Choice(*IMPLS))
         spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
+        fallback = 'impl' in defaults  # a loss with a fused path: a failing kernel falls back to eager
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
@@ -227,6 +228,8 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
                     rule.check(loss, key, value)
             if relation is not None:
                 relation(loss, **{k: kwargs.get(k, d) for k, d in defaults.items()})
+            if fallback:
+                return run_with_fallback(loss, fn, args, kwargs)
             return fn(*args, **kwargs)
 
         checked.spec = spec

@@ -73,15 +73,16 @@ def check_label_range(loss: str, arg: str, labels: Tensor, low: int, high: int,
                       ignore_index: Optional[int] = None) -> None:
     """Labels (other than ``ignore_index``) must lie in ``[low, high]``.
 
-    On CPU the check is exact and raises ``ValueError``. On an accelerator it is enqueued as an
-    asynchronous device assert (no boolean indexing, no host read), so it never forces a sync.
+    On CPU the check is exact and raises ``ValueError``. On an accelerator, and under
+    ``torch.compile``, it is an asynchronous device assert (no boolean indexing, no host read): it
+    never forces a sync or breaks the graph, and fails as a ``RuntimeError``.
     """
     if labels.numel() == 0:
         return
     ok = (labels >= low) & (labels <= high)
     if ignore_index is not None:
         ok |= labels == ignore_index
-    if labels.device.type != 'cpu':
+    if labels.device.type != 'cpu' or torch.compiler.is_compiling():
         torch._assert_async(ok.all(), f'{loss}: `{arg}` has values outside [{low}, {high}]')
     elif not bool(ok.all()):
         bad = labels[~ok]
@@ -92,10 +93,10 @@ def check_label_range(loss: str, arg: str, labels: Tensor, low: int, high: int,
 
 def check_values(loss: str, arg: str, ok: Tensor, expected: str) -> None:
     """Every entry of the bool tensor ``ok`` must be true: an exact ``ValueError`` on the CPU, an
-    asynchronous device assert elsewhere (no host sync)."""
+    asynchronous device assert elsewhere and under ``torch.compile`` (no host read)."""
     if ok.numel() == 0:
         return
-    if ok.device.type == 'cpu':
+    if ok.device.type == 'cpu' and not torch.compiler.is_compiling():
         bad = int((~ok).sum())
         if bad:
             raise LossValueError(f'{loss}: `{arg}` expected {expected}, got {bad} value(s) outside')

@@ -12,8 +12,9 @@ Where the fused kernels run: a call site names the device types its kernels cove
 (the sigmoid-focal, residual and IoU families), available when ``triton`` imports.
 :func:`backend` returns the module implementing the kernels for a device.
 
-The fused backward is once-differentiable: use ``impl='eager'`` for double backward. Under
-``torch.compile`` / TorchScript the eager path is used, so that the compiler sees the formula.
+The fused backward is once-differentiable: use ``impl='eager'`` for double backward. The kernels
+are custom operators (:mod:`.ops`): ``torch.compile`` traces a fused call as one node (no graph
+break) and ``torch.export`` keeps it. TorchScript takes the eager path.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..core import abi
 from ..core.abi import ABI  # the interface version a build must report
-from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, min_numel, resolve_impl  # noqa: F401
+from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, disabled, min_numel, resolve_impl  # noqa: F401
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -116,7 +117,7 @@ def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
     if (impl == 'eager' or not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS
             or not fused_available(pred.device, devices)):
         return False
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or disabled(name, pred.device.type):
         return False
     if any(isinstance(t, Tensor) and t.requires_grad for t in others):
         return False

@@ -1,8 +1,9 @@
-"""The fused paths' autograd Functions and the per-family entry points the losses call.
+"""The per-family entry points of the fused paths, which the losses call.
 
-Each Function calls the kernels of its tensors' device (:func:`~.dispatch.backend`: the C++
-extension of ``csrc/`` on the CPU, the Triton kernels of :mod:`.gpu` on CUDA) and saves only its
-inputs (cross-entropy and Dice also keep their (N,) row statistics). Its forward returns the
+Each family runs one custom operator of :mod:`.ops` (the kernels of its tensors' device: the C++
+extension of ``csrc/`` on the CPU, the Triton kernels of :mod:`.gpu` on CUDA), whose autograd
+formula saves only its inputs (cross-entropy and Dice also keep their (N,) row statistics). Its
+forward returns the
 weighted total (``'mean'``/``'sum'``: no elementwise loss is materialised), the elementwise loss
 (``'none'``) or the per-row sums (``'none'`` of QFL); its backward is one pass writing the
 gradient of ``pred``. Losses call the family entry points (:func:`sigmoid_family`,
@@ -18,12 +19,10 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..core.abi import BoxKind, ElementwiseKind, OutMode, box_kind
-from ..core.inputs import check_label_range
 from ..core.reduction import AvgFactor, adapt_weight, reduce_summed
-from .dispatch import EXT, backend
+from . import ops
 
 # the elementwise kernels (ids and hyper-parameters: mmloss_ext/core/abi.py)
 FOCAL = ElementwiseKind.FOCAL
@@ -39,15 +38,8 @@ _TOTAL, _ELEMENTS, _ROWS = OutMode.TOTAL, OutMode.ELEMENTS, OutMode.ROWS
 
 
 
-def register_function(cls: type) -> type:
-    """Add an autograd Function of a fused path to those :func:`ran_fused` recognises (a class
-    decorator, for the Functions defined in other modules of this package)."""
-    _FUNCTIONS.append(cls)
-    return cls
-
-
 def ran_fused(out: Tensor) -> bool:
-    """Whether a fused kernel (one of the registered autograd Functions, either backend) produced
+    """Whether a fused kernel (one of the custom operators of :mod:`.ops`, either backend) produced
     ``out``: its autograd graph is searched through the casts and reductions after the kernel.
 
     Example:
@@ -62,7 +54,7 @@ def ran_fused(out: Tensor) -> bool:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if getattr(node, '_forward_cls', None) in _FUNCTIONS:
+        if ops.is_fused_node(node):
             return True
         todo.extend(n for n, _ in node.next_functions)
     return False
@@ -70,52 +62,6 @@ def ran_fused(out: Tensor) -> bool:
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor], Optional[Tensor]]:
-    """The upstream gradient as (scale, per row, per element) for the backward kernels."""
-    if out_mode == _TOTAL:  # a CUDA scale stays a tensor: float() would synchronise
-        return (float(grad) if grad.device.type == 'cpu' else grad), None, None
-    if out_mode == _ROWS:
-        return 1.0, grad.contiguous(), None
-    return 1.0, None, grad.contiguous()
-
-
-class _Elementwise(torch.autograd.Function):
-    """Loss of ``x`` (N, K) against a dense target or (N,) labels; gradient for ``x`` only."""
-
-    @staticmethod
-    def forward(ctx, x, kind, hp, target, labels, score, wrow, wfull, out_mode):
-        ctx.kind, ctx.hp, ctx.out_mode = kind, hp, out_mode
-        ctx.save_for_backward(x, target, labels, score, wrow, wfull)
-        return backend(x.device).elementwise_forward(kind, hp, x, target, labels, score, wrow, wfull, out_mode)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, target, labels, score, wrow, wfull = ctx.saved_tensors
-        scale, grow, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
-        dx = backend(x.device).elementwise_backward(ctx.kind, ctx.hp, x, target, labels, score, wrow, wfull, scale,
-                                                    grow, gfull)
-        return (dx,) + (None,) * 8
-
-
-class _Boxes(torch.autograd.Function):
-    """Per-box loss of ``pred`` (N, 4) against ``target`` (N, 4); gradient for ``pred`` only."""
-
-    @staticmethod
-    def forward(ctx, pred, target, kind, eps, hp, w, out_mode):
-        ctx.kind, ctx.eps, ctx.hp, ctx.out_mode = kind, eps, hp, out_mode
-        ctx.save_for_backward(pred, target, w)
-        return backend(pred.device).box_forward(kind, eps, hp, pred, target, w, out_mode)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        pred, target, w = ctx.saved_tensors
-        scale, _, per_box = _upstream(ctx.out_mode, grad.to(pred.dtype))
-        dp = backend(pred.device).box_backward(ctx.kind, ctx.eps, ctx.hp, pred, target, w, scale, per_box)
-        return (dp,) + (None,) * 6
 
 
 def _prepare(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -156,7 +102,7 @@ def sigmoid_family(name: str, kind: int, hp: Sequence[float], x: Tensor, pred_dt
     hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ROWS if row_sums else _ELEMENTS) -> Tensor:
-        return _Elementwise.apply(x, kind, hp, *args, out_mode)
+        return ops.elementwise(x, int(kind), hp, *args, out_mode)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred_dtype)
 
@@ -177,7 +123,7 @@ def residual_family(name: str, kind: int, hp: Sequence[float], pred: Tensor, tar
         x, t, wfull, wrow = (_wide(a) for a in (x, t, wfull, None))
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        out = _Elementwise.apply(x, kind, hp, t, None, None, wrow, wfull, out_mode)
+        out = ops.elementwise(x, int(kind), hp, t, None, None, wrow, wfull, out_mode)
         return out if out_mode == _TOTAL else out.reshape(shape)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
@@ -202,7 +148,7 @@ def box_values(kind: str, pred: Tensor, target: Tensor, *, eps: float, hp: Seque
     with torch.no_grad():
         p = _prepare(pred.detach(), dtype).reshape(-1, 4)
         t = _prepare(target.detach(), dtype).reshape(-1, 4)
-        out = _Boxes.apply(p, t, box_kind(kind), float(eps), [float(h) for h in hp], None, _ELEMENTS)
+        out = ops.boxes(p, t, int(box_kind(kind)), float(eps), [float(h) for h in hp], None, _ELEMENTS)
     return out.view(pred.shape[:-1])
 
 
@@ -223,42 +169,13 @@ def box_family(name: str, kind: str, pred: Tensor, target: Tensor, *, eps: float
     hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        out = _Boxes.apply(p, t, kind, float(eps), hp, w, out_mode)
+        out = ops.boxes(p, t, int(kind), float(eps), hp, w, out_mode)
         return out if out_mode == _TOTAL else out.view(shape)
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
 
 
 # --- dense losses: softmax cross-entropy and binary Dice (csrc/dense.cpp) -------------------------
-
-def _row_upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor]]:
-    """The upstream gradient of a per-row loss as (scale, per row)."""
-    return (float(grad), None) if out_mode == _TOTAL else (1.0, grad.contiguous())
-
-
-class _CrossEntropy(torch.autograd.Function):
-    """Softmax cross-entropy of ``x`` (N, C) at ``labels`` (N,); gradient for ``x`` only. Saves the
-    inputs and the (N,) log-sum-exp (N values against N * C: the backward skips a row max and
-    rescale pass)."""
-
-    @staticmethod
-    def forward(ctx, x, labels, class_weight, w, ignore_index, out_mode, name):
-        save_lse = ctx.needs_input_grad[0]
-        out, lse, bad = EXT.ce_forward(x, labels, class_weight, w, ignore_index, out_mode, save_lse)
-        if bad:  # the kernel checked the labels in its pass: the eager check gives the error
-            check_label_range(name, 'target', labels, 0, x.shape[1] - 1, ignore_index)
-        ctx.ignore_index, ctx.out_mode = ignore_index, out_mode
-        ctx.save_for_backward(x, labels, class_weight, w, lse if save_lse else None)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, labels, class_weight, w, lse = ctx.saved_tensors
-        scale, grow = _row_upstream(ctx.out_mode, grad.to(x.dtype))
-        dx = EXT.ce_backward(x, labels, class_weight, w, ctx.ignore_index, scale, grow, lse)
-        return (dx,) + (None,) * 6
-
 
 def cross_entropy_family(name: str, x: Tensor, labels: Tensor, pred_dtype: torch.dtype, *,
                          class_weight: Optional[Tensor] = None, ignore_index: int = -100,
@@ -276,28 +193,9 @@ def cross_entropy_family(name: str, x: Tensor, labels: Tensor, pred_dtype: torch
     labels = labels.long().contiguous()
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        return _CrossEntropy.apply(x, labels, cw, w, int(ignore_index), out_mode, name)
+        return ops.cross_entropy(x, labels, cw, w, int(ignore_index), out_mode, x.requires_grad, name)[0]
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred_dtype)
-
-
-class _Dice(torch.autograd.Function):
-    """Binary Dice of ``x`` (N, P) against ``target`` (N, P), one loss per row; gradient for ``x``
-    only. Saves the inputs and the (N, 3) per-row sums (the backward is then one pass)."""
-
-    @staticmethod
-    def forward(ctx, x, target, hp, w, out_mode):
-        out, sums = EXT.dice_forward(hp, x, target, w, out_mode)
-        ctx.hp, ctx.out_mode = hp, out_mode
-        ctx.save_for_backward(x, target, sums, w)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, target, sums, w = ctx.saved_tensors
-        scale, grow = _row_upstream(ctx.out_mode, grad.to(x.dtype))
-        return (EXT.dice_backward(ctx.hp, x, target, sums, w, scale, grow),) + (None,) * 4
 
 
 def dice_family(name: str, pred: Tensor, target: Tensor, *, sigmoid: bool, naive: bool, eps: float,
@@ -317,10 +215,6 @@ def dice_family(name: str, pred: Tensor, target: Tensor, *, sigmoid: bool, naive
           float(0 if ignore_index is None else ignore_index)]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        return _Dice.apply(x, t, hp, w, out_mode)
+        return ops.dice(x, t, hp, w, out_mode)[0]
 
     return _reduce(run, shape, reduction, avg_factor, name).to(pred.dtype)
-
-
-#: the autograd Functions of the fused paths (:func:`ran_fused`; others join by :func:`register_function`)
-_FUNCTIONS = [_Elementwise, _Boxes, _CrossEntropy, _Dice]

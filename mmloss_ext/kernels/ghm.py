@@ -20,11 +20,11 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..core.reduction import AvgFactor, reduce_summed
 from .dispatch import EXT, triton_available
-from .functions import register_function, split_weight
+from . import ops
+from .functions import split_weight
 
 __all__ = ['supported', 'backend', 'ghmc_histogram', 'ghmc_weighted', 'GHMCHistogram', 'CPU_MAX_BINS', 'TRITON_MAX_BINS']
 
@@ -90,38 +90,8 @@ def ghmc_histogram(name: str, x: Tensor, edges: Tensor, *, target: Optional[Tens
     labels = None if labels is None else labels.long().contiguous()
     wfull = _rows(wfull, shape)
     edges = edges.to(dtype).contiguous()
-    with torch.no_grad():
-        counts, sums = backend(x.device).ghmc_histogram(xr.detach(), target, labels, wrow, wfull, edges)
+    counts, sums = ops.ghmc_histogram(xr.detach(), target, labels, wrow, wfull, edges)
     return GHMCHistogram(counts, sums, xr, target, labels, wrow, wfull, edges, shape)
-
-
-def _upstream(out_mode: int, grad: Tensor):
-    """The upstream gradient as (scale, per element) for the backward kernels."""
-    if out_mode == _TOTAL:  # a CUDA scale stays a tensor: float() would synchronise
-        return (float(grad) if grad.device.type == 'cpu' else grad), None
-    return 1.0, grad.contiguous()
-
-
-@register_function
-class _GHMC(torch.autograd.Function):
-    """The GHM-C loss of ``x`` (N, K) given its bins' weights ``table`` (``bins + 1``, the last 0)
-    and per-bin BCE ``sums``; gradient for ``x`` only. Saves the inputs and the table."""
-
-    @staticmethod
-    def forward(ctx, x, target, labels, wrow, wfull, edges, table, sums, out_mode):
-        ctx.out_mode = out_mode
-        ctx.save_for_backward(x, target, labels, wrow, wfull, edges, table)
-        if out_mode == _TOTAL:  # 0 * the last slot: a non-finite BCE of an unweighted element propagates
-            return (table.to(torch.float64) * sums).sum()
-        return backend(x.device).ghmc_forward(x, target, labels, wrow, wfull, edges, table)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, target, labels, wrow, wfull, edges, table = ctx.saved_tensors
-        scale, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
-        dx = backend(x.device).ghmc_backward(x, target, labels, wrow, wfull, edges, table, scale, gfull)
-        return (dx,) + (None,) * 8
 
 
 def ghmc_weighted(name: str, hist: GHMCHistogram, table: Tensor, reduction: str,
@@ -133,7 +103,7 @@ def ghmc_weighted(name: str, hist: GHMCHistogram, table: Tensor, reduction: str,
     table = table.detach().to(h.x.dtype).contiguous()
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        out = _GHMC.apply(h.x, h.target, h.labels, h.wrow, h.wfull, h.edges, table, h.sums, out_mode)
+        out = ops.ghmc(h.x, h.target, h.labels, h.wrow, h.wfull, h.edges, table, h.sums, out_mode)
         return out if out_mode == _TOTAL else out.reshape(h.shape)
 
     return reduce_summed(run, lambda: run(_TOTAL), h.shape.numel(), reduction, avg_factor, name=name)

@@ -1,5 +1,6 @@
-"""The fused path of the Gaussian focal loss (CornerNet / CenterNet heatmaps): its autograd Function
-and the entry point :func:`gaussian_focal` that :func:`~mmloss_ext.losses.gaussian_focal_loss` calls.
+"""The fused path of the Gaussian focal loss (CornerNet / CenterNet heatmaps): the entry point
+:func:`gaussian_focal` that :func:`~mmloss_ext.losses.gaussian_focal_loss` calls (custom operator
+``mmloss_ext::gaussian_focal``, :mod:`.ops`).
 
 One pass forward (the weighted total when reduced, else the elementwise loss) and one pass
 backward, saving only the inputs. The kernels are those of the tensors' device
@@ -23,11 +24,11 @@ from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..core.reduction import AvgFactor
 from .dispatch import EXT
-from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, _upstream, register_function, split_weight
+from . import ops
+from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, split_weight
 
 __all__ = ['EPS', 'available', 'backend', 'gaussian_focal']
 
@@ -50,25 +51,6 @@ def available(device) -> bool:
     return torch.device(device).type == 'cuda' or hasattr(EXT, 'heatmap_forward')
 
 
-@register_function
-class _GaussianFocal(torch.autograd.Function):
-    """Gaussian focal loss of probabilities ``x`` against a heatmap ``target``; gradient for ``x`` only."""
-
-    @staticmethod
-    def forward(ctx, x, target, hp, wrow, wfull, out_mode):
-        ctx.hp, ctx.out_mode = hp, out_mode
-        ctx.save_for_backward(x, target, wrow, wfull)
-        return backend(x.device).heatmap_forward(hp, x, target, wrow, wfull, out_mode)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, target, wrow, wfull = ctx.saved_tensors
-        scale, _, gfull = _upstream(ctx.out_mode, grad.to(x.dtype))
-        dx = backend(x.device).heatmap_backward(ctx.hp, x, target, wrow, wfull, scale, gfull)
-        return (dx,) + (None,) * 5
-
-
 def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     """The Gaussian focal loss of probabilities ``x`` against ``target`` (validated, same shape),
@@ -83,6 +65,6 @@ def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *,
     hp = [float(h) for h in hp] + [EPS]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
-        return _GaussianFocal.apply(x, t, hp, wrow, wfull, out_mode)
+        return ops.gaussian_focal(x, t, hp, wrow, wfull, out_mode)
 
     return _reduce(run, shape, reduction, avg_factor, name)

@@ -43,6 +43,7 @@ import inspect
 import numbers
 from typing import Callable, ClassVar, Dict, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 
 from ..core.hparams import Spec, check_hparam_type
@@ -216,8 +217,9 @@ class BaseLoss(nn.Module):
 def _all_zero_on_host(weight: Optional[Tensor]) -> bool:
     """True for a CPU weight with no positive entry (mmdet's zero-weight shortcut).
 
-    Accelerator weights are not inspected: reading them would force a device sync, and the loss
-    is zero anyway since every loss is finite and multiplied by the weight.
+    Accelerator weights are not inspected (reading them would force a device sync), nor any under
+    ``torch.compile`` (a host read breaks the graph): the loss is zero anyway since every loss is
+    finite and multiplied by the weight.
     """
     return (isinstance(weight, Tensor) and weight.device.type == 'cpu' and weight.numel() > 0
-            and not bool((weight > 0).any()))
+            and not torch.compiler.is_compiling() and not bool((weight > 0).any()))
