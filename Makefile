@@ -13,7 +13,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 MMCV_VERSION := 2.1.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean-venv
+.PHONY: install test demo gpu-check clean-venv
 
 install:
 	@test -x $(PY) || { echo "[install] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -45,6 +45,13 @@ test: install
 demo: install
 	$(PY) tools/demo.py
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/train_demo.py
+
+# On a machine with a CUDA GPU, torch and triton (no .venv: see tools/gpu_check.py for the pure-Python
+# packages `import mmloss_ext` needs there): fused-vs-eager parity, Triton's compile times and the
+# CUDA benchmark, written to gpu_check.md and gpu_check.json.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py --out gpu_check
 
 clean-venv:
 	rm -rf $(VENV)

@@ -97,7 +97,24 @@ def register_loss(cls):
     overridden.
     """
     MODELS.register_module(module=cls)
-    MMDET_MODELS.import_from_location()  # make mmdet register its own losses first
-    if cls.__name__ not in MMDET_MODELS.module_dict:
-        MMDET_MODELS.register_module(module=cls)
+    if _mmdet_models_import():  # mmdet registers its own losses first
+        if cls.__name__ not in MMDET_MODELS.module_dict:
+            MMDET_MODELS.register_module(module=cls)
     return cls
+
+
+_MMDET_MODELS_IMPORT: list = []
+
+
+def _mmdet_models_import() -> bool:
+    """Whether ``mmdet.models`` imports (tried once). Without mmcv's compiled ops it does not (e.g.
+    mmengine, mmcv-lite and mmdet installed from pure-Python wheels next to torch and triton): no
+    mmdet detector can be built then, so the plain names are left out; ``mmloss_ext.X``, the
+    classes and the functionals work as usual."""
+    if not _MMDET_MODELS_IMPORT:
+        try:
+            MMDET_MODELS.import_from_location()
+            _MMDET_MODELS_IMPORT.append(True)
+        except ImportError:
+            _MMDET_MODELS_IMPORT.append(False)
+    return _MMDET_MODELS_IMPORT[0]

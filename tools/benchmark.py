@@ -521,8 +521,8 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
         variants: Sequence[str] = DEFAULT_VARIANTS, out: Optional[TextIO] = sys.stdout,
         json_path: Optional[str] = None, *, meter=None, missing: Optional[Mapping[str, str]] = None,
         compile_backend: str = 'inductor') -> List[dict]:
-    """Benchmark ``cases`` on ``device`` ('cpu' or 'cuda'), print the tables to ``out`` and return the
-    results (also written to ``json_path``).
+    """Benchmark ``cases`` (names of :data:`CASES`, or :class:`Case` objects) on ``device`` ('cpu' or
+    'cuda'), print the tables to ``out`` and return the results (also written to ``json_path``).
 
     ``meter`` measures (default: :data:`METERS`\\ [device]); ``missing`` names the optional libraries
     to leave out, with why (default: :func:`probe_missing`); ``compile_backend`` is the
@@ -531,7 +531,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f'unknown variants {sorted(unknown)}; known: {VARIANTS}')
-    selected = [CASES[c] for c in cases]
+    selected = [c if isinstance(c, Case) else CASES[c] for c in cases]
     missing = probe_missing() if missing is None else dict(missing)
     own_meter = meter is None
     meter = METERS[device]() if own_meter else meter

@@ -18,7 +18,9 @@ break) and ``torch.export`` keeps it. TorchScript takes the eager path.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 import warnings
 from types import ModuleType
 from typing import Iterable, Optional, Tuple
@@ -122,3 +124,24 @@ def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
     if any(isinstance(t, Tensor) and t.requires_grad for t in others):
         return False
     return impl == 'fused' or pred.numel() >= min_numel()
+
+
+@contextlib.contextmanager
+def triton_on_cpu():
+    """Within the block, the fused calls of CPU tensors run the Triton kernels (every family's
+    CUDA module) instead of the C++ ones: how ``tools/gpu_check.py --interpret`` exercises the
+    CUDA code path without a GPU. Set ``TRITON_INTERPRET=1`` before :mod:`triton` is first
+    imported, so that Triton's interpreter runs the kernels on the host."""
+    from . import ghm, gpu, gpu_ghm, gpu_heatmap, heatmap, ops
+    patches = [(ops, 'backend', lambda device: gpu), (heatmap, 'backend', lambda device: gpu_heatmap),
+               (heatmap, 'available', lambda device: True), (ghm, 'backend', lambda device: gpu_ghm),
+               (ghm, 'supported', lambda x, bins: bins <= ghm.TRITON_MAX_BINS),
+               (sys.modules[__name__], 'fused_available', lambda device=None, devices=('cpu',): True)]
+    saved = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
+    try:
+        for module, attr, value in patches:
+            setattr(module, attr, value)
+        yield
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
