@@ -128,11 +128,16 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
     ax_map.grid(True, alpha=0.3)
     if ax_map.lines:
         ax_map.legend(fontsize=8)
+    return _save(fig, out, title, dpi=100)
+
+
+def _save(fig, out: str, title: Optional[str], dpi: int) -> str:
+    """Title, lay out and write ``fig`` to the PNG ``out`` (its folder made); return ``out``."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=dpi)
     return out
 
 
@@ -160,12 +165,7 @@ def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Sequence[s
         ax.grid(True, axis='x', alpha=0.3)
     axes[0].set_yticks(range(len(arms)))
     axes[0].set_yticklabels(arms[::-1])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
+    return _save(fig, out, title, dpi=110)
 
 
 def plot_run(path: str, out: str, title: Optional[str] = None) -> Optional[str]:
