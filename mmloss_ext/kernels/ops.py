@@ -6,7 +6,9 @@ Each fused path is a pair of operators registered with :mod:`torch.library`: the
 first, then the forward's arguments), plus ``::ghmc_histogram`` (no gradient). Every operator
 has a fake (meta) implementation giving its output's shape and dtype, and each forward has its
 autograd formula (the backward operator, once differentiable), so ``torch.compile`` traces a
-fused loss as one node with no graph break and ``torch.export`` keeps it. Inside the operators
+fused loss as one node with no graph break and ``torch.export`` keeps it. An eager call runs the
+same forward and backward through an autograd Function instead (no dispatcher overhead, and no
+import of ``torch._dynamo`` on the first call). Inside the operators
 the kernels are those of the tensors' device (:func:`~.dispatch.backend`: the C++ extension on
 the CPU, Triton on CUDA); reading the upstream gradient as a number (a host read on the CPU)
 happens inside the backward operator, where the compiler does not see it.
@@ -22,6 +24,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..core.abi import OutMode
 from ..core.errors import KernelError, LossValueError
@@ -41,9 +44,15 @@ def _family_backend(family: str, device):
     return importlib.import_module(f'.{family}', __package__).backend(device)
 
 
+#: the autograd Functions of the eager calls (:func:`is_fused_node`)
+_EAGER_FUNCTIONS: set = set()
+
+
 def is_fused_node(node) -> bool:
-    """Whether the autograd node ``node`` is the backward of one of these operators."""
-    return type(node).__name__.startswith(f'GeneratedBackwardFor_{NAMESPACE}_')
+    """Whether the autograd node ``node`` is the backward of one of these operators (called
+    eagerly, or through the dispatcher)."""
+    return (getattr(node, '_forward_cls', None) in _EAGER_FUNCTIONS
+            or type(node).__name__.startswith(f'GeneratedBackwardFor_{NAMESPACE}_'))
 
 
 def upstream(out_mode: int, grad: Tensor) -> Tuple[object, Optional[Tensor], Optional[Tensor]]:
@@ -87,8 +96,8 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
         k = kernels(a[0])
         if k is EXT:
             return forward(k, *a)
-        key = (a[0].dtype,) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
-                                    if not isinstance(v, list))
+        key = (id(k), a[0].dtype) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
+                                          if not isinstance(v, list))
         try:
             result = forward(k, *a)
             if key not in probed:
@@ -117,14 +126,41 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
         kept = [a if isinstance(a, Tensor) else None for a in inputs]
         ctx.save_for_backward(*kept, *((output[1],) if aux else ()))
 
-    def grad_formula(ctx, grad, *unused):
+    def grad_formula(ctx, grad, *unused, backward_op=bwd):
         saved = ctx.saved_tensors
         inputs = [s if c is None else c for s, c in zip(saved, ctx.consts)]
-        dx = bwd(grad, *inputs, *saved[len(inputs):])
+        dx = backward_op(grad, *inputs, *saved[len(inputs):])
         return (dx,) + (None,) * (len(inputs) - 1)
 
     fwd.register_autograd(grad_formula, setup_context=setup_context)
-    return fwd
+
+    class Eager(torch.autograd.Function):
+        """The same forward and backward for eager calls: an autograd Function skips the operator
+        dispatch (whose first call in a process imports torch._dynamo, about a second)."""
+
+        @staticmethod
+        def forward(ctx, *a):
+            result = run_forward(*a)
+            setup_context(ctx, a, result)
+            if aux:
+                ctx.mark_non_differentiable(result[1])
+            return result
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad, *unused):
+            return grad_formula(ctx, grad, backward_op=run_backward)
+
+    Eager.__name__ = Eager.__qualname__ = f'Fused_{name}'
+    _EAGER_FUNCTIONS.add(Eager)
+
+    def call(*a):
+        if torch.compiler.is_compiling() or type(a[0]) not in (Tensor, torch.nn.Parameter):
+            return fwd(*a)  # traced (torch.compile, torch.export): the operator, one node
+        return Eager.apply(*a)
+
+    call.op, call.__name__, call.__doc__ = fwd, name, fwd.__doc__
+    return call
 
 
 # --- the elementwise kernels: focal / quality focal / varifocal, smooth L1 / balanced L1 -------------
