@@ -68,6 +68,23 @@ def _sum_to_reduction(total: Tensor, numel: int, reduction: str, avg_factor: Avg
     return total / numel
 
 
+def count_avg_factor(reduction: str, count: Optional[Tensor], avg_factor: AvgFactor = None, *,
+                     min_count: Optional[float] = None) -> AvgFactor:
+    """The ``avg_factor`` of a loss whose ``'mean'`` divides by a count (the valid, kept or
+    positive elements, as mmdet's) rather than by every element: ``avg_factor`` itself when given,
+    for ``'sum'``/``'none'`` or without a ``count``; else ``count``, at least ``min_count``.
+
+    Example:
+        >>> count_avg_factor('mean', torch.tensor(0.0), min_count=1.0), count_avg_factor('sum', torch.tensor(3.0))
+        (tensor(1.), None)
+        >>> count_avg_factor('mean', torch.tensor(3.0), avg_factor=8.0)
+        8.0
+    """
+    if avg_factor is not None or reduction != 'mean' or count is None:
+        return avg_factor
+    return count if min_count is None else count.clamp(min=min_count)
+
+
 def reduce_summed(elementwise: Callable[[], Tensor], total: Callable[[], Tensor], numel: int,
                   reduction: str = 'mean', avg_factor: AvgFactor = None, *, name: str = 'loss') -> Tensor:
     """:func:`weight_reduce_loss` for a loss that can be summed without materialising it (the fused

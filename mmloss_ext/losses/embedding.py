@@ -24,7 +24,7 @@ from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, Choice, Range, declare
 from ..core.inputs import (check_int_tensor, check_label_range, check_ndim, check_same_device, check_same_shape,
                            check_tensor, check_values, upcast)
-from ..core.reduction import AvgFactor, adapt_weight, check_reduction, weight_reduce_loss
+from ..core.reduction import AvgFactor, adapt_weight, check_reduction, count_avg_factor, weight_reduce_loss
 from ..registry import register_loss
 from .base import BaseLoss
 
@@ -106,8 +106,7 @@ def _sampled_l2(name: str, pred: Tensor, target: Tensor, generator: Optional[tor
     if neg_pos_ub > 0:
         kept = kept & ~(neg & ~_keep_negatives(neg, pos.sum(), loss, neg_pos_ub, hard_mining, generator))
     w = kept.to(x.dtype) if weight is None else torch.where(kept, weight, 0.0).to(x.dtype)
-    if avg_factor is None and reduction == 'mean':  # mmdet's divisor: the entries that take part
-        avg_factor = kept.sum()
+    avg_factor = count_avg_factor(reduction, kept.sum(), avg_factor)  # mmdet's: the entries that take part
     return weight_reduce_loss(loss, w, reduction, avg_factor, name=name).to(pred.dtype)
 
 

@@ -46,7 +46,7 @@ from torch import Tensor
 from ..core.errors import LossValueError
 from ..core.hparams import POSITIVE, POSITIVE_INT, Range, declare
 from ..core.inputs import check_same_device, check_same_shape, check_tensor, check_values, upcast
-from ..core.reduction import AvgFactor, adapt_weight, check_reduction
+from ..core.reduction import AvgFactor, adapt_weight, check_reduction, count_avg_factor
 from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import ghm as fused_ghm
 from ..registry import register_loss
@@ -186,11 +186,6 @@ def _element_weights(g: Tensor, edges: Tensor, valid: Optional[Tensor], tot: Ten
     return _table(harmonize(bin_counts(idx, bins)[:bins], tot, g.dtype, acc_sum, training, momentum))[idx]
 
 
-def _mean_divisor(reduction: str, tot: Tensor, dtype: torch.dtype) -> Optional[Tensor]:
-    """mmdet's ``avg_factor=max(tot, 1)`` of ``'mean'``; ``'sum'`` and ``'none'`` take none."""
-    return tot.to(dtype).clamp(min=1.0) if reduction == 'mean' else None
-
-
 def _ghmc_target(name: str, x: Tensor, target) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     """``(labels, None)`` for integer labels (N, ...) in ``[0, C]`` (``C`` = background), or
     ``(None, target)`` for a target of ``pred``'s shape with values in ``[0, 1]``."""
@@ -257,14 +252,14 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         tot = hist.counts.sum()  # the last slot counts the valid elements outside the bins (NaN)
         table = _table(harmonize(hist.counts[:bins], tot, x.dtype, acc_sum, training, momentum))
         return fused_ghm.ghmc_weighted(name, hist, table, reduction,
-                                       _mean_divisor(reduction, tot, x.dtype)).to(pred.dtype)
+                                       count_avg_factor(reduction, tot.to(x.dtype), min_count=1.0)).to(pred.dtype)
     t = dense if labels is None else class_mask(labels, x.shape[1]).to(x.dtype)
     valid = _valid(name, weight, x)
     tot = x.new_full((), x.numel(), dtype=torch.long) if valid is None else valid.sum()
     g = torch.sigmoid(x.detach()).sub_(t).abs_()  # |sigmoid(x) - t|
     w = _element_weights(g, edges, valid, tot, acc_sum, training, momentum)
     del g  # nothing of pred's size outlives the weighting but w
-    return finish(name, bce(x, t), pred, w, reduction, _mean_divisor(reduction, tot, x.dtype))
+    return finish(name, bce(x, t), pred, w, reduction, count_avg_factor(reduction, tot.to(x.dtype), min_count=1.0))
 
 
 @declare('GHMR', mu=POSITIVE, bins=POSITIVE_INT, momentum=MOMENTUM)
@@ -306,7 +301,7 @@ def ghmr_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
     g = (d / root).detach().abs()  # |d| / sqrt(d^2 + mu^2)
     w = _element_weights(g, ghm_edges(bins, GHMR_LAST_EDGE, x.dtype, x.device), valid, tot, acc_sum, training, momentum)
     del g  # nothing of pred's size outlives the weighting but w
-    return finish(name, loss, pred, w, reduction, _mean_divisor(reduction, tot, x.dtype))
+    return finish(name, loss, pred, w, reduction, count_avg_factor(reduction, tot.to(x.dtype), min_count=1.0))
 
 
 # --- registered modules ---------------------------------------------------------------------------

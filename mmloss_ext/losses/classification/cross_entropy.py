@@ -17,7 +17,7 @@ from ...core.errors import LossValueError
 from ...core.hparams import OPTIONAL_INT, POSITIVE, UNIT_INTERVAL, Range, declare
 from ...core.inputs import (check_int_tensor, check_label_range, check_same_device, check_tensor,
                             check_values)
-from ...core.reduction import AvgFactor
+from ...core.reduction import AvgFactor, count_avg_factor
 from ...kernels import use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
@@ -135,8 +135,8 @@ def fused_softmax_ce(name: str, x: Tensor, target: Tensor, out_dtype: torch.dtyp
     ignore = TORCH_IGNORE if ignore_index is None else ignore_index
     _check_label_shape(name, x, target)
     cw = per_class(name, 'class_weight', class_weight, x, x.shape[1])
-    if avg_non_ignore and avg_factor is None and reduction == 'mean':
-        avg_factor = (target != ignore).sum()
+    if avg_non_ignore:
+        avg_factor = count_avg_factor(reduction, (target != ignore).sum(), avg_factor)
     return fused.cross_entropy_family(name, x, target, out_dtype, class_weight=cw, ignore_index=ignore,
                                       weight=weight, reduction=reduction, avg_factor=avg_factor)
 
@@ -198,8 +198,8 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
         loss, count = _sigmoid_ce(name, x, target, class_weight, ignore_index, label_smoothing)
     else:
         loss, count = _softmax_ce(name, x, target, class_weight, ignore_index, label_smoothing)
-    if avg_non_ignore and avg_factor is None and reduction == 'mean' and count is not None:
-        avg_factor = count
+    if avg_non_ignore:
+        avg_factor = count_avg_factor(reduction, count, avg_factor)
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 

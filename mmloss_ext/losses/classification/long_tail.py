@@ -45,7 +45,7 @@ from ...core.errors import LossValueError
 from ...core.hparams import (NON_NEGATIVE, OPTIONAL_INT, POSITIVE, POSITIVE_INT, REQUIRED, UNIT_INTERVAL, Choice,
                              Range, declare)
 from ...core.inputs import check_same_device, check_tensor
-from ...core.reduction import AvgFactor, adapt_weight
+from ...core.reduction import AvgFactor, adapt_weight, count_avg_factor
 from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
@@ -189,9 +189,8 @@ def seesaw_loss(pred: Tensor, target: Tensor, cum_samples: Optional[Tensor] = No
     z = cls if log_w is None else cls + log_w
     classes = F.cross_entropy(z, y, reduction='none').masked_fill(~pos, 0.0)
 
-    cls_avg = avg_factor
-    if avg_factor is None and reduction == 'mean':  # mmdet: the classes part is a mean over the positives
-        cls_avg = pos.sum().to(x.dtype)
+    # mmdet: the classes part is a mean over the positives
+    cls_avg = count_avg_factor(reduction, pos.sum().to(x.dtype), avg_factor)
     parts = (finish(name, objectness, pred, weight, reduction, avg_factor),
              finish(name, classes, pred, weight, reduction, cls_avg))
     return dict(zip(SEESAW_PARTS, parts)) if return_dict else parts[0] + parts[1]
@@ -335,8 +334,8 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
         loss, count = _sigmoid_ce(name, x, target, class_weight, ignore_index, 0.0)
     else:
         loss, count = _softmax_ce(name, x, target, class_weight, ignore_index, 0.0)
-    if avg_non_ignore and avg_factor is None and reduction == 'mean' and count is not None:
-        avg_factor = count
+    if avg_non_ignore:
+        avg_factor = count_avg_factor(reduction, count, avg_factor)
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
