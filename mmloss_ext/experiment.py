@@ -82,6 +82,12 @@ def _option_key(path: str) -> str:
     return path.replace('[', '.').replace(']', '')
 
 
+def is_loss_key(key: str) -> bool:
+    """Whether a logged scalar is a loss term: ``loss``, ``loss_cls``, ... and the per-stage terms that
+    cascades log with a stage prefix (``s0.loss_rpn_reg``, ``s1.loss_cls``)."""
+    return key.split('.')[-1].startswith('loss')
+
+
 def run_summary(run: Run) -> Run:
     """Fill ``run`` from its work dir's scalar log (``ok=False`` when nothing was logged)."""
     try:
@@ -93,7 +99,7 @@ def run_summary(run: Run) -> Run:
         run.ok = False
         return run
     run.metrics = {k: float(val[-1][k]) for k in METRICS if k in val[-1]}
-    run.losses = {k: float(v) for k, v in train[-1].items() if k.startswith('loss')}
+    run.losses = {k: float(v) for k, v in train[-1].items() if is_loss_key(k)}
     times = [r['time'] for r in train if 'time' in r]
     run.time_per_iter = statistics.fmean(times[1:] if len(times) > 1 else times) if times else float('nan')
     run.iters = int(train[-1].get('iter', 0))
@@ -162,7 +168,7 @@ def markdown_table(summary: Dict[str, Dict[str, dict]], arms: Optional[Sequence[
                    losses: bool = True) -> str:
     """One row per arm: n, the metrics (mean ± std), time per iteration (ms) and the final losses."""
     arms = list(arms or summary)
-    loss_keys = sorted({k for a in arms for k in summary[a] if k.startswith('loss')}) if losses else []
+    loss_keys = sorted({k for a in arms for k in summary[a] if is_loss_key(k)}) if losses else []
     head = ['arm', 'runs', *METRICS.values(), 'ms / iter', *(f'final {k}' for k in loss_keys)]
     rows = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for arm in arms:

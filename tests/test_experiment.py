@@ -60,7 +60,8 @@ def write_log(work_dir, losses, times, maps):
     os.makedirs(osp.dirname(path))
     with open(path, 'w') as f:
         for i, (loss, t) in enumerate(zip(losses, times), 1):
-            f.write(json.dumps(dict(loss=loss, loss_cls=loss / 4, time=t, epoch=1, iter=i, step=i)) + '\n')
+            f.write(json.dumps({'loss': loss, 'loss_cls': loss / 4, 's0.loss_rpn_reg': loss / 2, 'acc': 90.0,
+                                'time': t, 'epoch': 1, 'iter': i, 'step': i}) + '\n')
         f.write(json.dumps({'coco/bbox_mAP': maps[0], 'coco/bbox_mAP_50': maps[1], 'coco/bbox_mAP_75': maps[2],
                             'step': 1}) + '\n')
 
@@ -70,7 +71,8 @@ def test_run_summary_reads_the_last_validation_losses_and_time(tmp_path):
     write_log(wd, [4.0, 2.0, 1.0], [9.0, 0.2, 0.4], (0.5, 0.8, 0.6))
     run = run_summary(Run('a', 0, wd))
     assert run.ok and run.metrics == {'coco/bbox_mAP': 0.5, 'coco/bbox_mAP_50': 0.8, 'coco/bbox_mAP_75': 0.6}
-    assert run.losses == {'loss': 1.0, 'loss_cls': 0.25}
+    # the stage-prefixed term of a cascade is a loss too; the accuracy is not
+    assert run.losses == {'loss': 1.0, 'loss_cls': 0.25, 's0.loss_rpn_reg': 0.5}
     assert run.time_per_iter == pytest.approx(0.3)  # the first (warm-up) record left out: (0.2 + 0.4) / 2
     assert run.iters == 3
     assert not run_summary(Run('b', 0, str(tmp_path / 'missing'))).ok
