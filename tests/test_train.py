@@ -377,9 +377,10 @@ def test_two_process_gloo_training_keeps_the_wiou_mean_in_sync(tmp_path, data_ro
 @pytest.mark.slow
 def test_compare_against_mmdet_trains_both_arms_on_the_same_batches(tmp_path, data_root):
     """tools/compare.py --against-mmdet: one seed per arm; the same seed gives both arms the same
-    initial weights and batches, so their first-iteration losses agree (the losses are equal)."""
+    initial weights and batches, so their first-iteration losses agree (the losses are equal). The two
+    runs train side by side (--jobs 2), one core each."""
     opts = [o for o in tiny(1) if not o.startswith('randomness.seed')]
-    run([sys.executable, osp.join(TOOLS, 'compare.py'), '--against-mmdet', RETINANET, '--seeds', '1',
+    run([sys.executable, osp.join(TOOLS, 'compare.py'), '--against-mmdet', RETINANET, '--seeds', '1', '--jobs', '2',
          '--work-dir', str(tmp_path), '--data-root', data_root, '--cfg-options', *opts])
     report = json.load(open(tmp_path / 'compare.json'))
     assert [(r['arm'], r['seed'], r['ok']) for r in report['runs']] == [('mmloss_ext', 0, True), ('mmdet', 0, True)]

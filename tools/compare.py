@@ -1,7 +1,7 @@
 """Compare detectors trained with different losses, averaged over seeds.
 
-    python tools/compare.py [CONFIG ...] [--seeds 3] [--epochs E] [--work-dir DIR] [--out NAME] [--retrain]
-    python tools/compare.py --against-mmdet CONFIG [--seeds 3] [--epochs E] [--work-dir DIR] [--out NAME]
+    python tools/compare.py [CONFIG ...] [--seeds 3] [--epochs E] [--jobs J] [--work-dir DIR] [--out NAME] [--retrain]
+    python tools/compare.py --against-mmdet CONFIG [--seeds 3] [--epochs E] [--jobs J] [--work-dir DIR] [--out NAME]
 
 Variants (the first form): each config (default: every ``configs/shapes/retinanet_*.py``) is an arm.
 Against mmdet (the second form): the config as written (mmloss_ext losses) is one arm, and the same
@@ -9,7 +9,9 @@ config with every ``mmloss_ext.X`` loss replaced by mmdet's own ``X`` (same keyw
 loss mmdet lacks, or a keyword its class does not take, is refused before anything trains.
 
 Every arm trains once per seed (``randomness.seed`` = 0, 1, ...; the seed also fixes the data order,
-so seed k of every arm sees the same batches) in its own ``tools/train.py`` process, on the same data.
+so seed k of every arm sees the same batches) in its own ``tools/train.py`` process, on the same data;
+``--jobs J`` trains J runs at a time, each with 1/J of the CPU cores, seed k of every arm side by side
+(the time per iteration is then that of a run sharing the machine, alike for every arm).
 A run that finished before with the same command line (its work dir holds ``compare_run.json``) is
 summarised again instead of retrained, unless ``--retrain``: an interrupted comparison resumes.
 The summary gives, per arm, the mean ± std over seeds of the last validation's bbox mAP, mAP@0.5 and
@@ -66,36 +68,55 @@ def variant_name(config: str) -> str:
 DONE = 'compare_run.json'
 
 
-def train_arm(arm: str, config: str, seeds: Sequence[int], work_dir: str, *, epochs: Optional[int] = None,
-              data_root: Optional[str] = None, cfg_options: Sequence[str] = (), reuse: bool = True) -> List[Run]:
-    """Train ``config`` once per seed (work dirs ``<work_dir>/<arm>/seed<k>``) and summarise each run.
-    With ``reuse``, a run that finished before with the same command line is summarised, not retrained."""
-    runs = []
+def train_arms(arms: Sequence[tuple], seeds: Sequence[int], work_dir: str, *, epochs: Optional[int] = None,
+               data_root: Optional[str] = None, reuse: bool = True, jobs: int = 1) -> List[Run]:
+    """Train each arm, ``(name, config, cfg_options)``, once per seed (work dirs ``<work_dir>/<arm>/seed<k>``)
+    and summarise each run, arm by arm. With ``reuse``, a run that finished before with the same
+    command line is summarised, not retrained. ``jobs`` runs train at a time, each on an equal share of
+    the CPU cores (``OMP_NUM_THREADS``); they start seed by seed, so that seed k of every arm trains
+    alongside the others and shares the machine with them alike."""
+    pending, runs = [], {}
     for seed in seeds:
-        run_dir = osp.join(work_dir, arm, f'seed{seed}')
-        cmd = train_command(config, run_dir, epochs, data_root, cfg_options, seed)
-        done = osp.join(run_dir, DONE)
-        if reuse and osp.exists(done) and json.load(open(done))['command'] == cmd[1:]:
-            run = run_summary(Run(arm=arm, seed=seed, work_dir=run_dir, wall=json.load(open(done))['wall']))
-            print(f'[compare] {arm}, seed {seed}: reusing the finished run in {run_dir}', flush=True)
-            runs.append(run)
-            continue
-        print(f'[compare] {arm}, seed {seed}: {run_dir}', flush=True)
-        t0 = time.time()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        run = Run(arm=arm, seed=seed, work_dir=run_dir, wall=time.time() - t0, ok=proc.returncode == 0)
-        if run.ok:
-            run_summary(run)
-        if not run.ok:
-            print(proc.stdout[-3000:], flush=True)
-            print(f'[compare] {arm}, seed {seed} failed (exit {proc.returncode})', flush=True)
-        else:
-            with open(done, 'w') as f:  # the run is complete: a later comparison may reuse it
-                json.dump(dict(command=cmd[1:], wall=run.wall), f)
-            print(f'[compare] {arm}, seed {seed}: ' + '  '.join(
-                f'{METRICS[k]} {v:.3f}' for k, v in run.metrics.items()) + f'  {run.wall:.0f}s', flush=True)
-        runs.append(run)
-    return runs
+        for arm, config, cfg_options in arms:
+            run_dir = osp.join(work_dir, arm, f'seed{seed}')
+            cmd = train_command(config, run_dir, epochs, data_root, cfg_options, seed)
+            done = osp.join(run_dir, DONE)
+            if reuse and osp.exists(done) and json.load(open(done))['command'] == cmd[1:]:
+                wall = json.load(open(done))['wall']
+                runs[arm, seed] = run_summary(Run(arm=arm, seed=seed, work_dir=run_dir, wall=wall))
+                print(f'[compare] {arm}, seed {seed}: reusing the finished run in {run_dir}', flush=True)
+            else:
+                pending.append((Run(arm=arm, seed=seed, work_dir=run_dir), cmd))
+    env = dict(os.environ)
+    if jobs > 1:
+        env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
+    running = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            run, cmd = pending.pop(0)
+            print(f'[compare] {run.arm}, seed {run.seed}: {run.work_dir}', flush=True)
+            os.makedirs(run.work_dir, exist_ok=True)
+            log = open(osp.join(run.work_dir, 'compare_stdout.log'), 'w')
+            running.append((run, cmd, log, time.time(),
+                            subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)))
+        time.sleep(0.2)
+        for item in [r for r in running if r[-1].poll() is not None]:
+            running.remove(item)
+            run, cmd, log, t0, proc = item
+            log.close()
+            run.wall, run.ok = time.time() - t0, proc.returncode == 0
+            runs[run.arm, run.seed] = run
+            if run.ok:
+                run_summary(run)
+            if not run.ok:
+                print(open(log.name).read()[-3000:], flush=True)
+                print(f'[compare] {run.arm}, seed {run.seed} failed (exit {proc.returncode})', flush=True)
+            else:
+                with open(osp.join(run.work_dir, DONE), 'w') as f:  # complete: a later comparison may reuse it
+                    json.dump(dict(command=cmd[1:], wall=run.wall), f)
+                print(f'[compare] {run.arm}, seed {run.seed}: ' + '  '.join(
+                    f'{METRICS[k]} {v:.3f}' for k, v in run.metrics.items()) + f'  {run.wall:.0f}s', flush=True)
+    return [runs[arm, seed] for arm, _, _ in arms for seed in seeds]
 
 
 def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: Optional[Sequence[str]] = None,
@@ -139,13 +160,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
     parser.add_argument('--out', default='compare', help='name of the report files in the work dir')
     parser.add_argument('--data-root', help='passed on to tools/train.py')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='passed on to tools/train.py for every run')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs that train at a time, sharing the CPU cores equally (default 1)')
     parser.add_argument('--retrain', action='store_true',
                         help='train every run again (default: reuse a run that finished with the same command)')
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     command = 'python tools/compare.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
     out = osp.join(args.work_dir, args.out)
-    common = dict(epochs=args.epochs, data_root=args.data_root, reuse=not args.retrain)
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
+    common = dict(epochs=args.epochs, data_root=args.data_root, reuse=not args.retrain, jobs=args.jobs)
     runs: List[Run] = []
     if args.against_mmdet:
         if args.configs:
@@ -157,9 +182,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
         except ValueError as err:
             parser.exit(2, f'compare.py: {err}\n')
         arms = ('mmloss_ext', 'mmdet')
-        runs += train_arm('mmloss_ext', config, seeds, args.work_dir, cfg_options=args.cfg_options, **common)
-        runs += train_arm('mmdet', config, seeds, args.work_dir, cfg_options=[*mmdet_options, *args.cfg_options],
-                          **common)
+        runs += train_arms([('mmloss_ext', config, args.cfg_options),
+                            ('mmdet', config, [*mmdet_options, *args.cfg_options])], seeds, args.work_dir, **common)
         report(runs, arms, out, f'{variant_name(config)}: mmloss_ext losses vs mmdet losses, {len(seeds)} seeds',
                against=arms, command=command)
     else:
@@ -167,8 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
         if not configs:
             parser.error('no configs to compare')
         arms = [variant_name(c) for c in configs]
-        for arm, config in zip(arms, configs):
-            runs += train_arm(arm, config, seeds, args.work_dir, cfg_options=args.cfg_options, **common)
+        runs += train_arms([(arm, config, args.cfg_options) for arm, config in zip(arms, configs)], seeds,
+                           args.work_dir, **common)
         report(runs, arms, out, f'{len(arms)} variants, {len(seeds)} seeds each', command=command)
     return runs
 
