@@ -96,3 +96,6 @@ default_hooks = dict(
 log_processor = dict(window_size=25)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 auto_scale_lr = dict(enable=False, base_batch_size=batch_size)
+# a fixed seed (initial weights, data order, augmentation, samplers): without one mmengine draws a new
+# seed for every run. tools/compare.py trains seeds 0, 1, ... with --cfg-options randomness.seed=k.
+randomness = dict(seed=0)
