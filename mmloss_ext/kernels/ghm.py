@@ -21,10 +21,10 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..core.reduction import AvgFactor, reduce_summed
+from ..core.reduction import AvgFactor
 from .dispatch import EXT, triton_available
 from . import ops
-from .functions import split_weight
+from .functions import _ELEMENTS, _TOTAL, _reduce, split_weight
 
 __all__ = ['supported', 'backend', 'ghmc_histogram', 'ghmc_weighted', 'GHMCHistogram', 'CPU_MAX_BINS', 'TRITON_MAX_BINS']
 
@@ -32,8 +32,6 @@ __all__ = ['supported', 'backend', 'ghmc_histogram', 'ghmc_weighted', 'GHMCHisto
 TRITON_MAX_BINS = 1022
 #: the C++ kernels find a bin from ``floor(g * bins)`` and one comparison each way, exact up to here
 CPU_MAX_BINS = 2 ** 20
-
-_TOTAL, _ELEMENTS = 0, 1
 
 
 def _cpu_kernels_built() -> bool:
@@ -106,4 +104,4 @@ def ghmc_weighted(name: str, hist: GHMCHistogram, table: Tensor, reduction: str,
         out = ops.ghmc(h.x, h.target, h.labels, h.wrow, h.wfull, h.edges, table, h.sums, out_mode)
         return out if out_mode == _TOTAL else out.reshape(h.shape)
 
-    return reduce_summed(run, lambda: run(_TOTAL), h.shape.numel(), reduction, avg_factor, name=name)
+    return _reduce(run, h.shape, reduction, avg_factor, name)

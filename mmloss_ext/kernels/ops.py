@@ -65,11 +65,6 @@ def upstream(out_mode: int, grad: Tensor) -> Tuple[object, Optional[Tensor], Opt
     return 1.0, None, grad.contiguous()
 
 
-def row_upstream(out_mode: int, grad: Tensor) -> Tuple[float, Optional[Tensor]]:
-    """The upstream gradient of a loss per row (cross-entropy, Dice) as (scale, per row)."""
-    return (float(grad), None) if out_mode == _TOTAL else (1.0, grad.contiguous())
-
-
 def _fake_out(x: Tensor, out_mode: int, elements: Sequence[int]) -> Tensor:
     if out_mode == _TOTAL:
         return x.new_empty((), dtype=torch.float64)
@@ -209,7 +204,7 @@ def _cross_entropy(k, x, labels, class_weight, w, ignore_index, out_mode, save_l
 
 
 def _cross_entropy_backward(k, grad, x, labels, class_weight, w, ignore_index, out_mode, save_lse, name, lse):
-    scale, grow = row_upstream(out_mode, grad.to(x.dtype))
+    scale, _, grow = upstream(out_mode, grad.to(x.dtype))  # a loss per row: its elements are its rows
     return k.ce_backward(x, labels, class_weight, w, ignore_index, scale, grow, lse if lse.numel() else None)
 
 
@@ -230,7 +225,7 @@ def _dice(k, x, target, hp, w, out_mode):
 
 
 def _dice_backward(k, grad, x, target, hp, w, out_mode, sums):
-    scale, grow = row_upstream(out_mode, grad.to(x.dtype))
+    scale, _, grow = upstream(out_mode, grad.to(x.dtype))  # a loss per row: its elements are its rows
     return k.dice_backward(hp, x, target, sums, w, scale, grow)
 
 
