@@ -69,3 +69,13 @@ def test_loss_value_errors_are_not_taken_for_kernel_failures(monkeypatch):
     with pytest.raises(ValueError, match=r'FocalLoss: `target` expected values in \[0, 5\]'):
         FocalLoss(impl='fused')(x, torch.full_like(labels, 9))
     assert not impl.disabled('FocalLoss', 'cpu')
+
+
+def test_the_fallback_finds_the_device_of_keyword_tensors(monkeypatch):
+    """A functional called with its tensors as keywords: the loss is turned off on their device."""
+    from mmloss_ext.losses import focal_loss
+    _failing_kernels(monkeypatch, 'elementwise_forward')
+    x, labels = _inputs()
+    with pytest.warns(RuntimeWarning, match='runs eagerly on cpu'):
+        out = focal_loss(pred=x, target=labels, impl='fused')
+    assert not ran_fused(out) and impl.disabled('FocalLoss', 'cpu')

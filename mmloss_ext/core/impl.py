@@ -62,7 +62,7 @@ def run_with_fallback(loss: str, call: Callable[..., object], args: tuple, kwarg
     try:
         return call(*args, **kwargs)
     except KernelError as err:
-        device = next((a.device.type for a in args if hasattr(a, 'device')), 'cuda')
+        device = next((a.device.type for a in (*args, *kwargs.values()) if hasattr(a, 'device')), 'cuda')
         _DISABLED[(loss, device)] = str(err)
         warnings.warn(f'{loss}: the fused {err} on {device}; {loss} runs eagerly on {device} from now on.',
                       RuntimeWarning, stacklevel=3)
