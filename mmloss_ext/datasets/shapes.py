@@ -1,10 +1,25 @@
-"""A deterministic, COCO-format toy detection dataset: coloured shapes on noisy backgrounds.
+"""A deterministic, COCO-format toy detection and instance-segmentation dataset: coloured shapes on
+noisy backgrounds.
 
 Used by ``configs/shapes/*`` through mmdet's own ``CocoDataset`` and ``CocoMetric``; nothing here is
 registered anywhere. Three classes (``rectangle``, ``ellipse``, ``triangle``), each object with a
 random colour, size, aspect ratio and position, objects allowed to overlap a little (a later shape
 may hide up to ``max_overlap`` of an earlier one's box), on a random dark background with a brightness gradient and
 Gaussian pixel noise.
+
+Each annotation holds two views of its object:
+
+* ``bbox`` (and ``area``, its ``w * h``): the tight box of the whole shape as drawn, hidden parts
+  included (an amodal box). The detection configs train and evaluate on these.
+* ``segmentation``: the pixels of the object that are visible in the image, i.e. the shape minus
+  what later shapes drew over it, as an uncompressed COCO RLE (``{'size': [h, w], 'counts': [...]}``,
+  column-major runs starting with background), exact to the pixel. The instance-segmentation configs
+  load it with ``LoadAnnotations(with_mask=True)``.
+
+So the box of an object's mask equals its ``bbox`` when no later shape covers one of the shape's
+outermost pixels, and lies inside it otherwise. ``area`` stays the box area so that the size ranges
+of COCO's small/medium/large metrics (which read it for both ``bbox`` and ``segm``) are those of the
+detection results.
 
 Every image is drawn from its own generator seeded by ``(seed, split, index)``, so a split's images
 do not depend on how many images the split has, and the same arguments always give byte-identical
@@ -14,7 +29,7 @@ Layout under ``root``::
 
     root/
       train/000000.png ...          val/000000.png ...
-      annotations/train.json        annotations/val.json      (COCO detection format, xywh boxes)
+      annotations/train.json        annotations/val.json      (COCO format: xywh boxes, RLE masks)
       meta.json                     the generator's arguments; a mismatch regenerates
 
 Command line::
@@ -40,7 +55,7 @@ PALETTE: List[Tuple[int, int, int]] = [(220, 20, 60), (0, 160, 255), (255, 200, 
 METAINFO: Dict[str, Any] = dict(classes=CLASSES, palette=PALETTE)
 
 _SPLIT_IDS = {'train': 1, 'val': 2, 'test': 3}
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: instance masks (``segmentation``) added; images and boxes as in 1
 
 DEFAULTS: Dict[str, Any] = dict(
     num_train=2000, num_val=300, img_size=128, min_objects=1, max_objects=4, min_size=16,
@@ -69,15 +84,18 @@ def _covered_fraction(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.minimum(area, areas)
 
 
-def _draw_shape(img: np.ndarray, label: int, x1: int, y1: int, w: int, h: int,
-                colour: Tuple[int, int, int], rng: np.random.Generator) -> None:
-    """Draw one filled shape whose tight box is ``[x1, y1, x1 + w, y1 + h)`` (pixel extents)."""
+def _draw_shape(canvases: Sequence[Tuple[np.ndarray, Any]], label: int, x1: int, y1: int, w: int, h: int,
+                rng: np.random.Generator) -> None:
+    """Draw one filled shape whose tight box is ``[x1, y1, x1 + w, y1 + h)`` (pixel extents) into each
+    ``(canvas, value)`` pair: the same pixels everywhere (the shape's random geometry is drawn once)."""
     x2, y2 = x1 + w - 1, y1 + h - 1  # last pixel covered, inclusive
     if label == 0:  # rectangle
-        cv2.rectangle(img, (x1, y1), (x2, y2), colour, thickness=-1)
+        for canvas, value in canvases:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), value, thickness=-1)
     elif label == 1:  # ellipse: integer centre and semi-axes, so odd w/h keep the box exact
-        cv2.ellipse(img, (x1 + (w - 1) // 2, y1 + (h - 1) // 2), ((w - 1) // 2, (h - 1) // 2), 0, 0, 360,
-                    colour, thickness=-1, lineType=cv2.LINE_8)
+        for canvas, value in canvases:
+            cv2.ellipse(canvas, (x1 + (w - 1) // 2, y1 + (h - 1) // 2), ((w - 1) // 2, (h - 1) // 2), 0, 0, 360,
+                        value, thickness=-1, lineType=cv2.LINE_8)
     else:  # triangle: a base along one side of the box, the apex anywhere on the opposite side
         t = rng.uniform(0.0, 1.0)
         side = int(rng.integers(0, 4))
@@ -89,7 +107,8 @@ def _draw_shape(img: np.ndarray, label: int, x1: int, y1: int, w: int, h: int,
             pts = [(x1, y1), (x1, y2), (x2, int(round(y1 + t * (h - 1))))]
         else:  # base at the right
             pts = [(x2, y1), (x2, y2), (x1, int(round(y1 + t * (h - 1))))]
-        cv2.fillPoly(img, [np.array(pts, dtype=np.int32)], colour, lineType=cv2.LINE_8)
+        for canvas, value in canvases:
+            cv2.fillPoly(canvas, [np.array(pts, dtype=np.int32)], value, lineType=cv2.LINE_8)
 
 
 def _ellipse_dims(w: int, h: int) -> Tuple[int, int]:
@@ -99,10 +118,16 @@ def _ellipse_dims(w: int, h: int) -> Tuple[int, int]:
 
 def make_image(seed: int, split: str, index: int, *, img_size: int = 128, min_objects: int = 1,
                max_objects: int = 4, min_size: int = 16, max_size: int = 64, max_overlap: float = 0.2,
-               noise_std: float = 8.0) -> Tuple[np.ndarray, List[Tuple[int, List[float]]]]:
+               noise_std: float = 8.0, return_masks: bool = False):
     """Draw one image (BGR uint8, ``img_size`` square) and its objects ``[(label, [x, y, w, h])]``.
 
-    Deterministic in ``(seed, split, index)`` and the drawing arguments.
+    Deterministic in ``(seed, split, index)`` and the drawing arguments; ``return_masks`` changes
+    nothing in the image or the objects.
+
+    Returns:
+        ``(img, objects)``, or ``(img, objects, masks)`` with ``return_masks``: ``masks`` a bool array
+        ``(len(objects), img_size, img_size)``, each object's visible pixels (its shape minus what
+        the objects drawn after it cover). The boxes are those of the whole shapes.
     """
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     s = img_size
@@ -112,6 +137,7 @@ def make_image(seed: int, split: str, index: int, *, img_size: int = 128, min_ob
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / max(s - 1, 1)
     bg = base[None, None, :] + (gx * xx + gy * yy)[..., None]
     img = np.clip(bg, 0, 255).astype(np.uint8)
+    owner = np.zeros((s, s), dtype=np.uint16)  # 1 + the index of the object seen at each pixel, 0: background
 
     boxes: List[np.ndarray] = []
     objects: List[Tuple[int, List[float]]] = []
@@ -131,14 +157,33 @@ def make_image(seed: int, split: str, index: int, *, img_size: int = 128, min_ob
             if len(boxes) and _covered_fraction(box, np.stack(boxes)).max() > max_overlap:
                 continue
             local_bg = img[y1 + h // 2, x1 + w // 2].astype(np.int32)
-            _draw_shape(img, label, x1, y1, w, h, _random_colour(rng, local_bg), rng)
+            _draw_shape([(img, _random_colour(rng, local_bg)), (owner, len(objects) + 1)], label, x1, y1, w, h, rng)
             boxes.append(box)
             objects.append((label, [float(x1), float(y1), float(w), float(h)]))
             break
     if noise_std > 0:
         noise = rng.normal(0.0, noise_std, size=img.shape)
         img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if return_masks:
+        return img, objects, owner[None] == np.arange(1, len(objects) + 1, dtype=np.uint16)[:, None, None]
     return img, objects
+
+
+def mask_to_rle(mask: np.ndarray) -> Dict[str, Any]:
+    """A binary mask ``(h, w)`` as an uncompressed COCO RLE: ``{'size': [h, w], 'counts': [...]}``,
+    the lengths of the alternating runs of 0s and 1s in column-major order, starting with a run of 0s
+    (of length 0 when the first pixel is set). ``pycocotools.mask.frPyObjects`` reads it.
+
+    >>> mask_to_rle(np.array([[0, 1], [1, 1]], dtype=bool))  # column-major: 0, 1, 1, 1
+    {'size': [2, 2], 'counts': [1, 3]}
+    """
+    flat = np.asarray(mask, dtype=bool).ravel(order='F')
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return dict(size=[int(mask.shape[0]), int(mask.shape[1])], counts=counts)
 
 
 def _write_split(root: str, split: str, num: int, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -148,13 +193,13 @@ def _write_split(root: str, split: str, num: int, params: Dict[str, Any]) -> Dic
                                         'max_overlap', 'noise_std')}
     images, annotations = [], []
     for i in range(num):
-        img, objects = make_image(params['seed'], split, i, **draw_args)
+        img, objects, masks = make_image(params['seed'], split, i, return_masks=True, **draw_args)
         file_name = f'{i:06d}.png'
         cv2.imwrite(osp.join(img_dir, file_name), img)
         images.append(dict(id=i + 1, file_name=file_name, width=img.shape[1], height=img.shape[0]))
-        for label, (x, y, w, h) in objects:
+        for (label, (x, y, w, h)), mask in zip(objects, masks):
             annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=label + 1,
-                                    bbox=[x, y, w, h], area=w * h, iscrowd=0))
+                                    bbox=[x, y, w, h], area=w * h, iscrowd=0, segmentation=mask_to_rle(mask)))
     coco = dict(info=dict(description=f'mmloss_ext shapes, {split} split', version=str(_FORMAT_VERSION)),
                 images=images, annotations=annotations,
                 categories=[dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(CLASSES)])
@@ -256,7 +301,7 @@ def _repoint(cfg, old: str, new: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description='Create the mmloss_ext shapes detection dataset.')
+    parser = argparse.ArgumentParser(description='Create the mmloss_ext shapes dataset (boxes and instance masks).')
     parser.add_argument('--root', default='data/shapes')
     parser.add_argument('--overwrite', action='store_true')
     for key, value in DEFAULTS.items():
