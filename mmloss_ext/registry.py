@@ -19,10 +19,11 @@ written ``mmloss_ext.X``, so it answers those strictly; everything else (default
 """
 import difflib
 
+from mmdet.registry import METRICS as MMDET_METRICS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import Registry
 
-__all__ = ['MODELS', 'MMDET_MODELS', 'register_loss', 'SCOPE']
+__all__ = ['MODELS', 'MMDET_MODELS', 'METRICS', 'register_loss', 'SCOPE']
 
 SCOPE = 'mmloss_ext'
 
@@ -86,6 +87,8 @@ class _PrefixedNames(LossRegistry):
 
 MODELS = LossRegistry('model', parent=MMDET_MODELS, scope=SCOPE, locations=['mmloss_ext.losses'])
 MMDET_MODELS._children[SCOPE] = _PrefixedNames(MODELS)
+#: the demos' evaluation metric (mmloss_ext.evaluation, imported on first use): type='mmloss_ext.MaskBoxCocoMetric'
+METRICS = Registry('metric', parent=MMDET_METRICS, scope=SCOPE, locations=['mmloss_ext.evaluation'])
 
 
 def register_loss(cls):

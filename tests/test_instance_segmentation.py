@@ -1,5 +1,5 @@
 """Instance segmentation on the bundled shapes data: the masks of the dataset (the visible part of each
-drawn shape), loaded and evaluated by mmdet."""
+drawn shape), loaded and evaluated by mmdet, and the COCO metric that scores the boxes of the masks."""
 import json
 import math
 import os.path as osp
@@ -137,3 +137,22 @@ def test_mmdet_loads_the_masks_and_scores_them_perfect(tiny_shapes):
             masks=torch.as_tensor(masks)))])
     results = metric.evaluate(len(dataset))
     assert results['coco/segm_mAP'] == pytest.approx(1.0) and results['coco/bbox_mAP'] == pytest.approx(1.0)
+
+
+def test_mask_box_metric_evaluates_the_boxes_of_the_masks(tiny_shapes):
+    """SOLOv2 predicts masks and zero boxes: the metric of the shapes SOLOv2 configs scores the tight
+    box of each predicted mask instead (x2, y2 one past the last pixel, as the annotations)."""
+    from mmloss_ext.registry import METRICS
+    from mmdet.registry import METRICS as MMDET_METRICS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    metric = MMDET_METRICS.build(dict(type='mmloss_ext.MaskBoxCocoMetric', metric=['bbox', 'segm'],
+                                      ann_file=osp.join(tiny_shapes, 'annotations', 'val.json')))
+    assert type(metric) is METRICS.get('MaskBoxCocoMetric')
+    _, objects, masks = make_image(0, 'val', 0, return_masks=True)
+    n = len(objects)
+    metric.process({}, [dict(img_id=1, ori_shape=(128, 128), pred_instances=dict(
+        bboxes=torch.zeros(n, 4), scores=torch.ones(n), labels=torch.tensor([label for label, _ in objects]),
+        masks=torch.as_tensor(masks)))])
+    boxes = metric.results[0][1]['bboxes']
+    assert boxes.tolist() == [list(box_of(mask)) for mask in masks]
