@@ -9,6 +9,10 @@ holds a dict with a ``type``), builds each one and reports:
   absent (with a ``False`` default), or a head with no such switch whose loss code does not decode;
 * **note** -- a plain name that resolves to mmdet's class while mmloss_ext has a class of that
   name (``type='GIoULoss'`` is mmdet's; ``mmloss_ext.GIoULoss`` is ours);
+* **error** -- a segmentation loss whose ``reduction='none'`` output is not one value per sample
+  (``LovaszLoss`` with ``per_image=False``: one value for the whole batch) as the loss of a head
+  that calls it with ``reduction_override='none'`` to sum one loss per instance (SOLO, SOLOv2,
+  CondInst, BoxInst);
 * **error** -- an unknown type, with the closest registered names;
 * **error** -- a hyper-parameter the build rejects (the loss's own message).
 
@@ -21,6 +25,7 @@ import difflib
 import functools
 import inspect
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -184,12 +189,17 @@ def head_decodes(head_cls: type) -> bool:
     return False
 
 
+def _head_class(head: dict, mmdet) -> Optional[type]:
+    """The class of the head config ``head`` (its ``type``: a class, or a name in mmdet's registry)."""
+    head_type = head.get('type')
+    return head_type if inspect.isclass(head_type) else mmdet.get(head_type) if head_type else None
+
+
 def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optional[dict], head_path: str,
                           ours, mmdet) -> List[Finding]:
     if key != SWITCHED_KEY or head is None or not takes_decoded_boxes(cls, ours):
         return []
-    head_type = head.get('type')
-    head_cls = head_type if inspect.isclass(head_type) else mmdet.get(head_type) if head_type else None
+    head_cls = _head_class(head, mmdet)
     if head_cls is None:
         return []
     has_switch, default = _switch_default(head_cls)
@@ -210,6 +220,36 @@ def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optio
                     f'use a regression loss on deltas (e.g. {SCOPE}SmoothL1Loss, {SCOPE}L1Loss) in {head_path}')]
 
 
+@functools.lru_cache(maxsize=None)
+def head_calls_per_instance(head_cls: type, key: str) -> bool:
+    """Whether a head's loss code calls ``self.<key>(..., reduction_override='none')`` (and so
+    reduces the per-sample losses itself)."""
+    call = re.compile(r'self\.' + re.escape(key) + r'\((?:[^()]|\([^()]*\))*?reduction_override\s*=\s*[\'"]none[\'"]')
+    for method in _LOSS_METHODS:
+        fn = getattr(head_cls, method, None)
+        if fn is not None and call.search(_source(fn)):
+            return True
+    return False
+
+
+def _per_instance_findings(path: str, key: str, name: str, loss, head: Optional[dict], mmdet) -> List[Finding]:
+    if getattr(loss, 'family', None) != 'segmentation' or head is None:
+        return []
+    head_cls = _head_class(head, mmdet)
+    if head_cls is None or not head_calls_per_instance(head_cls, key):
+        return []
+    import torch
+    pred = torch.linspace(-2.0, 2.0, 2 * 3 * 3).view(2, 3, 3)
+    out = loss(pred, (pred > 0).float(), reduction_override='none')  # two instance masks
+    if out.dim() >= 1 and out.shape[0] == 2:
+        return []
+    return [Finding('error', path, name,
+                    f"{name} returns shape {tuple(out.shape)} for two instance masks with reduction 'none', "
+                    f"but {head_cls.__name__} calls its {key} with reduction_override='none' and sums one loss "
+                    f'per instance',
+                    f'configure {name} for one loss per sample (LovaszLoss: per_image=True) in {path}')]
+
+
 def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
     """The findings for every loss of an mmdet model config (a dict or ``ConfigDict``)."""
     ours, mmdet = _registries()
@@ -221,13 +261,14 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
             continue
         try:
             kwargs = {k: v for k, v in dict(loss_cfg).items() if k != 'type' and k not in HEAD_POPPED_KEYS}
-            cls(**kwargs)
+            loss = cls(**kwargs)
         except (TypeError, ValueError, KeyError, NotImplementedError) as err:
             findings.append(Finding('error', where, name, f'the build rejects this config: {err}',
                                     'fix the hyper-parameter named in the message'))
             continue
         head_path = where.rsplit('.', 1)[0]
         findings += _decoded_box_findings(where, key, name, cls, head, head_path, ours, mmdet)
+        findings += _per_instance_findings(where, key, name, loss, head, mmdet)
     return findings
 
 

@@ -86,6 +86,31 @@ def test_mmdet_own_box_loss_names_are_held_to_the_same_rule():
     assert [f.level for f in [finding, *rest]] == ['note', 'error']
 
 
+# --- mask losses summed per instance by the head ----------------------------------------------------
+
+def solov2(**head):
+    return dict(type='SOLOv2', mask_head=dict(type='SOLOV2Head', num_classes=3, in_channels=8,
+                                              mask_feature_head=dict(feat_channels=8, start_level=0, end_level=3,
+                                                                     out_channels=8), **head))
+
+
+def test_a_mask_loss_the_head_sums_per_instance_must_give_one_loss_per_instance():
+    """SOLOv2 calls loss_mask(..., reduction_override='none') and concatenates the results: a
+    LovaszLoss over the whole call (per_image=False) returns a 0-d tensor there, which torch.cat
+    refuses in the middle of the first iteration."""
+    (finding,) = check_model(solov2(loss_mask=dict(type='mmloss_ext.LovaszLoss')))
+    assert finding.level == 'error' and finding.path == 'model.mask_head.loss_mask'
+    assert 'returns shape ()' in finding.message and 'SOLOV2Head' in finding.message
+    assert 'per_image=True' in finding.fix
+    for loss in ('DiceLoss', 'JaccardLoss', 'TverskyLoss', 'FocalTverskyLoss'):
+        assert check_model(solov2(loss_mask=dict(type=f'mmloss_ext.{loss}'))) == []
+    assert check_model(solov2(loss_mask=dict(type='mmloss_ext.LovaszLoss', per_image=True))) == []
+    # a head that reduces through the loss (weight and avg_factor) takes the batch loss as it is
+    rtmdet = dict(type='RTMDet', bbox_head=dict(type='RTMDetInsSepBNHead', num_classes=3, in_channels=8,
+                                                loss_mask=dict(type='mmloss_ext.LovaszLoss')))
+    assert check_model(rtmdet) == []
+
+
 # --- names and hyper-parameters -------------------------------------------------------------------
 
 def test_plain_name_resolving_to_mmdet_is_a_note():
@@ -119,7 +144,8 @@ ZOO_SAMPLE = ['fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_
               'yolox/yolox_s_8xb8-300e_coco.py', 'cascade_rpn/cascade-rpn_faster-rcnn_r50-caffe_fpn_1x_coco.py',
               'guided_anchoring/ga-retinanet_r50-caffe_fpn_1x_coco.py', 'gfl/gfl_r50_fpn_1x_coco.py',
               'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py', 'centernet/centernet-update_r50-caffe_fpn_ms-1x_coco.py',
-              'retinanet/retinanet_r50_fpn_1x_coco.py', 'paa/paa_r50_fpn_1x_coco.py']
+              'retinanet/retinanet_r50_fpn_1x_coco.py', 'paa/paa_r50_fpn_1x_coco.py',
+              'solov2/solov2_r50_fpn_1x_coco.py', 'condinst/condinst_r50_fpn_ms-poly-90k_coco_instance.py']
 
 
 @pytest.mark.parametrize('rel', ZOO_SAMPLE)
