@@ -5,8 +5,9 @@ The pieces ``tools/compare.py`` is made of:
 * :func:`mmdet_arm_options` -- the ``--cfg-options`` that turn every ``mmloss_ext.X`` loss of a config
   into mmdet's own ``X`` with the same keywords (a clear refusal for losses mmdet lacks, or for
   keywords mmdet's class does not take);
-* :func:`run_summary` -- what one finished run logged: bbox mAP / mAP@0.5 / mAP@0.75 of the last
-  validation, the final training losses and the mean time per iteration;
+* :func:`run_summary` -- what one finished run logged: the COCO metrics of the last validation
+  (segm and bbox mAP, mAP@0.5, mAP@0.75, those it has), the final training losses and the mean
+  time per iteration;
 * :func:`summarise` -- mean ± std per arm and metric;
 * :func:`difference` -- the difference of two arms' means with Welch's 95% confidence interval;
 * :func:`markdown_table` -- the published table.
@@ -22,10 +23,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from .check import SCOPE, loss_dicts
 from .viz import load_scalars
 
-__all__ = ['Run', 'mmdet_arm_options', 'run_summary', 'summarise', 'difference', 'markdown_table', 'METRICS']
+__all__ = ['Run', 'mmdet_arm_options', 'run_summary', 'logged_metrics', 'summarise', 'difference', 'markdown_table',
+           'METRICS']
 
-#: the validation metrics reported (mmdet's COCO metric keys) and their short names
-METRICS = {'coco/bbox_mAP': 'bbox mAP', 'coco/bbox_mAP_50': 'mAP@0.5', 'coco/bbox_mAP_75': 'mAP@0.75'}
+#: the validation metrics reported (mmdet's COCO metric keys) and their short names, in table order;
+#: a comparison reports those its runs logged (detectors: bbox; instance segmentation: segm and bbox)
+METRICS = {'coco/segm_mAP': 'segm mAP', 'coco/segm_mAP_50': 'segm mAP@0.5', 'coco/segm_mAP_75': 'segm mAP@0.75',
+           'coco/bbox_mAP': 'bbox mAP', 'coco/bbox_mAP_50': 'mAP@0.5', 'coco/bbox_mAP_75': 'mAP@0.75'}
 
 
 @dataclass
@@ -113,16 +117,23 @@ def _mean_std(values: Sequence[float]):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
+def logged_metrics(runs: Iterable[Run]) -> List[str]:
+    """The :data:`METRICS` that at least one of ``runs`` logged, in :data:`METRICS` order."""
+    runs = list(runs)
+    return [k for k in METRICS if any(k in r.metrics for r in runs)]
+
+
 def summarise(runs: Iterable[Run]) -> Dict[str, Dict[str, dict]]:
     """``{arm: {quantity: {mean, std, n, values}}}`` over the successful runs of each arm; the
-    quantities are the :data:`METRICS`, ``time_per_iter`` and each final loss."""
+    quantities are the :data:`METRICS` the runs logged, ``time_per_iter`` and each final loss."""
     arms: Dict[str, List[Run]] = {}
     for run in runs:
         if run.ok:
             arms.setdefault(run.arm, []).append(run)
+    metrics = logged_metrics(r for rs in arms.values() for r in rs)
     out = {}
     for arm, rs in arms.items():
-        quantities = {k: [r.metrics.get(k, float('nan')) for r in rs] for k in METRICS}
+        quantities = {k: [r.metrics.get(k, float('nan')) for r in rs] for k in metrics}
         quantities['time_per_iter'] = [r.time_per_iter for r in rs]
         for key in sorted({k for r in rs for k in r.losses}):
             quantities[key] = [r.losses.get(key, float('nan')) for r in rs]
@@ -169,12 +180,13 @@ def markdown_table(summary: Dict[str, Dict[str, dict]], arms: Optional[Sequence[
     """One row per arm: n, the metrics (mean ± std), time per iteration (ms) and the final losses."""
     arms = list(arms or summary)
     loss_keys = sorted({k for a in arms for k in summary[a] if is_loss_key(k)}) if losses else []
-    head = ['arm', 'runs', *METRICS.values(), 'ms / iter', *(f'final {k}' for k in loss_keys)]
+    metrics = [k for k in METRICS if any(k in summary[a] for a in arms)]
+    head = ['arm', 'runs', *(METRICS[k] for k in metrics), 'ms / iter', *(f'final {k}' for k in loss_keys)]
     rows = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for arm in arms:
         s = summary[arm]
-        n = s[next(iter(METRICS))]['n']
-        cells = [arm, str(n), *(_fmt(s[k]) for k in METRICS), _fmt(s['time_per_iter'], 0, 1e3),
+        n = s[metrics[0]]['n'] if metrics and metrics[0] in s else s['time_per_iter']['n']
+        cells = [arm, str(n), *(_fmt(s[k]) if k in s else '—' for k in metrics), _fmt(s['time_per_iter'], 0, 1e3),
                  *(_fmt(s[k], 4) if k in s else '—' for k in loss_keys)]
         rows.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows)

@@ -1,9 +1,10 @@
 """Training curves from mmengine's scalar log (``<work_dir>/<timestamp>/vis_data/scalars.json``).
 
 :func:`load_scalars` reads a run's log into training and validation records placed at their
-training iteration; :func:`plot_run` / :func:`plot_runs` draw the loss components and the val bbox
-mAP against the iteration into a PNG (what ``tools/train.py`` writes as ``curves.png`` and
-``tools/compare.py`` as ``compare.png``; ``tools/plot_curves.py`` is the command line).
+training iteration; :func:`plot_run` / :func:`plot_runs` draw the loss components and the val mAP
+(segm mAP for instance segmentation, else bbox mAP) against the iteration into a PNG (what
+``tools/train.py`` writes as ``curves.png`` and ``tools/compare.py`` as ``compare.png``;
+``tools/plot_curves.py`` is the command line).
 
 matplotlib is imported by the plotting functions only, and they draw on their own figure (the Agg
 canvas, no pyplot state): importing this module, or plotting from a session with another backend,
@@ -17,10 +18,19 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['MAP_KEYS', 'find_scalars', 'load_scalars', 'plot_arms', 'plot_run', 'plot_runs']
+__all__ = ['MAP_KEYS', 'SEGM_MAP_KEYS', 'find_scalars', 'load_scalars', 'map_keys', 'plot_arms', 'plot_run',
+           'plot_runs']
 
 #: the COCO metrics drawn in the right-hand panel (one run: all three; several runs: the first)
 MAP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
+#: the same for instance segmentation, drawn instead when the runs logged them
+SEGM_MAP_KEYS = ('coco/segm_mAP', 'coco/segm_mAP_50', 'coco/segm_mAP_75')
+
+
+def map_keys(records: Sequence[dict]) -> Tuple[str, ...]:
+    """:data:`SEGM_MAP_KEYS` if any of the validation ``records`` (or summaries) has the segm mAP,
+    else :data:`MAP_KEYS`."""
+    return SEGM_MAP_KEYS if any(SEGM_MAP_KEYS[0] in r for r in records) else MAP_KEYS
 
 
 def find_scalars(path: str) -> str:
@@ -76,8 +86,8 @@ def load_scalars(path: str) -> Tuple[List[dict], List[dict]]:
 def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = None,
               title: Optional[str] = None, groups: Optional[Sequence[str]] = None) -> Optional[str]:
     """Plot several runs (work dirs, log dirs or scalars.json files) into the PNG ``out``, one colour
-    per run: the total training loss on the left, val bbox mAP on the right. A single run gets every
-    ``loss*`` component and mAP@0.5/0.75 as well. ``groups`` (one name per run, e.g. the arm of a
+    per run: the total training loss on the left, the val mAP on the right (segm mAP for runs that
+    logged it, else bbox mAP). A single run gets every ``loss*`` component and mAP@0.5/0.75 as well. ``groups`` (one name per run, e.g. the arm of a
     seed-averaged comparison) gives the runs of a group one colour and one legend entry. Returns
     ``out``, or None when no run logged a training record (nothing is written then)."""
     import matplotlib
@@ -97,6 +107,8 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
     ax_loss, ax_map = fig.subplots(1, 2)
     colours = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
     single = len(runs) == 1
+    keys = map_keys([r for _, val in runs for r in val])
+    kind = keys[0].split('/')[-1].split('_')[0]  # 'segm' or 'bbox'
     styles = ['-', '--', ':', '-.']
     for i, ((train, val), label) in enumerate(zip(runs, labels)):
         colour = colours[colour_of[i] % len(colours)]
@@ -109,8 +121,7 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
                 xs, ys = zip(*pts)
                 ax_loss.plot(xs, ys, color=colours[j % len(colours)] if single else colour,
                              label=key if single else label, linewidth=1.5 if key == 'loss' else 1.0)
-        map_keys = MAP_KEYS if single else MAP_KEYS[:1]
-        for j, key in enumerate(map_keys):
+        for j, key in enumerate(keys if single else keys[:1]):
             pts = [(r['iter'], r[key]) for r in val if key in r and r[key] is not None and r[key] >= 0]
             if pts:
                 xs, ys = zip(*pts)
@@ -123,7 +134,7 @@ def plot_runs(paths: Sequence[str], out: str, labels: Optional[Sequence[str]] = 
     ax_loss.grid(True, alpha=0.3)
     ax_loss.legend(fontsize=8)
     ax_map.set_xlabel('iteration')
-    ax_map.set_ylabel('val bbox mAP' if not single else 'val COCO bbox metric')
+    ax_map.set_ylabel(f'val {kind} mAP' if not single else f'val COCO {kind} metric')
     ax_map.set_ylim(0, 1)
     ax_map.grid(True, alpha=0.3)
     if ax_map.lines:
@@ -141,14 +152,17 @@ def _save(fig, out: str, title: Optional[str], dpi: int) -> str:
     return out
 
 
-def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Sequence[str] = MAP_KEYS[::2],
+def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Optional[Sequence[str]] = None,
               title: Optional[str] = None) -> str:
     """A dot-and-error-bar chart of seed-averaged results (:func:`mmloss_ext.experiment.summarise`):
     one row per arm and one panel per metric, each seed a dot, the mean ± std a bar. Arms are drawn
-    in the order of ``summary``; the chart is written to the PNG ``out``."""
+    in the order of ``summary``; the chart is written to the PNG ``out``. ``metrics`` default: the
+    mAP and mAP@0.75 of bbox, preceded by those of segm when the summary has them."""
     from matplotlib.figure import Figure
 
     arms = list(summary)
+    if metrics is None:
+        metrics = [*(SEGM_MAP_KEYS[::2] if map_keys(summary.values()) == SEGM_MAP_KEYS else ()), *MAP_KEYS[::2]]
     fig = Figure(figsize=(4.5 * len(metrics), 0.45 * len(arms) + 1.4))
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     for ax, key in zip(axes, metrics):
@@ -160,8 +174,8 @@ def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Sequence[s
             values = [v for v in cell['values'] if v == v]
             ax.plot(values, [y] * len(values), 'o', color='0.6', markersize=4, zorder=1)
             ax.errorbar(cell['mean'], y, xerr=cell['std'], fmt='D', color='C0', capsize=3, markersize=5, zorder=2)
-        ax.set_xlabel(key.split('/')[-1].replace('bbox_', 'bbox ').replace('_', '@0.') if key.startswith('coco/')
-                      else key)
+        ax.set_xlabel(key.split('/')[-1].replace('bbox_', 'bbox ').replace('segm_', 'segm ').replace('_', '@0.')
+                      if key.startswith('coco/') else key)
         ax.grid(True, axis='x', alpha=0.3)
     axes[0].set_yticks(range(len(arms)))
     axes[0].set_yticklabels(arms[::-1])

@@ -53,8 +53,9 @@ def test_mmdet_arm_refuses_what_mmdet_lacks():
         mmdet_arm_options(cfg.model)
 
 
-def write_log(work_dir, losses, times, maps):
-    """An mmengine scalars.json with per-iteration records and one final validation."""
+def write_log(work_dir, losses, times, maps, val=None):
+    """An mmengine scalars.json with per-iteration records and one final validation (bbox mAP,
+    mAP@0.5, mAP@0.75 from ``maps``, or the metrics ``val``)."""
     path = osp.join(work_dir, '20250101_000000', 'vis_data', 'scalars.json')
     import os
     os.makedirs(osp.dirname(path))
@@ -62,7 +63,8 @@ def write_log(work_dir, losses, times, maps):
         for i, (loss, t) in enumerate(zip(losses, times), 1):
             f.write(json.dumps({'loss': loss, 'loss_cls': loss / 4, 's0.loss_rpn_reg': loss / 2, 'acc': 90.0,
                                 'time': t, 'epoch': 1, 'iter': i, 'step': i}) + '\n')
-        f.write(json.dumps({'coco/bbox_mAP': maps[0], 'coco/bbox_mAP_50': maps[1], 'coco/bbox_mAP_75': maps[2],
+        f.write(json.dumps({**(val or {'coco/bbox_mAP': maps[0], 'coco/bbox_mAP_50': maps[1],
+                                       'coco/bbox_mAP_75': maps[2]}),
                             'step': 1}) + '\n')
 
 
@@ -116,3 +118,27 @@ def test_report_writes_the_table_the_json_and_the_figures(tmp_path):
     three = [Run(a, r.seed, r.work_dir, metrics=r.metrics) for a in ('p', 'q', 'r') for r in runs[:2]]
     compare['report'](three, ('p', 'q', 'r'), out + '3', 'three arms')
     assert open(out + '3_arms.png', 'rb').read()[:4] == b'\x89PNG'
+
+
+def test_segm_runs_are_summarised_by_their_segm_and_bbox_metrics(tmp_path):
+    """Instance segmentation reports segm mAP, mAP@0.5, mAP@0.75 before the bbox ones; a detection
+    comparison keeps its bbox columns only."""
+    from mmloss_ext.viz import SEGM_MAP_KEYS, map_keys, plot_arms, plot_runs
+    runs = []
+    for seed, (segm, bbox) in enumerate(((0.70, 0.60), (0.74, 0.64))):
+        wd = str(tmp_path / f'seed{seed}')
+        write_log(wd, [1.0, 0.5], [0.3, 0.3], None, val={
+            'coco/segm_mAP': segm, 'coco/segm_mAP_50': 0.9, 'coco/segm_mAP_75': segm + 0.1,
+            'coco/bbox_mAP': bbox, 'coco/bbox_mAP_50': 0.8, 'coco/bbox_mAP_75': bbox + 0.1})
+        runs.append(run_summary(Run('dice', seed, wd)))
+    assert runs[0].metrics['coco/segm_mAP'] == 0.70 and runs[0].metrics['coco/bbox_mAP_75'] == pytest.approx(0.7)
+    s = summarise(runs)
+    assert s['dice']['coco/segm_mAP']['mean'] == pytest.approx(0.72)
+    head = markdown_table(s).splitlines()[0]
+    assert head.startswith('| arm | runs | segm mAP | segm mAP@0.5 | segm mAP@0.75 | bbox mAP | mAP@0.5 | mAP@0.75 |')
+    assert '| dice | 2 | 0.720 ± 0.028 |' in markdown_table(s)
+    detection = summarise([Run('giou', 0, '', metrics={'coco/bbox_mAP': 0.5}, time_per_iter=0.1)])
+    assert 'segm' not in markdown_table(detection) and 'coco/segm_mAP' not in detection['giou']
+    assert map_keys(s.values()) == SEGM_MAP_KEYS and map_keys(detection.values())[0] == 'coco/bbox_mAP'
+    assert plot_runs([r.work_dir for r in runs], str(tmp_path / 'curves.png'), groups=['dice', 'dice'])
+    assert open(plot_arms(s, str(tmp_path / 'arms.png')), 'rb').read()[:4] == b'\x89PNG'

@@ -15,7 +15,8 @@ so seed k of every arm sees the same batches) in its own ``tools/train.py`` proc
 A run that finished before with the same command line (its work dir holds ``compare_run.json``) is
 summarised again instead of retrained, unless ``--retrain``: an interrupted comparison resumes.
 The summary gives, per arm, the mean ± std over seeds of the last validation's bbox mAP, mAP@0.5 and
-mAP@0.75, the time per iteration and the final training losses; against mmdet it adds the difference
+mAP@0.75 (for instance segmentation: segm mAP, mAP@0.5, mAP@0.75 and those of bbox), the time per
+iteration and the final training losses; against mmdet it adds the difference
 of the arms' means with Welch's 95% confidence interval. Written into the work dir: ``NAME.md``,
 ``NAME.json`` (every run), ``NAME.png`` (the curves of every run, one colour per arm) and, for
 variants, ``NAME_arms.png`` (a dot-and-error-bar chart of the arms). ``--epochs`` shortens the
@@ -130,6 +131,8 @@ def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: 
         ours, theirs = against
         lines += ['| quantity | ' + f'{ours} − {theirs}' + ' | 95% CI (Welch) |', '|---|---|---|']
         for key, name in METRICS.items():
+            if key not in summary[ours] or key not in summary[theirs]:
+                continue
             d = difference(summary[ours][key]['values'], summary[theirs][key]['values'])
             diffs[key] = d
             lines.append(f'| {name} | {d["diff"]:+.4f} | [{d["low"]:+.4f}, {d["high"]:+.4f}] |')
