@@ -15,13 +15,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHAPES = osp.join(ROOT, 'configs', 'shapes')
 RETINANET = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_giou.py')
 CASCADE = osp.join(SHAPES, 'cascade-rpn_faster-rcnn_r18s_fpn_shapes_giou.py')
+SOLOV2 = osp.join(SHAPES, 'solov2_r18s_fpn_shapes_dice.py')
 
 
 def _losses(model):
     return {name: type(mod) for name, mod in model.named_modules() if name.split('.')[-1].startswith('loss_')}
 
 
-@pytest.mark.parametrize('config', [RETINANET, CASCADE], ids=osp.basename)
+@pytest.mark.parametrize('config', [RETINANET, CASCADE, SOLOV2], ids=osp.basename)
 def test_mmdet_arm_swaps_every_loss_for_mmdet_own(config):
     cfg = Config.fromfile(config)
     options = mmdet_arm_options(cfg.model)
@@ -41,11 +42,17 @@ def test_mmdet_arm_swaps_every_loss_for_mmdet_own(config):
     assert swapped_any
     if config == CASCADE:  # list entries (the RPN stages) are addressed by index
         assert 'model.rpn_head.stages.1.loss_bbox.type=GIoULoss' in options
+    if config == SOLOV2:  # the mask head's Dice loss (same keywords: use_sigmoid, loss_weight)
+        assert 'model.mask_head.loss_mask.type=DiceLoss' in options
+        assert theirs.mask_head.loss_mask.use_sigmoid and theirs.mask_head.loss_mask.loss_weight == 3.0
 
 
 def test_mmdet_arm_refuses_what_mmdet_lacks():
     cfg = Config.fromfile(osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_wiou.py'))
     with pytest.raises(ValueError, match=r'model.bbox_head.loss_bbox: mmdet has no WIoULoss'):
+        mmdet_arm_options(cfg.model)
+    cfg = Config.fromfile(osp.join(SHAPES, 'solov2_r18s_fpn_shapes_lovasz.py'))
+    with pytest.raises(ValueError, match=r'model.mask_head.loss_mask: mmdet has no LovaszLoss'):
         mmdet_arm_options(cfg.model)
     cfg = Config.fromfile(RETINANET)
     cfg.model.bbox_head.loss_bbox.impl = 'fused'

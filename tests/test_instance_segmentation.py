@@ -1,5 +1,7 @@
 """Instance segmentation on the bundled shapes data: the masks of the dataset (the visible part of each
-drawn shape), loaded and evaluated by mmdet, and the COCO metric that scores the boxes of the masks."""
+drawn shape), loaded and evaluated by mmdet; the overlap losses as the mask loss of mmdet's SOLOv2
+head (the calls the head makes, a training step of the shapes SOLOv2 with each loss, batches without
+objects). The configs' check and their mmdet arm: tests/test_check.py, tests/test_experiment.py."""
 import json
 import math
 import os.path as osp
@@ -156,3 +158,135 @@ def test_mask_box_metric_evaluates_the_boxes_of_the_masks(tiny_shapes):
         masks=torch.as_tensor(masks)))])
     boxes = metric.results[0][1]['bboxes']
     assert boxes.tolist() == [list(box_of(mask)) for mask in masks]
+
+
+# --- the overlap losses as SOLOv2's mask loss -------------------------------------------------------
+
+VARIANTS = {'dice': 'DiceLoss', 'jaccard': 'JaccardLoss', 'tversky': 'TverskyLoss',
+            'focal-tversky': 'FocalTverskyLoss', 'lovasz': 'LovaszLoss'}
+
+
+def config_of(variant):
+    return osp.join(ROOT, 'configs', 'shapes', f'solov2_r18s_fpn_shapes_{variant}.py')
+
+
+def build_solov2(variant, seed=0):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(config_of(variant))
+    init_default_scope('mmdet')
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.train()
+
+
+def shapes_batch(model, indices, empty=()):
+    """Images ``indices`` of the shapes train split with their boxes and instance masks, through the
+    model's data preprocessor; the images in ``empty`` are given no objects."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    inputs, samples = [], []
+    for i in indices:
+        img, objects, masks = make_image(0, 'train', i, return_masks=True)
+        if i in empty:
+            objects, masks = [], masks[:0]
+        gt = InstanceData()
+        gt.bboxes = torch.tensor([[x, y, x + w, y + h] for _, (x, y, w, h) in objects], dtype=torch.float32).view(-1, 4)
+        gt.labels = torch.tensor([label for label, _ in objects], dtype=torch.long)
+        gt.masks = BitmapMasks(masks.astype(np.uint8), 128, 128)
+        sample = DetDataSample(metainfo=dict(img_shape=(128, 128), ori_shape=(128, 128), scale_factor=(1.0, 1.0)))
+        sample.gt_instances = gt
+        inputs.append(torch.from_numpy(img).permute(2, 0, 1).contiguous())
+        samples.append(sample)
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+
+
+def record_calls(module):
+    """The (args, kwargs, output) of every call of ``module``."""
+    calls = []
+    module.register_forward_hook(lambda m, args, kwargs, out: calls.append((args, kwargs, out)), with_kwargs=True)
+    return calls
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_the_head_calls_the_mask_loss_with_instance_masks_and_reduction_none(variant):
+    """What SOLOv2's head passes its loss_mask, per FPN level with positives: float logits (P, h, w)
+    of the mask features' size, uint8 0/1 targets of the same shape, ``reduction_override='none'``
+    and nothing else; it concatenates the (P,) results and divides their sum by the positives."""
+    model = build_solov2(variant)
+    loss = model.mask_head.loss_mask
+    assert type(loss).__name__ == VARIANTS[variant] and type(loss).__module__.startswith('mmloss_ext.')
+    calls = record_calls(loss)
+    data = shapes_batch(model, range(4))
+    losses = model(**data, mode='loss')
+    assert calls
+    total, count = 0.0, 0
+    for args, kwargs, out in calls:
+        pred, target = args
+        assert kwargs == {'reduction_override': 'none'}
+        assert pred.dtype == torch.float32 and pred.dim() == 3 and pred.shape[1:] == (32, 32)  # 128 px / 4
+        assert target.dtype == torch.uint8 and target.shape == pred.shape and set(target.unique().tolist()) <= {0, 1}
+        assert out.shape == pred.shape[:1] and torch.isfinite(out).all() and (out >= 0).all()
+        total, count = total + float(out.sum()), count + len(out)
+    assert float(losses['loss_mask']) == pytest.approx(total / count, rel=1e-5)
+
+
+def test_dice_in_the_head_equals_mmdet_dice():
+    """The same SOLOv2 step with mmdet's DiceLoss as loss_mask gives the same mask loss and gradients."""
+    from mmdet.models.losses import DiceLoss as MmdetDice
+    model = build_solov2('dice')
+    data = shapes_batch(model, range(4))
+    ours = model(**data, mode='loss')['loss_mask']
+    grads = torch.autograd.grad(ours, model.mask_head.conv_kernel.weight)
+    model.mask_head.loss_mask = MmdetDice(use_sigmoid=True, loss_weight=3.0)
+    theirs = model(**data, mode='loss')['loss_mask']
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(grads, torch.autograd.grad(theirs, model.mask_head.conv_kernel.weight))
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_each_overlap_loss_takes_a_training_step_in_the_shapes_solov2(variant):
+    """One AdamW step of the shapes SOLOv2 with each mask loss: finite losses, finite gradients, the
+    mask branch (kernel predictor and mask features) reached by the mask loss, the parameters moved."""
+    model = build_solov2(variant)
+    data = shapes_batch(model, range(4))
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'loss_mask', 'loss_cls'} and all(torch.isfinite(v) for v in losses.values())
+    assert float(losses['loss_mask']) > 0
+    head = model.mask_head
+    mask_params = [head.conv_kernel.weight, head.mask_feature_head.conv_pred.conv.weight]
+    for param, grad in zip(mask_params, torch.autograd.grad(losses['loss_mask'], mask_params, retain_graph=True)):
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = head.conv_kernel.weight.detach().clone()
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    optimizer.step()
+    assert not torch.equal(before, head.conv_kernel.weight)
+    after = model(**data, mode='loss')
+    assert all(torch.isfinite(v) for v in after.values())
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_images_without_objects_and_empty_batches(variant):
+    """An image without objects among others, and a batch without any: finite losses that backpropagate
+    (with no positive the head makes its mask loss a zero of the mask features); the loss itself
+    called as the head calls it on no instance gives an empty (0,) result that sums to a zero with a
+    gradient."""
+    model = build_solov2(variant)
+    some = model(**shapes_batch(model, range(3), empty=(1,)), mode='loss')
+    assert all(torch.isfinite(v) for v in some.values()) and float(some['loss_mask']) > 0
+    sum(some.values()).backward()
+    model.zero_grad()
+    none = model(**shapes_batch(model, range(2), empty=(0, 1)), mode='loss')
+    assert float(none['loss_mask']) == 0 and torch.isfinite(none['loss_cls'])
+    sum(none.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    pred = torch.zeros(0, 32, 32, requires_grad=True)
+    out = model.mask_head.loss_mask(pred, torch.zeros(0, 32, 32, dtype=torch.uint8), reduction_override='none')
+    assert out.shape == (0,)
+    torch.cat([out]).sum().backward()
+    assert pred.grad is not None and pred.grad.shape == pred.shape

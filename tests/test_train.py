@@ -1,6 +1,6 @@
 """The training tools: the Config built from their options (mmloss_ext.runner), the curves loaded and
 plotted (mmloss_ext.viz, tools/plot_curves.py), and end to end on the bundled shapes data with tiny
-settings: tools/train.py and tools/test.py on the shapes RetinaNet and Cascade-RPN, checkpoint +
+settings: tools/train.py and tools/test.py on the shapes RetinaNet, Cascade-RPN and SOLOv2, checkpoint +
 --resume restoring the Wise-IoU running mean, and a 2-process gloo run (tools/dist_train.sh) whose
 ranks keep identical Wise-IoU running means."""
 import json
@@ -27,6 +27,7 @@ SHAPES = osp.join(ROOT, 'configs', 'shapes')
 RETINANET = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_giou.py')
 RETINANET_WIOU = osp.join(SHAPES, 'retinanet_r18s_fpn_shapes_wiou.py')
 CASCADE_RPN = osp.join(SHAPES, 'cascade-rpn_faster-rcnn_r18s_fpn_shapes_giou.py')
+SOLOV2 = osp.join(SHAPES, 'solov2_r18s_fpn_shapes_dice.py')
 WIOU_BUFFER = 'bbox_head.loss_bbox.iou_mean'  # WIoULoss keeps its running mean in the buffer `iou_mean`
 TIMEOUT = 240
 
@@ -300,6 +301,23 @@ def test_shapes_cascade_rpn_trains_and_evaluates(tmp_path, data_root):
     # scattered)
     first = train_log[0]
     assert first['s0.loss_rpn_reg'] < 0.5 * first['loss'], first
+
+
+@pytest.mark.slow
+def test_shapes_solov2_trains_and_evaluates_masks_and_their_boxes(tmp_path, data_root):
+    """The instance-segmentation demo end to end: the masks load, the SOLOv2 head trains with
+    mmloss_ext DiceLoss, and the validation logs the segm metrics and the bbox ones of the masks'
+    boxes, which tools/compare.py summarises."""
+    from mmloss_ext.experiment import Run, run_summary
+    train(SOLOV2, tmp_path, data_root, '--no-plot', '--cfg-options', *tiny(epochs=2))
+    train_log, val_log = scalars(tmp_path)
+    assert len(train_log) == 8 and {'loss_mask', 'loss_cls'} <= set(train_log[-1])
+    assert all(r['loss_mask'] == r['loss_mask'] and r['loss_mask'] < 3.0 for r in train_log)  # Dice <= 1, weight 3
+    assert len(val_log) == 2
+    for key in ('coco/segm_mAP', 'coco/segm_mAP_75', 'coco/bbox_mAP'):
+        assert all(0.0 <= r[key] <= 1.0 for r in val_log), key
+    run = run_summary(Run('dice', 0, str(tmp_path)))
+    assert run.ok and {'coco/segm_mAP', 'coco/segm_mAP_75', 'coco/bbox_mAP'} <= set(run.metrics)
 
 
 @pytest.mark.slow
