@@ -22,6 +22,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
+from .compat import HAS_CUSTOM_OP, outside_graph
 from .errors import LossValueError, MissingHyperParameterError, UnsupportedValueError
 from .impl import IMPLS, run_with_fallback
 
@@ -232,6 +233,8 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
                 return run_with_fallback(loss, fn, args, kwargs)
             return fn(*args, **kwargs)
 
+        if not HAS_CUSTOM_OP:  # a compiled model runs the loss eagerly, outside its graph
+            checked = outside_graph(checked)
         checked.spec = spec
         return checked
 

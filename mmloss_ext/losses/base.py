@@ -46,6 +46,7 @@ from typing import Callable, ClassVar, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..core.compat import is_compiling
 from ..core.hparams import Spec, check_hparam_type
 from ..core.inputs import check_tensor
 from ..core.reduction import AvgFactor, check_reduction
@@ -222,4 +223,4 @@ def _all_zero_on_host(weight: Optional[Tensor]) -> bool:
     finite and multiplied by the weight.
     """
     return (isinstance(weight, Tensor) and weight.device.type == 'cpu' and weight.numel() > 0
-            and not torch.compiler.is_compiling() and not bool((weight > 0).any()))
+            and not is_compiling() and not bool((weight > 0).any()))
