@@ -1,4 +1,5 @@
-"""Command line: ``python -m mmloss_ext list [--family F]``, ``python -m mmloss_ext show NAME`` and
+"""Command line (also installed as ``mmloss-ext``): ``python -m mmloss_ext list [--family F]``,
+``python -m mmloss_ext show NAME``, ``python -m mmloss_ext info`` (see :mod:`mmloss_ext.info`) and
 ``python -m mmloss_ext check CONFIG [--cfg-options ...] [--json]`` (see :mod:`mmloss_ext.check`)."""
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ['check']:
         from .check import main as check
         return check(argv[1:])
+    if argv[:1] == ['info']:
+        from .info import report
+        print(report())
+        return 0
     parser = argparse.ArgumentParser(prog='python -m mmloss_ext', description='The mmloss_ext loss catalogue.')
     sub = parser.add_subparsers(dest='cmd', required=True)
     p_list = sub.add_parser('list', help='print the catalogue as a table')
@@ -43,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_show = sub.add_parser('show', help="print a loss's doc, defaults and a config dict")
     p_show.add_argument('name')
     sub.add_parser('check', help='check the losses of an mmdet config (see `check --help`)')
+    sub.add_parser('info', help='torch, Triton, the OpenMMLab packages and the path each fused kernel takes')
     args = parser.parse_args(argv)
     print(_list(args.family) if args.cmd == 'list' else _show(args.name))
     return 0
