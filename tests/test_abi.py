@@ -101,10 +101,11 @@ def test_unknown_box_kind_is_a_clear_error():
 # --- the C++ extension ---------------------------------------------------------------------------------
 
 def _built():
-    try:
-        return importlib.import_module('mmloss_ext._fused')
-    except ImportError:
-        pytest.fail('mmloss_ext._fused is missing: run `make install`')
+    """The C++ kernels: built with the package (`make install`) or compiled on first use."""
+    ext = dispatch.cpu_kernels()
+    if ext is None:
+        pytest.fail(f'the C++ kernels are missing ({dispatch.cpu_kernels_origin()[1]}): run `make install`')
+    return ext
 
 
 def test_extension_reports_what_core_abi_says():
@@ -146,7 +147,7 @@ def test_stale_build_warns_and_runs_eagerly(monkeypatch, changes, says):
     monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with pytest.warns(UserWarning, match=f'stale build.*{re.escape(says)}'):
-        assert dispatch._load_extension() is None
+        assert dispatch._load_cpu_kernels() is None
 
 
 def test_matching_build_loads_without_warning(monkeypatch):
@@ -155,7 +156,7 @@ def test_matching_build_loads_without_warning(monkeypatch):
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert dispatch._load_extension() is fake
+        assert dispatch._load_cpu_kernels() is fake
 
 
 @pytest.mark.parametrize('kind, hp', [(ElementwiseKind.FOCAL, [0.25]), (ElementwiseKind.SMOOTH_L1, []),
@@ -220,7 +221,7 @@ def test_triton_checks_kind_hyper_parameters_and_out_mode():
 
 def _backends():
     """``(name, kernels, device)`` of the C++ extension and (when it imports) the Triton module."""
-    out = [('cpp', dispatch.EXT, 'cpu')] if dispatch.EXT is not None else []
+    out = [('cpp', dispatch.cpu_kernels(), 'cpu')] if dispatch.cpu_kernels() is not None else []
     try:
         import triton  # noqa: F401
     except ImportError:
