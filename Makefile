@@ -88,7 +88,7 @@ torch-only-install:
 	  || { echo "[torch-only] torch==2.13.0 (CPU), pytest, build"; $(TORCH_PIP) install -q torch==2.13.0 pytest==8.4.2 build; }
 	@echo "[torch-only] python -m build: an sdist, and a wheel built from it"; rm -rf $(DIST); $(TORCH_PY) -m build -q --outdir $(DIST) . >/dev/null
 	@$(TORCH_PIP) install -q --force-reinstall --no-deps $(DIST)/*.whl && $(TORCH_PIP) install -q $(DIST)/*.whl
-	@$(TORCH_PY) -c "import importlib.util as u, sys; found = [m for m in ('mmdet', 'mmcv', 'mmengine') if u.find_spec(m)]; sys.exit(found and f'installed: {found}')"
+	@$(TORCH_PY) -c "import importlib.util as u, sys; found = [m for m in ('mmdet', 'mmcv', 'mmengine') if u.find_spec(m)]; sys.exit(f'[torch-only] installed: {found}' if found else 0)"
 
 test-torch-only: torch-only-install
 	$(TORCH_VENV)/bin/pytest tests/test_plain_torch.py -p no:cacheprovider $(PYTEST_ARGS)

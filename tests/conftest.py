@@ -17,20 +17,25 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 from environment import MMCV_OPS, TRITON_INTERPRETER, has_module  # noqa: E402
 
 
+class NeedsCompiledOps(RuntimeError):
+    """An op of :class:`_NoCompiledOps` was used: the test needs mmcv's compiled ops."""
+
+
 class _NoCompiledOps(types.ModuleType):
     """``mmcv.ops`` of an mmcv without compiled ops: every name is a class that refuses to be used.
 
     mmdet imports ``mmcv.ops`` at import time (NMS, RoIAlign, DeformConv, ...), though its losses
     are plain PyTorch (its focal loss calls mmcv's op only on CUDA). With this stand-in, mmdet's
     loss classes -- the references the tests compare against -- import beside mmcv-lite; a test
-    that would run a compiled op is marked ``needs_mmcv_ops`` and skipped there."""
+    that builds or runs a compiled op (a whole detector) is skipped there, saying which op, and
+    a test whose subprocess imports mmdet's models is marked ``needs_mmcv_ops``."""
 
     def __getattr__(self, name):
         if name.startswith('__'):
             raise AttributeError(name)
 
         def refuse(*args, **kwargs):
-            raise RuntimeError(f'{self.__name__}.{name} needs mmcv with compiled ops (mmcv-lite has none)')
+            raise NeedsCompiledOps(f'{self.__name__}.{name} needs mmcv with compiled ops (mmcv-lite has none)')
 
         stand_in = type(name, (torch.nn.Module,), {'__init__': refuse, '__call__': refuse})
         setattr(self, name, stand_in)
@@ -83,6 +88,14 @@ def pytest_collection_modifyitems(config, items):
         for marker, skip in skips.items():
             if skip is not None and marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    try:
+        return (yield)
+    except NeedsCompiledOps as err:
+        pytest.skip(f"needs mmcv's compiled ops: {err}")
 
 
 def pytest_report_header(config):

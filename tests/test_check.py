@@ -129,6 +129,7 @@ def test_mmdet_model_zoo_configs_have_no_errors(rel):
 
 # --- the command line -----------------------------------------------------------------------------
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_cli_exit_status_and_json(tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"
@@ -187,6 +188,7 @@ def test_hint_counts_only_positive_weights(gen):
         assert warn_if_deltas('GIoULoss', target) is True
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_train_py_stops_on_errors_before_building_anything(tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from mmdet.registry import MODELS as MMDET_MODELS
 
@@ -13,6 +14,7 @@ def run_python(code):
     return proc.stdout
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_scoped_name_resolves_in_a_process_that_never_imported_the_package():
     out = run_python("""
         import sys
@@ -24,6 +26,7 @@ def test_scoped_name_resolves_in_a_process_that_never_imported_the_package():
     assert out.split() == ['mmloss_ext.losses.regression', '0.001', '2.0']
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_custom_imports_config_makes_plain_names_resolve(tmp_path):
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text("custom_imports = dict(imports=['mmloss_ext'], allow_failed_imports=False)\n"
@@ -80,6 +83,7 @@ def test_a_mmdet_head_trains_with_a_scoped_loss_exactly_like_mmdets_own():
     torch.testing.assert_close(losses['mmloss_ext.L1Loss'], losses['L1Loss'])
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_the_import_loads_mmdets_registry_not_its_models():
     # registering needs only the registries: mmdet.models (and through it mmcv.ops) stays unloaded
     # until something builds from mmdet's registry, which then sees the plain names too
@@ -94,6 +98,7 @@ def test_the_import_loads_mmdets_registry_not_its_models():
     assert out == ['True False False', 'True mmdet.models.losses.iou_loss', 'True']
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_plain_names_when_mmdets_models_were_imported_first():
     out = run_python("""
         import mmdet.models
