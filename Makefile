@@ -65,7 +65,7 @@ COMPAT_PIP := $(COMPAT_PY) -m pip --disable-pip-version-check
 
 compat-install:
 	@test -x $(COMPAT_PY) || { echo "[compat] creating $(COMPAT_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(COMPAT_VENV); }
-	@$(COMPAT_PY) -c "import torch, numpy, mmengine, mmcv, mmdet, kornia, monai, pytest, hypothesis, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2' or numpy.__version__ >= '2')" 2>/dev/null \
+	@$(COMPAT_PY) -c "import torch, numpy, mmengine, mmcv, mmdet, kornia, monai, pytest, hypothesis, vermin, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2' or numpy.__version__ >= '2')" 2>/dev/null \
 	  || { echo "[compat] torch 2.1.2 (a CUDA build, ~2.5 GB), numpy<2, mmengine, mmcv-lite, mmdet, the test references"; \
 	       $(COMPAT_PIP) install -q -r requirements/compat.txt; }
 	@echo "[compat] mmloss_ext: a plain \`pip install .\`"; $(COMPAT_PIP) install -q .
