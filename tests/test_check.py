@@ -194,6 +194,22 @@ def test_cli_summary_counts_the_losses_examined(tmp_path, capsys):
     assert out.count('        fix: `alpha` takes a value in [0.0, 1.0]') == 1
 
 
+def test_cli_finds_each_shapes_solov2_config_clean_and_a_batch_lovasz_wrong(capsys):
+    """`python -m mmloss_ext check` on each instance-segmentation demo: both losses examined (the
+    head's focal classification and its overlap mask loss), nothing to report; the Lovasz one with a
+    loss over the whole call instead of one per instance is an error there."""
+    configs = sorted(glob.glob(osp.join(ROOT, 'configs', 'shapes', 'solov2_*.py')))
+    assert [osp.basename(c) for c in configs] == [f'solov2_r18s_fpn_shapes_{v}.py' for v in (
+        'dice', 'focal-tversky', 'jaccard', 'lovasz', 'tversky')]
+    for config in configs:
+        assert main([config]) == 0
+        assert capsys.readouterr().out == f'{config}: 2 losses examined, 0 error(s), 0 note(s)\n'
+    lovasz = configs[3]
+    assert main([lovasz, '--cfg-options', 'model.mask_head.loss_mask.per_image=False']) == 1
+    out = capsys.readouterr().out
+    assert out.startswith('[error] model.mask_head.loss_mask (mmloss_ext.LovaszLoss)') and 'per_image=True' in out
+
+
 def test_cli_missing_config_is_one_line_and_exit_2(tmp_path, capsys):
     missing = tmp_path / 'nope.py'
     assert main([str(missing)]) == 2
