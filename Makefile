@@ -4,6 +4,7 @@
 #                  check passes; the first run builds mmcv's ops from source, ~15 min on 2 cores)
 #   make test      install if needed, then pytest over tests/ and the doctests of mmloss_ext/
 #   make demo      install if needed, then a usage example and the training demo (shapes RetinaNet)
+#   make demo-seg  install if needed, then the instance-segmentation demo (shapes SOLOv2, Dice masks)
 #
 # The other ends of the compatibility table (CI runs both after `make test`):
 #   make test-compat      the common mmdet 3.3 stack in .venv-compat/: torch 2.1.2, numpy<2, mmengine
@@ -20,7 +21,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 MMCV_VERSION := 2.1.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo gpu-check clean-venv compat-install test-compat torch-only-install test-torch-only
+.PHONY: install test demo demo-seg gpu-check clean-venv compat-install test-compat torch-only-install test-torch-only
 
 install:
 	@test -x $(PY) || { echo "[install] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -52,6 +53,10 @@ test: install
 demo: install
 	$(PY) tools/demo.py
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/train_demo.py
+
+demo-seg: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/train.py configs/shapes/solov2_r18s_fpn_shapes_dice.py \
+	  --work-dir work_dirs/shapes_demo_seg
 
 # On a machine with a CUDA GPU, torch and triton (no .venv, nothing of OpenMMLab needed): fused-vs-eager
 # parity, Triton's compile times and the CUDA benchmark, written to gpu_check.md and gpu_check.json.
