@@ -103,8 +103,9 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.wh
         dx, dy = (2.0 * d.abs() for d in g.centre_delta)
-        loss_dx = 1.0 - ((tw - dx) / (tw + dx + eps)).clamp(min=0)
-        loss_dy = 1.0 - ((th - dy) / (th + dy + eps)).clamp(min=0)
+        zero = torch.zeros_like(dx)  # torch.maximum, as mmdet: a tie at 0 splits the subgradient
+        loss_dx = 1.0 - torch.maximum((tw - dx) / (tw + dx + eps), zero)
+        loss_dy = 1.0 - torch.maximum((th - dy) / (th + dy + eps), zero)
         loss_dw = 1.0 - torch.minimum(tw / (pw + eps), pw / (tw + eps))
         loss_dh = 1.0 - torch.minimum(th / (ph + eps), ph / (th + eps))
         return _smooth(torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1), beta)
