@@ -150,7 +150,8 @@ DEGENERATE = torch.tensor([
     [[0.0, 0.0, 2.0, 2.0], [1e4, 1e4, 1e4 + 3.0, 1e4 + 1.0]],  # 6 far apart
     [[1.0, 1.0, 2.0, 2.0], [0.0, 0.0, 8.0, 8.0]],       # 7 nested
     [[5.0, 0.0, 5.0, 4.0], [1.0, 1.0, 3.0, 3.0]],       # 8 a zero-width prediction beside the target
-], dtype=torch.float64)
+    [[0.0, 0.0, 1e-5, 2e-5], [-7e-7, -3e-7, 1e-5 - 7e-7, 2e-5 - 3e-7]],  # 9 1e-5 boxes, centres < eps apart:
+], dtype=torch.float64)                                 #   SIoU's offsets d + eps (3e-7, 7e-7) are below eps
 
 #: the rows where mmdet's own loss or gradient is not finite, left out of the comparison: SIoU's
 #: width term |w_p - w_t| / max(w_p, w_t) is 0/0 when both widths are 0 (rows 1 and 4); ours

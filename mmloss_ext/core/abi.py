@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Tuple, Union
 
 __all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'BOX_EPS_ADDED',
-           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN', 'box_kind', 'interface', 'cpp_macros']
+           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'box_kind', 'interface', 'cpp_macros']
 
 #: the interface version of the compiled kernels, bumped whenever a kernel's signature, an id or
 #: the meaning of a constant changes
@@ -113,11 +113,16 @@ SMOOTH_L1_MIN_BETA = 1e-5
 #: uncapped, ``expm1`` overflows and the clamp's zero gradient times ``inf`` is ``nan``
 SIOU_EXP_MAX = 50.0
 
+#: the floor of SIoU's squared centre offset ``sx^2 + sy^2`` under its angle cost
+#: ``2 |sx sy| / (sx^2 + sy^2)`` (at most 1): float32's smallest normal number, so the cost is
+#: mmdet's wherever mmdet's is finite (a non-zero offset) and finite, with a finite gradient, at 0
+SIOU_OFFSET2_MIN = 2.0 ** -126
+
 #: the floor of the binary Dice denominator (the fused Dice; the eager Dice clamps at the same value)
 DICE_DENOMINATOR_MIN = 1e-12
 
 #: the float constants above, by name (what :func:`interface` and :func:`cpp_macros` report)
-_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN')
+_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN')
 
 
 def box_kind(name: Union[str, BoxKind]) -> BoxKind:

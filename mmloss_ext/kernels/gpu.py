@@ -33,8 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..core.abi import (BOX_EPS_ADDED, BOX_HP, ELEMENTWISE_HP, SIOU_EXP_MAX, SMOOTH_L1_MIN_BETA, BoxKind,
-                        ElementwiseKind, OutMode)
+from ..core.abi import (BOX_EPS_ADDED, BOX_HP, ELEMENTWISE_HP, SIOU_EXP_MAX, SIOU_OFFSET2_MIN, SMOOTH_L1_MIN_BETA,
+                        BoxKind, ElementwiseKind, OutMode)
 
 __all__ = ['elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward']
 
@@ -45,6 +45,7 @@ _HALF_PI = tl.constexpr(math.pi / 2)
 _QUARTER_PI = tl.constexpr(math.pi / 4)
 _ASPECT = tl.constexpr(4.0 / math.pi ** 2)  # CIoU's 4 / pi^2
 _SIOU_EXP_MAX = tl.constexpr(SIOU_EXP_MAX)
+_SIOU_OFFSET2_MIN = tl.constexpr(SIOU_OFFSET2_MIN)
 
 # the kind ids (core/abi.py) as compile-time constants of the kernels
 _FOCAL = tl.constexpr(int(ElementwiseKind.FOCAL))
@@ -498,7 +499,7 @@ def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr
     sx = dx + eps
     sy = dy + eps
     ss = sx * sx + sy * sy
-    den = tl.maximum(ss, eps * eps)
+    den = tl.maximum(ss, _SIOU_OFFSET2_MIN)
     pp = sx * sy
     angle = 2.0 * tl.abs(pp) / den
     if NEG_GAMMA:
@@ -546,7 +547,7 @@ def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr
         else:
             d_angle = -d_gam
         d_pp = d_angle * 2.0 / den * _sign(pp)
-        d_ss = -d_angle * angle / den * _ge(ss, eps * eps)
+        d_ss = -d_angle * angle / den * _ge(ss, _SIOU_OFFSET2_MIN)
         d_dx = d_sx + d_pp * sy + d_ss * 2.0 * sx
         d_dy = d_sy + d_pp * sx + d_ss * 2.0 * sy
         d_ow = d_half * 4.0 * mw * mw * mw * (1.0 - mw)

@@ -21,9 +21,11 @@ resolve: pixels, normalised ``[0, 1]`` coordinates, 1e-3-pixel boxes), finite fo
 boxes, and without gradient below ``eps``. The drop-ins of mmdet losses whose own code adds
 ``eps`` instead (DIoU, CIoU, SIoU, Extended-IoU) add it where mmdet adds it, for parity: their
 kernel kinds are :data:`~mmloss_ext.core.abi.BOX_EPS_ADDED`, and :class:`BoxPair` takes
-``eps_added`` from the kind (:func:`box_loss`). Two guards are neither: CIoU's trade-off
-:math:`v / (1 - IoU + v)`, bounded by 1, is 0 where its denominator is 0 (:func:`ciou_tradeoff`),
-and SIoU's angle cost clamps the squared centre offset at ``eps**2``.
+``eps_added`` from the kind (:func:`box_loss`). Two ratios bounded by 1 need only to be finite
+where their denominator is 0, and are exact wherever mmdet's are finite: CIoU's trade-off
+:math:`v / (1 - IoU + v)` is 0 there (:func:`ciou_tradeoff`), and SIoU's angle cost
+:math:`2|s_x s_y| / (s_x^2 + s_y^2)` clamps its denominator at float32's smallest normal number
+(:func:`siou_penalty`).
 """
 from __future__ import annotations
 
@@ -48,8 +50,9 @@ __all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'guard', 'iou_penalties', 'variant
 IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
 
 _ASPECT = 4.0 / math.pi ** 2
-# the cap of SIoU's distance exponent (see siou_penalty), the fused kernels' too: core/abi.py
-from ..core.abi import BOX_EPS_ADDED, SIOU_EXP_MAX, box_kind  # noqa: E402
+# the cap of SIoU's distance exponent and the floor of its squared centre offset (see siou_penalty),
+# the fused kernels' too: core/abi.py
+from ..core.abi import BOX_EPS_ADDED, SIOU_EXP_MAX, SIOU_OFFSET2_MIN, box_kind  # noqa: E402
 
 
 def guard(d: Tensor, eps: float, added: bool = False) -> Tensor:
@@ -293,7 +296,9 @@ def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
     eps = g.eps
     dx, dy = g.centre_delta
     sx, sy = dx + eps, dy + eps  # mmdet's offsets
-    angle = 2.0 * (sx * sy).abs() / (sx * sx + sy * sy).clamp(min=eps * eps)
+    # at most 1 (2|ab| <= a^2 + b^2): the denominator floored at SIOU_OFFSET2_MIN, so the cost is
+    # mmdet's for every offset but ~0 (|s| < 1e-19), and 0 with no gradient at 0
+    angle = 2.0 * (sx * sy).abs() / (sx * sx + sy * sy).clamp(min=SIOU_OFFSET2_MIN)
     gamma = angle - 2.0 if neg_gamma else 2.0 - angle
     cw, ch = g.enclose_wh
     rho_x = (sx / guard(cw, eps)) ** 2

@@ -43,6 +43,7 @@ enum OutMode : int64_t {
 
 constexpr double kSmoothL1MinBeta = MMLOSS_SMOOTH_L1_MIN_BETA;
 constexpr double kSIoUExpMax = MMLOSS_SIOU_EXP_MAX;
+constexpr double kSIoUOffset2Min = MMLOSS_SIOU_OFFSET2_MIN;
 constexpr double kDiceDenominatorMin = MMLOSS_DICE_DENOMINATOR_MIN;
 
 // the number of hyper-parameters of a kind, -1 for an unknown kind (a switch: a repeated id does not compile)
@@ -130,6 +131,7 @@ inline pybind11::dict interface_report() {
   d["BoxEpsAdded"] = box_added;
   d["SMOOTH_L1_MIN_BETA"] = kSmoothL1MinBeta;
   d["SIOU_EXP_MAX"] = kSIoUExpMax;
+  d["SIOU_OFFSET2_MIN"] = kSIoUOffset2Min;
   d["DICE_DENOMINATOR_MIN"] = kDiceDenominatorMin;
   return d;
 }

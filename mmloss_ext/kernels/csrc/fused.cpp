@@ -442,9 +442,8 @@ inline V guard_pass(const V& d, const V& eps) {
 // The kinds and their hyper-parameters hp: abi.h (mmloss_ext/core/abi.py's BoxKind and BOX_HP).
 template <typename T>
 struct BoxHp {
-  T eps, eps2, h0;  // eps, eps^2 (SIoU's clamp), hp[0] or 0
-  BoxHp(double eps_, const std::vector<double>& hp)
-      : eps(T(eps_)), eps2(T(eps_ * eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
+  T eps, h0;  // eps, hp[0] or 0
+  BoxHp(double eps_, const std::vector<double>& hp) : eps(T(eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
 };
 
 // The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
@@ -570,12 +569,13 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
     }
   } else if constexpr (kind == kSIoU) {
     // 1 - clamp(iou - (distance + shape) / 2, -1, 1), as _boxes.siou_penalty:
-    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, eps^2); gamma = +-(angle - 2);
+    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, kSIoUOffset2Min); gamma = +-(angle - 2);
     // distance = -expm1(gamma rho_x) - expm1(gamma rho_y), rho_x = (sx / max(cw, eps))^2;
     // shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / max(max(pw, tw), eps) (mmdet: no eps),
     // omega_h = |ph - th| / guard(max(ph, th)) (mmdet: + eps)
     const bool neg_gamma = hp.h0 != T(0);
-    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, V(hp.eps2));
+    const V s2min = V(T(kSIoUOffset2Min));
+    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, s2min);
     const V angle = two * q.abs() / den;
     const V gamma = neg_gamma ? angle - two : two - angle;
     const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
@@ -601,7 +601,7 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
       const V d_gamma = d_ax * rx2 + d_ay * ry2, d_rx2 = d_ax * gamma, d_ry2 = d_ay * gamma;
       const V d_angle = neg_gamma ? d_gamma : zero - d_gamma;
       const V d_q = d_angle * two * sign_of<V, T>(q) / den;
-      const V d_s2 = zero - d_angle * angle / den * s2.ge(V(hp.eps2));
+      const V d_s2 = zero - d_angle * angle / den * s2.ge(s2min);
       d_dx = d_q * sy + d_s2 * two * sx + d_rx2 * two * ux / cwc;
       d_dy = d_q * sx + d_s2 * two * sy + d_ry2 * two * uy / chc;
       d_cw = zero - d_rx2 * two * rx2 / cwc * cw.ge(eps);
