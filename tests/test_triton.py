@@ -305,13 +305,14 @@ def test_kernels_compile_for_sm90_without_a_gpu():
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from mmloss_ext.core.abi import BOX_EPS_ADDED, BoxKind
 from mmloss_ext.kernels import gpu
-consts = dict(KIND=5, GRAD=True, FLAG=False, HAS_W=True, HAS_GOUT=True, OUT_ELEM=True, F64=False, I64=False,
-              BLOCK=256)
+consts = dict(KIND=5, GRAD=True, FLAG=False, ADD=True, HAS_W=True, HAS_GOUT=True, OUT_ELEM=True, F64=False,
+              I64=False, BLOCK=256)
 sig = dict(p_ptr='*fp32', t_ptr='*fp32', w_ptr='*fp32', hp_ptr='*fp32', scale_ptr='*fp32', gout_ptr='*fp32',
            out_ptr='*fp32', n='i32')
-for kind in (5, 7):
-    c = dict(consts, KIND=kind, FLAG=kind == 7)
+for kind in (BoxKind.CIOU, BoxKind.SIOU, BoxKind.EFFICIENT_IOU):  # eps added; added; clamped
+    c = dict(consts, KIND=int(kind), FLAG=kind == BoxKind.SIOU, ADD=kind in BOX_EPS_ADDED)
     triton.compile(ASTSource(fn=gpu._box_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
                    target=GPUTarget('cuda', 90, 32))
 p = '*fp64'

@@ -2,9 +2,12 @@ r"""The box losses mmdet ships, with mmdet's parameter names, defaults and value
 
 IoU, Bounded-IoU, GIoU, DIoU, CIoU, Extended-IoU and SIoU. Each functional takes boxes
 ``(..., 4)`` as ``(x1, y1, x2, y2)``; see :mod:`mmloss_ext.losses._boxes` for the shared geometry
-and its numerics. Differences from mmdet are confined to degenerate boxes (clamped sizes, ``eps``
-where mmdet divides by a possible zero) and to where ``eps`` enters the union
-(``union + eps`` everywhere, where mmdet's ``bbox_overlaps`` uses ``max(union, eps)``).
+and its numerics. ``eps`` sits where mmdet's code puts it: IoU and GIoU guard the union and the
+enclosing area as mmdet's ``bbox_overlaps`` does, ``max(d, eps)``; DIoU, CIoU, SIoU and
+Extended-IoU add ``eps`` where mmdet's functions add it. Differences from mmdet are confined to
+degenerate boxes: sizes are clamped at 0 (an ``x2 < x1`` box has no area, rather than a negative
+one), and a guard stands where mmdet divides by a possible zero (SIoU's larger width, CIoU's
+trade-off), so the loss and its gradient stay finite where mmdet's are ``nan`` or ``inf``.
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         pred, target: boxes ``(..., 4)`` as ``(x1, y1, x2, y2)``.
         mode: ``'log'`` | ``'linear'`` | ``'square'``.
         linear: mmdet's deprecated alias of ``mode='linear'``.
-        eps: lower bound of the IoU (the union carries mmdet's fixed ``1e-6``, as ``bbox_overlaps``).
+        eps: lower bound of the IoU (the union is guarded by mmdet's fixed ``1e-6``, as
+            ``bbox_overlaps``: ``max(union, 1e-6)``).
         impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (see :mod:`mmloss_ext.kernels.dispatch`).
         weight: ``(...)`` or ``(..., 4)`` (averaged over the coordinates).
         reduction, avg_factor: see :func:`~mmloss_ext.core.reduction.weight_reduce_loss`.
@@ -103,8 +107,9 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.wh
         dx, dy = (2.0 * d.abs() for d in g.centre_delta)
-        loss_dx = 1.0 - ((tw - dx) / (tw + dx + eps)).clamp(min=0)
-        loss_dy = 1.0 - ((th - dy) / (th + dy + eps)).clamp(min=0)
+        zero = torch.zeros_like(dx)  # torch.maximum, as mmdet: a tie at 0 splits the subgradient
+        loss_dx = 1.0 - torch.maximum((tw - dx) / (tw + dx + eps), zero)
+        loss_dy = 1.0 - torch.maximum((th - dy) / (th + dy + eps), zero)
         loss_dw = 1.0 - torch.minimum(tw / (pw + eps), pw / (tw + eps))
         loss_dh = 1.0 - torch.minimum(th / (ph + eps), ph / (th + eps))
         return _smooth(torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1), beta)
@@ -126,7 +131,8 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
 
     .. math:: \ell = 1 - \mathrm{IoU} + \frac{|C| - |A \cup B|}{|C|}
 
-    with :math:`C` the smallest box enclosing both. Args and returns as :func:`iou_loss`.
+    with :math:`C` the smallest box enclosing both; the union and :math:`|C|` are guarded by
+    ``max(., eps)``, as mmdet's ``bbox_overlaps``. Args and returns as :func:`iou_loss`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # IoU 0, |C| = 3
@@ -144,7 +150,8 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     .. math:: \ell = 1 - \mathrm{IoU} + \frac{\rho^2(b_p, b_t)}{c^2}
 
     with :math:`\rho` the distance between the centres and :math:`c` the diagonal of the
-    enclosing box. Args and returns as :func:`iou_loss`.
+    enclosing box; as mmdet's ``diou_loss``, the union and :math:`c^2` carry ``+ eps``. Args and
+    returns as :func:`iou_loss`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # rho^2 4, c^2 10
@@ -164,8 +171,9 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
         v = \frac{4}{\pi^2}\Big(\arctan\frac{w_t}{h_t} - \arctan\frac{w_p}{h_p}\Big)^2,\quad
         \alpha = [\mathrm{IoU} > 0.5]\,\frac{v}{1 - \mathrm{IoU} + v}
 
-    The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). Args and
-    returns as :func:`iou_loss`.
+    The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). As mmdet's
+    ``ciou_loss``, the union, :math:`c^2` and the heights :math:`h_t, h_p` carry ``+ eps``; the
+    trade-off has none (0 where its denominator is 0). Args and returns as :func:`iou_loss`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])  # IoU 0.5: alpha 0
@@ -205,8 +213,8 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         inter = ((ix2 - ex1) * (iy2 - ey1) + (xmin - ex1) * (ymin - ey1)
                  - (ix1 - ex1) * (ymax - ey1) - (xmax - ex1) * (iy1 - ey1))
         ap, at = g.areas
-        # inter <= 0 whenever either box is inverted, so the union stays >= eps
-        return _smooth(1.0 - inter / (ap + at - inter + eps), smooth_point)
+        # inter <= 0 whenever either box is inverted, so the union (+ eps, as mmdet) stays >= eps
+        return _smooth(1.0 - inter / g.guard(ap + at - inter), smooth_point)
 
     return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor,
                     kernel=('extended_iou', (smooth_point,)), impl=impl)
@@ -224,7 +232,9 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
     :math:`\gamma = \Lambda - 2`; mmdet's default ``False`` uses :math:`2 - \Lambda`. The angle
     cost is evaluated in closed form (no ``asin``), so it is finite for coincident centres, and the
     distance exponent is capped where the clamp saturates (mmdet's ``exp`` overflows there into a
-    ``nan`` gradient). Args and returns as :func:`iou_loss`.
+    ``nan`` gradient). ``eps`` sits where mmdet's ``siou_loss`` puts it: added to the union, the
+    centre offsets and the heights; the enclosing sides clamped at it; the larger width, where
+    mmdet has none, guarded by ``max(., eps)``. Args and returns as :func:`iou_loss`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
@@ -244,11 +254,7 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 
 @register_loss
 class IoULoss(BoxLoss):
-    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated.
-
-    Difference from mmdet: the union carries ``+ eps`` where mmdet's ``bbox_overlaps`` takes
-    ``max(union, eps)`` (a relative difference of at most ``eps / union``).
-    """
+    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated."""
     loss_fn = staticmethod(iou_loss)
     positional = ('linear', 'eps', 'reduction', 'loss_weight', 'mode')
     reference = 'mmdet IoULoss'
@@ -269,11 +275,7 @@ class BoundedIoULoss(BoxLoss):
 
 @register_loss
 class GIoULoss(BoxLoss):
-    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`.
-
-    Difference from mmdet: the union and the enclosing area carry ``+ eps`` where mmdet's
-    ``bbox_overlaps`` takes ``max(., eps)`` (equal at ``eps=0``).
-    """
+    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`."""
     loss_fn = staticmethod(giou_loss)
     positional = ('eps', 'reduction', 'loss_weight')
     reference = 'mmdet GIoULoss'
