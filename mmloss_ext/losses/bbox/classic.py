@@ -132,7 +132,10 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     .. math:: \ell = 1 - \mathrm{IoU} + \frac{|C| - |A \cup B|}{|C|}
 
     with :math:`C` the smallest box enclosing both; the union and :math:`|C|` are guarded by
-    ``max(., eps)``, as mmdet's ``bbox_overlaps``. Args and returns as :func:`iou_loss`.
+    ``max(., eps)``, as mmdet's ``bbox_overlaps``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: the floor of the union and of :math:`|C|`, ``max(., eps)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # IoU 0, |C| = 3
@@ -151,7 +154,10 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
 
     with :math:`\rho` the distance between the centres and :math:`c` the diagonal of the
     enclosing box; as mmdet's ``diou_loss``, the union and :math:`c^2` carry ``+ eps``. Args and
-    returns as :func:`iou_loss`.
+    returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union and to :math:`c^2`, as mmdet's ``diou_loss``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # rho^2 4, c^2 10
@@ -173,7 +179,10 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
 
     The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). As mmdet's
     ``ciou_loss``, the union, :math:`c^2` and the heights :math:`h_t, h_p` carry ``+ eps``; the
-    trade-off has none (0 where its denominator is 0). Args and returns as :func:`iou_loss`.
+    trade-off has none (0 where its denominator is 0). Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union, to :math:`c^2` and to the heights, as mmdet's ``ciou_loss``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])  # IoU 0.5: alpha 0
@@ -192,7 +201,11 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
     The intersection is extended to a signed area that keeps decreasing (below 0) as the boxes
     move apart, so the IoU keeps a gradient for disjoint boxes; with
     :math:`\ell_0 = 1 - \mathrm{EIoU}` the loss is a smooth-L1 of :math:`\ell_0` with knee
-    ``smooth_point``. Args and returns as :func:`iou_loss`.
+    ``smooth_point``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union of the extended intersection, as mmdet's ``eiou_loss``.
+        smooth_point: the knee :math:`s` of the smooth-L1 of :math:`\ell_0`.
 
     .. math::
         \ell_0 = 1 - \frac{I_e}{|A| + |B| - I_e + \epsilon},\qquad
@@ -234,7 +247,12 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
     distance exponent is capped where the clamp saturates (mmdet's ``exp`` overflows there into a
     ``nan`` gradient). ``eps`` sits where mmdet's ``siou_loss`` puts it: added to the union, the
     centre offsets and the heights; the enclosing sides clamped at it; the larger width, where
-    mmdet has none, guarded by ``max(., eps)``. Args and returns as :func:`iou_loss`.
+    mmdet has none, guarded by ``max(., eps)``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union, the centre offsets and the heights; the floor of the enclosing
+            sides and of the larger width.
+        neg_gamma: the paper's :math:`\gamma = \Lambda - 2` (``True``) or mmdet's :math:`2 - \Lambda`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])

@@ -51,7 +51,11 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
     with :math:`C_w, C_h, c` the width, height and diagonal of the enclosing box and
     :math:`\mathrm{IoU}_*` the IoU without gradient (the focal weight only re-weights boxes).
     The union, :math:`c^2`, :math:`C_w^2` and :math:`C_h^2` are guarded by ``max(., eps)``.
-    Args and returns as :func:`~mmloss_ext.losses.bbox.classic.iou_loss`.
+    Args and returns as :func:`~mmloss_ext.losses.bbox.classic.iou_loss`, but:
+
+    Args:
+        eps: the floor of the union, :math:`c^2`, :math:`C_w^2` and :math:`C_h^2`, ``max(., eps)``.
+        focal_gamma: the power :math:`\gamma` of the focal weight (0: the plain Efficient-IoU).
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
@@ -89,6 +93,12 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: st
     the variant's denominators are guarded by ``max(., eps)`` (so ``mode='ciou'`` differs from
     :func:`~mmloss_ext.losses.bbox.classic.ciou_loss`, which adds mmdet's ``eps``, only where a
     denominator is below ``eps``). ``mode`` is any of ``'iou', 'giou', 'diou', 'ciou', 'eiou', 'siou'``.
+
+    Args:
+        alpha: the power :math:`\alpha` of the IoU and of the penalty terms.
+        mode: the IoU variant whose penalty terms are raised to :math:`\alpha`.
+        eps: the floor of the IoU and of the penalty terms before the power, and of the variant's
+            denominators, ``max(., eps)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
