@@ -88,8 +88,8 @@ def test_cli_show_suggests_the_three_closest():
 def test_cli_show_gives_the_losss_own_parameters_and_call(capsys):
     main(['show', 'GIoULoss'])
     out = capsys.readouterr().out
-    # its docstring says "Args and returns as iou_loss": the description comes from there
-    assert "  eps=1e-06         a value in [0.0, inf): lower bound of the IoU" in out
+    # its docstring documents its own eps and says "Args and returns as iou_loss" for the rest
+    assert "  eps=1e-06         a value in [0.0, inf): the floor of the union and of |C|, `max(., eps)`." in out
     assert "  impl='auto'       one of 'auto', 'eager', 'fused' (see `mmloss_ext.kernels.dispatch`)." in out
     assert "  loss_weight=1.0   a finite number: multiplies the reduced loss." in out
     assert 'call: loss(pred, target, weight=None, avg_factor=None, reduction_override=None)\n' in out
