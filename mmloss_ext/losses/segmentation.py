@@ -35,6 +35,7 @@ from ..kernels import use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
+from . import probes
 
 __all__ = [
     'dice_loss', 'jaccard_loss', 'tversky_loss', 'focal_tversky_loss', 'lovasz_loss',
@@ -134,7 +135,7 @@ def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: 
 
 # --- overlap losses -------------------------------------------------------------------------------
 
-@declare('DiceLoss', eps=NON_NEGATIVE, **_LAYOUT)
+@declare('DiceLoss', probe=probes.dice, eps=NON_NEGATIVE, **_LAYOUT)
 def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activate: bool = True,
               naive_dice: bool = False, eps: float = 1e-3, mode: str = 'binary',
               ignore_index: Optional[int] = None, impl: str = 'auto', weight: Optional[Tensor] = None,

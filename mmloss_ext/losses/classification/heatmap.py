@@ -22,6 +22,7 @@ from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import heatmap as fused
 from ...registry import register_loss
 from ._common import ClassificationLoss, check_target_like
+from .. import probes
 
 __all__ = ['gaussian_focal_loss', 'GaussianFocalLoss']
 
@@ -105,7 +106,7 @@ def _positives_part(name: str, x: Tensor, pos_inds: Tensor, pos_labels: Tensor, 
     return reduce_summed(scattered, loss.sum, loss.numel(), reduction, avg_factor, name=name)
 
 
-@declare('GaussianFocalLoss', alpha=NON_NEGATIVE, gamma=NON_NEGATIVE, pos_weight=NON_NEGATIVE,
+@declare('GaussianFocalLoss', probe=probes.heatmap, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE, pos_weight=NON_NEGATIVE,
          neg_weight=NON_NEGATIVE)
 def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor] = None,
                         pos_labels: Optional[Tensor] = None, *, alpha: float = 2.0, gamma: float = 4.0,
