@@ -156,7 +156,10 @@ def test_checked_once_per_configuration_device_and_dtype(new_device):
     giou_loss(pred, target, impl='fused', reduction='sum', weight=torch.ones(64))  # plumbing: the same one
     assert new_device == [('giou_loss', None)] * 3
     giou_loss(pred, target, impl='eager')  # no kernel: nothing to check
+    giou_loss(pred, target, eps=1e-5)  # 'auto' below its size threshold: no kernel either
     assert len(new_device) == 3
+    giou_loss(pred.repeat(64, 1), target.repeat(64, 1), eps=1e-5)  # 'auto' from it on (4096 boxes)
+    assert len(new_device) == 4
 
 
 def test_the_environment_variable_turns_it_off(new_device, monkeypatch):

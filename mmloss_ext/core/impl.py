@@ -90,12 +90,19 @@ def _hashable(value):
 def _unchecked(loss: str, hparams, pred, target, kwargs: dict) -> Optional[tuple]:
     """The self-check key of a call whose configuration is not checked yet on its device, else None."""
     device = getattr(pred, 'device', None)
-    if device is None or device.type in TRUSTED_DEVICES or (loss, device.type) in _DISABLED:
+    if (device is None or device.type in TRUSTED_DEVICES or (loss, device.type) in _DISABLED
+            or pred.dtype not in selfcheck.TOLERANCE):  # no kernel takes other dtypes
         return None
     kind = target.dtype if hasattr(target, 'dtype') else type(target).__name__  # labels, dense, a pair
     hp = tuple((k, _hashable(kwargs[k])) for k in sorted(kwargs) if k in hparams)
     key = (loss, device.type, pred.dtype, kind, hp)
     return None if key in _CHECKED else key
+
+
+def _may_fuse(loss: str, impl: str, pred) -> bool:
+    """Whether a call with ``impl`` may take a kernel (``'auto'``: from :func:`min_numel` elements)."""
+    impl = resolve_impl(loss, impl)
+    return impl == 'fused' or (impl == 'auto' and pred.numel() >= min_numel())
 
 
 def _fall_back(loss: str, device: str, why: str, call: Callable[..., object], args: tuple, kwargs: dict):
@@ -118,8 +125,7 @@ def run_with_fallback(loss: str, call: Callable[..., object], args: tuple, kwarg
             pred = args[0] if args else kwargs.get('pred')
             target = args[1] if len(args) > 1 else kwargs.get('target')
             key = _unchecked(loss, defaults.keys(), pred, target, kwargs)
-            if (key is not None and self_check_enabled()
-                    and resolve_impl(loss, kwargs.get('impl', 'auto')) != 'eager'):
+            if key is not None and self_check_enabled() and _may_fuse(loss, kwargs.get('impl', 'auto'), pred):
                 if is_compiling():  # not inside a traced graph: its eager formula there
                     return call(*args, **{**kwargs, 'impl': 'eager'})
                 given = {k: v for k, v in kwargs.items() if k in defaults}
