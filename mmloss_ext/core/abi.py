@@ -26,11 +26,12 @@ from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Tuple, Union
 
 __all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'BOX_EPS_ADDED',
-           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'box_kind', 'interface', 'cpp_macros']
+           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS',
+           'box_kind', 'interface', 'cpp_macros']
 
 #: the interface version of the compiled kernels, bumped whenever a kernel's signature, an id or
 #: the meaning of a constant changes
-ABI = 5
+ABI = 6
 
 
 @enum.unique
@@ -118,11 +119,15 @@ SIOU_EXP_MAX = 50.0
 #: mmdet's wherever mmdet's is finite (a non-zero offset) and finite, with a finite gradient, at 0
 SIOU_OFFSET2_MIN = 2.0 ** -126
 
-#: the floor of the binary Dice denominator (the fused Dice; the eager Dice clamps at the same value)
+#: the floor of the binary Dice denominator, eager and fused
 DICE_DENOMINATOR_MIN = 1e-12
 
+#: added inside both logs of the Gaussian focal loss, ``log(p + eps)`` and ``log(1 - p + eps)``,
+#: as mmdet's ``gaussian_focal_loss`` (a probability of exactly 0 or 1 gives a finite loss)
+GAUSSIAN_FOCAL_EPS = 1e-12
+
 #: the float constants above, by name (what :func:`interface` and :func:`cpp_macros` report)
-_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN')
+_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS')
 
 
 def box_kind(name: Union[str, BoxKind]) -> BoxKind:

@@ -45,6 +45,7 @@ constexpr double kSmoothL1MinBeta = MMLOSS_SMOOTH_L1_MIN_BETA;
 constexpr double kSIoUExpMax = MMLOSS_SIOU_EXP_MAX;
 constexpr double kSIoUOffset2Min = MMLOSS_SIOU_OFFSET2_MIN;
 constexpr double kDiceDenominatorMin = MMLOSS_DICE_DENOMINATOR_MIN;
+constexpr double kGaussianFocalEps = MMLOSS_GAUSSIAN_FOCAL_EPS;
 
 // the number of hyper-parameters of a kind, -1 for an unknown kind (a switch: a repeated id does not compile)
 inline int64_t elementwise_hp_size(int64_t kind) {
@@ -133,6 +134,7 @@ inline pybind11::dict interface_report() {
   d["SIOU_EXP_MAX"] = kSIoUExpMax;
   d["SIOU_OFFSET2_MIN"] = kSIoUOffset2Min;
   d["DICE_DENOMINATOR_MIN"] = kDiceDenominatorMin;
+  d["GAUSSIAN_FOCAL_EPS"] = kGaussianFocalEps;
   return d;
 }
 

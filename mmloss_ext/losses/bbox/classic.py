@@ -21,6 +21,7 @@ from ...core.hparams import NON_NEGATIVE, POSITIVE, Choice, declare
 from ...core.reduction import AvgFactor
 from ...registry import register_loss
 from .._boxes import BoxLoss, BoxPair, box_loss, siou_penalty, variant_loss
+from .. import probes
 
 __all__ = [
     'iou_loss', 'bounded_iou_loss', 'giou_loss', 'diou_loss', 'ciou_loss', 'eiou_loss', 'siou_loss',
@@ -36,7 +37,7 @@ def _smooth(x: Tensor, beta: float) -> Tensor:
     return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
 
 
-@declare('IoULoss', mode=Choice(*IOU_LOSS_MODES), eps=NON_NEGATIVE)
+@declare('IoULoss', probe=probes.boxes, mode=Choice(*IOU_LOSS_MODES), eps=NON_NEGATIVE)
 def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = False, eps: float = 1e-6,
              impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
              avg_factor: AvgFactor = None) -> Tensor:
@@ -124,7 +125,7 @@ def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: f
                     avg_factor, kernel=(mode, ()), impl=impl)
 
 
-@declare('GIoULoss', eps=NON_NEGATIVE)
+@declare('GIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Generalized IoU loss (Rezatofighi et al. 2019).
@@ -145,7 +146,7 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-@declare('DIoULoss', eps=NON_NEGATIVE)
+@declare('DIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distance-IoU loss (Zheng et al. 2020).
@@ -167,7 +168,7 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-@declare('CIoULoss', eps=NON_NEGATIVE)
+@declare('CIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Complete-IoU loss (Zheng et al. 2021), mmdet's form.
@@ -193,7 +194,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
                              impl=impl)
 
 
-@declare('EIoULoss', eps=NON_NEGATIVE, smooth_point=POSITIVE)
+@declare('EIoULoss', probe=probes.boxes, eps=NON_NEGATIVE, smooth_point=POSITIVE)
 def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Extended-IoU loss (Peng & Yu 2021), as mmdet's ``eiou_loss``.
@@ -233,7 +234,7 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
                     kernel=('extended_iou', (smooth_point,)), impl=impl)
 
 
-@declare('SIoULoss', eps=NON_NEGATIVE)
+@declare('SIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""SCYLLA-IoU loss (Gevorgyan 2022), as mmdet's ``siou_loss``.

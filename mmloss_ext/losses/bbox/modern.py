@@ -26,6 +26,7 @@ from ...kernels import functions as fused
 from ...registry import register_loss
 from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, guard, iou_penalties, shape_cost, size_mismatch,
                       variant_loss)
+from .. import probes
 
 __all__ = [
     'efficient_iou_loss', 'alpha_iou_loss', 'wiou_loss', 'mpdiou_loss', 'inner_iou_loss',
@@ -38,7 +39,7 @@ _EPS = 1e-7
 WIOU_VERSIONS = ('v1', 'v2', 'v3')
 
 
-@declare('EfficientIoULoss', eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
+@declare('EfficientIoULoss', probe=probes.boxes, eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
 def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal_gamma: float = 0.0,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -137,7 +138,7 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
         return running_mean.clone()
 
 
-@declare('WIoULoss', version=Choice(*WIOU_VERSIONS), alpha=POSITIVE, delta=POSITIVE, momentum=UNIT_INTERVAL)
+@declare('WIoULoss', probe=probes.boxes, version=Choice(*WIOU_VERSIONS), alpha=POSITIVE, delta=POSITIVE, momentum=UNIT_INTERVAL)
 def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = None, training: bool = False, *,
               version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
               impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
