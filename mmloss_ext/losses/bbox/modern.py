@@ -12,10 +12,9 @@ depend on ``eps`` for boxes of any scale the coordinates resolve. Losses whose c
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from ...core.errors import LossValueError
@@ -24,6 +23,7 @@ from ...core.inputs import check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, per_box_weight
 from ...kernels import functions as fused
 from ...registry import register_loss
+from ..base import StatefulLoss, sum_over_ranks
 from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, guard, iou_penalties, shape_cost, size_mismatch,
                       variant_loss)
 from .. import probes
@@ -131,8 +131,7 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
         if running_mean is None:
             return stats[0] / stats[1].clamp(min=tiny)
         if training:
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(stats)
+            sum_over_ranks(stats)
             blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=tiny)
             running_mean.copy_(torch.where(stats[1] > 0, blended, running_mean))
         return running_mean.clone()
@@ -387,7 +386,7 @@ class AlphaIoULoss(BoxLoss):
 
 
 @register_loss
-class WIoULoss(BoxLoss):
+class WIoULoss(StatefulLoss, BoxLoss):
     """Wise-IoU module; see :func:`wiou_loss`.
 
     The running mean of the IoU loss is the buffer ``iou_mean`` (initialised to 1 as the authors'
@@ -398,21 +397,10 @@ class WIoULoss(BoxLoss):
     """
     loss_fn = staticmethod(wiou_loss)
     reference = 'hand formula (v1)'
+    state_keywords = {'iou_mean': 'running_mean'}
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer('iou_mean', torch.tensor(1.0))
-
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
-                reduction_override: Optional[str] = None, **kwargs) -> Tensor:
-        kwargs.setdefault('running_mean', self.iou_mean)
-        kwargs.setdefault('training', self.training)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
-
-    def on_shortcut(self) -> None:
-        # BaseLoss answers this call without the functional: join the ranks' update anyway
-        if self.training and self.version != 'v1':
-            _wiou_mean(self.iou_mean.new_zeros(0), self.iou_mean, True, self.momentum)
+    def initial_state(self) -> Dict[str, Tensor]:
+        return {'iou_mean': torch.tensor(1.0)}
 
 
 @register_loss
