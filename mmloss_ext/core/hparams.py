@@ -237,7 +237,9 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, probe:
     """Declare a loss functional's hyper-parameters: ranges, choices and a cross-parameter check.
 
     Args:
-        loss: the loss's name (its registered class name), used in every error message.
+        loss: the loss's name, written only here: every error message of the functional uses it
+            (``fn.spec.loss``), and :func:`~mmloss_ext.registry.register_loss` checks that the
+            loss's class bears it.
         relation: ``relation(loss, **hparams)`` raising ``ValueError`` for a combination of
             hyper-parameters that is invalid although each value is in range (e.g. ``d < u``).
         probe: for a functional with a fused path (an ``impl`` keyword; required there),

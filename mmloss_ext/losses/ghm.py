@@ -233,7 +233,7 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         tensor([[0.1269, 0.3133],
                 [0.6931, 3.0486]])
     """
-    name = 'GHMC'
+    name = ghmc_loss.spec.loss
     check_reduction(name, reduction, avg_factor)
     x = check_logits(name, pred)
     labels, dense = _ghmc_target(name, x, target)
@@ -281,7 +281,7 @@ def ghmr_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         ...           reduction='none')  # g = 0, 0.447 | 0.999, 0.9998: two elements per bin
         tensor([[0.0000, 0.0024, 0.4804, 0.9802]])
     """
-    name = 'GHMR'
+    name = ghmr_loss.spec.loss
     check_reduction(name, reduction, avg_factor)
     check_tensor(name, 'pred', pred)
     check_tensor(name, 'target', target)

@@ -178,7 +178,7 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
         >>> dice_loss(torch.tensor([[0.5, 0.5]]), target, activate=False, naive_dice=True, eps=0.0)  # 1 - 1/2
         tensor(0.5000)
     """
-    name = 'DiceLoss'
+    name = dice_loss.spec.loss
     activation = None
     if activate:
         activation = 'sigmoid' if use_sigmoid and mode == 'binary' else 'softmax'
@@ -225,7 +225,7 @@ def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: 
         >>> jaccard_loss(pred, target, from_logits=False)  # I = 1, U = 3
         tensor(0.6667)
     """
-    name = 'JaccardLoss'
+    name = jaccard_loss.spec.loss
     activation = ('sigmoid' if mode == 'binary' else 'softmax') if from_logits else None
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
@@ -264,7 +264,7 @@ def tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta: floa
         >>> tversky_loss(logits, target, alpha=0.3, beta=0.7, smooth=0.0)  # 1 - 1 / 2
         tensor(0.5000)
     """
-    name = 'TverskyLoss'
+    name = tversky_loss.spec.loss
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, 1.0 - index, mode, pred, weight, reduction, avg_factor)
 
@@ -297,7 +297,7 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
         >>> focal_tversky_loss(logits, target, gamma=2.0, smooth=0.0)  # (1 - 1/2) ** 2
         tensor(0.2500)
     """
-    name = 'FocalTverskyLoss'
+    name = focal_tversky_loss.spec.loss
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, (1.0 - index).clamp_min(_TINY) ** gamma, mode, pred, weight, reduction, avg_factor)
 
@@ -372,7 +372,7 @@ def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image
         >>> lovasz_loss(logits, target)  # errors [-1, 0, 1.5] -> 1.5 * (1 - 1/2)
         tensor(0.7500)
     """
-    name = 'LovaszLoss'
+    name = lovasz_loss.spec.loss
     activation = None if mode == 'binary' else 'softmax'
     scores, prob, fg, valid = _prepare(name, pred, target, mode, ignore_index, activation)
     if mode == 'binary':

@@ -65,7 +65,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         >>> iou_loss(p, t, mode='linear'), iou_loss(p, t)
         (tensor(0.6667), tensor(1.0986))
     """
-    name = 'IoULoss'
+    name = iou_loss.spec.loss
     mode = 'linear' if linear else mode
 
     def fn(g: BoxPair) -> Tensor:
@@ -103,7 +103,7 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
         >>> bounded_iou_loss(p, t, eps=0.0, reduction='none')  # dx: 1 - (2 - 2) / (2 + 2), then 1 - beta / 2
         tensor([[0.9000, 0.0000, 0.0000, 0.0000]])
     """
-    name = 'BoundedIoULoss'
+    name = bounded_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.wh
@@ -143,7 +143,7 @@ def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
         >>> giou_loss(p, t, eps=0.0)
         tensor(1.3333)
     """
-    return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
+    return _variant_box_loss(giou_loss.spec.loss, 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
 @declare('DIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
@@ -165,7 +165,7 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
         >>> diou_loss(p, t, eps=0.0)
         tensor(1.4000)
     """
-    return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
+    return _variant_box_loss(diou_loss.spec.loss, 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
 @declare('CIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
@@ -190,7 +190,7 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
         >>> ciou_loss(p, t, eps=0.0)  # 1 - 0.5 + rho^2 / c^2 = 0.25 / 8
         tensor(0.5312)
     """
-    return _variant_box_loss('CIoULoss', 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True,
+    return _variant_box_loss(ciou_loss.spec.loss, 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True,
                              impl=impl)
 
 
@@ -217,7 +217,7 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         >>> eiou_loss(p, t, eps=0.0)  # 1 - (-1) / (1 + 1 + 1) - 0.05
         tensor(1.2833)
     """
-    name = 'EIoULoss'
+    name = eiou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         ex1, ey1 = g.enclose_corners[:2]
@@ -260,7 +260,7 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
         >>> siou_loss(p, t, neg_gamma=True)  # angle ~0, Delta = 1 - exp(-2 (0.5/2)^2), Omega = (1 - exp(-0.5))^4
         tensor(0.5707)
     """
-    name = 'SIoULoss'
+    name = siou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         return 1.0 - (g.iou - siou_penalty(g, neg_gamma)).clamp(min=-1.0, max=1.0)
@@ -281,7 +281,7 @@ class IoULoss(BoxLoss):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.linear:
-            warnings.warn('IoULoss: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
+            warnings.warn(f'{type(self).__name__}: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
 
 
 @register_loss

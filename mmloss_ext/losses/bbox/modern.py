@@ -65,7 +65,7 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
         >>> efficient_iou_loss(p, t, focal_gamma=1.0)  # times IoU = 0.5
         tensor(0.3906)
     """
-    name = 'EfficientIoULoss'
+    name = efficient_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         loss = variant_loss(g, 'eiou')
@@ -106,7 +106,7 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: st
         >>> alpha_iou_loss(p, t)  # 1 - 0.5 ** 3
         tensor(0.8750)
     """
-    name = 'AlphaIoULoss'
+    name = alpha_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         iou, terms = iou_penalties(g, mode)
@@ -172,7 +172,7 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
         >>> wiou_loss(p, t, torch.tensor(0.25), version='v2')  # sqrt(0.5 / 0.25) * v1
         tensor(0.7296)
     """
-    name = 'WIoULoss'
+    name = wiou_loss.spec.loss
     if running_mean is not None:
         check_tensor(name, 'running_mean', running_mean)
         if running_mean.numel() != 1:
@@ -228,7 +228,7 @@ def mpdiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, img_shape: O
         >>> mpdiou_loss(p, t), mpdiou_loss(p, t, img_shape=(10, 10))  # 1 - 0.5 + 1/8, + 1/200
         (tensor(0.6250), tensor(0.5050))
     """
-    name = 'MPDIoULoss'
+    name = mpdiou_loss.spec.loss
     if img_shape is not None:
         img_diag2 = float(img_shape[0]) ** 2 + float(img_shape[1]) ** 2
 
@@ -263,7 +263,7 @@ def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mod
         >>> inner_iou_loss(p, t, ratio=0.5)  # inner boxes (.5,.5,1.5,1.5), (.5,.25,1.5,.75): IoU 1/5
         tensor(0.8000)
     """
-    name = 'InnerIoULoss'
+    name = inner_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         inner = BoxPair(_scale_boxes(g.pred, ratio), _scale_boxes(g.target, ratio), g.eps).iou
@@ -295,7 +295,7 @@ def focaler_iou_loss(pred: Tensor, target: Tensor, *, d: float = 0.0, u: float =
         >>> focaler_iou_loss(p, t, d=0.25, u=0.75)  # 1 - (0.5 - 0.25) / 0.5
         tensor(0.5000)
     """
-    name = 'FocalerIoULoss'
+    name = focaler_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         focaler = ((g.iou - d) / (u - d)).clamp(min=0.0, max=1.0)
@@ -325,7 +325,7 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: 
         >>> shape_iou_loss(p, t)  # 1 - 0.5 + 0.25 / 8 + 0.5 * (1 - exp(-0.5)) ** 4
         tensor(0.5432)
     """
-    name = 'ShapeIoULoss'
+    name = shape_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         tw, th = g.wh[2:]
@@ -360,7 +360,7 @@ def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float
         >>> nwd_loss(p, t, constant=1.0, eps=0.0)  # W2^2 = 0.5^2 + 1^2 / 4 = 0.5, 1 - exp(-sqrt(0.5))
         tensor(0.5069)
     """
-    name = 'NWDLoss'
+    name = nwd_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.raw_wh

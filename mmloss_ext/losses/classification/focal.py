@@ -95,7 +95,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
         >>> focal_loss(logits, torch.tensor([0, 1]), use_sigmoid=False, gamma=0.0, alpha=1.0, reduction='none')
         tensor([0.0486, 0.0486])
     """
-    name = 'FocalLoss'
+    name = focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
     if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
                                  others=(target, weight), devices=CPU_AND_CUDA):
@@ -147,7 +147,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
         ...                    reduction='none')
         tensor([0.1733, 0.3466])
     """
-    name = 'QualityFocalLoss'
+    name = quality_focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     labels = scores = t = None
     if isinstance(target, (tuple, list)):
@@ -193,7 +193,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
         >>> varifocal_loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.0]]), reduction='none')
         tensor([[0.3466, 0.1300]])
     """
-    name = 'VarifocalLoss'
+    name = varifocal_loss.spec.loss
     x = check_logits(name, pred)
     t = _sigmoid_targets(name, x, target)
     if use_fused(name, impl, x, others=(t, weight), devices=CPU_AND_CUDA):
@@ -222,7 +222,7 @@ def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Te
         >>> distribution_focal_loss(torch.zeros(1, 3), torch.tensor([0.25]), reduction='none')
         tensor([1.0986])
     """
-    name = 'DistributionFocalLoss'
+    name = distribution_focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target, floating=False)
     if x.dim() != 2 or tuple(target.shape) != (x.shape[0],):

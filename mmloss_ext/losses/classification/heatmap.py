@@ -166,7 +166,7 @@ def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor]
         >>> gaussian_focal_loss(pred, target, torch.tensor([0]), torch.tensor([0]), reduction='sum')
         tensor(2.0384)
     """
-    name = 'GaussianFocalLoss'
+    name = gaussian_focal_loss.spec.loss
     x = _compute_input(name, pred)
     check_tensor(name, 'target', target, floating=False)
     t = check_target_like(name, x, target)

@@ -162,7 +162,7 @@ def seesaw_loss(pred: Tensor, target: Tensor, cum_samples: Optional[Tensor] = No
         >>> {k: round(float(v), 4) for k, v in out.items()}
         {'loss_cls_objectness': 0.1269, 'loss_cls_classes': 0.1269}
     """
-    name = 'SeesawLoss'
+    name = seesaw_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes + 2, f'{num_classes} class logits, then the objectness pair')
     labels = check_class_labels(name, x, target, num_classes)
@@ -250,7 +250,7 @@ def eqlv2_loss(pred: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, 
         >>> eqlv2_loss(torch.tensor([[2.0, -1.0, -2.0]]), torch.tensor([0]), num_classes=2)  # initial: plain BCE sum
         tensor(0.5671)
     """
-    name = 'EQLV2Loss'
+    name = eqlv2_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes + 1, f'{num_classes} class logits, then the background')
     labels = check_class_labels(name, x, target, num_classes)
@@ -312,7 +312,7 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
         >>> cross_entropy_custom_loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]), num_classes=2)
         tensor(0.2395)
     """
-    name = 'CrossEntropyCustomLoss'
+    name = cross_entropy_custom_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     if not use_mask:
         width = num_classes if use_sigmoid else num_classes + 1
@@ -357,7 +357,7 @@ def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True,
         tensor([[4.5089e-04, 1.6994e-02],
                 [1.2997e-01, 2.0747e+00]])
     """
-    name = 'FocalCustomLoss'
+    name = focal_custom_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes, f'{num_classes} class logits')
     labels = check_class_labels(name, x, target, num_classes)
@@ -421,7 +421,7 @@ class SeesawLoss(StatefulLoss, _CustomHead, ClassificationLoss):
 
     def _split(self, cls_score: Tensor) -> Tuple[Tensor, Tensor]:
         if cls_score.shape[-1] != self.num_classes + 2:
-            raise LossValueError(f'SeesawLoss: `cls_score` expected {self.num_classes + 2} scores on the last dim '
+            raise LossValueError(f'{type(self).__name__}: `cls_score` expected {self.num_classes + 2} scores on the last dim '
                                  f'({self.num_classes} classes, then objectness), got shape {tuple(cls_score.shape)}')
         return cls_score[..., :-2], cls_score[..., -2:]
 
