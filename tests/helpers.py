@@ -21,9 +21,6 @@ def family_names(family):
 
 
 BOX_NAMES = family_names('bbox')
-#: losses of probabilities, not logits: a logit of 1e4 is outside their domain (their extremes, 0 and
-#: 1, are tested with the loss: tests/test_heatmap.py)
-PROBABILITY_NAMES = ['GaussianFocalLoss']
 
 
 def build(name, **cfg):
