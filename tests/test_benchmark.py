@@ -169,7 +169,7 @@ def test_compile_rows(bench):
     assert [row['ran_fused'] for row in results[0]['rows']][-2:] == [None, None]  # not checked under compile
     assert "compile-* rows: torch.compile(backend='aot_eager') of the loss call" in out.getvalue()
     check_table(bench, results, out.getvalue())
-    c = bench.CASES['l1']
+    c = bench.BENCHMARKS['l1']
     x, target = bench.make_inputs(c, TINY)
     for variant in bench.COMPILE_VARIANTS:
         xx = x.detach().requires_grad_()
@@ -183,7 +183,7 @@ def test_compile_rows(bench):
 @pytest.mark.parametrize('case', ['focal', 'qfl', 'vfl', 'giou', 'wiou', 'smooth_l1', 'l1', 'ce', 'dice'])
 def test_every_row_of_a_case_computes_the_same_loss(bench, case):
     """The rows compare like with like: mmdet, the plain-torch reference and ours agree."""
-    c = bench.CASES[case]
+    c = bench.BENCHMARKS[case]
     x, target = bench.make_inputs(c, scale=TINY)
     if c.kind == 'boxes':  # mmdet and mmloss_ext treat inverted boxes differently (~9% of the inputs)
         valid = (x[:, 2] > x[:, 0]) & (x[:, 3] > x[:, 1])
@@ -201,7 +201,7 @@ def test_every_row_of_a_case_computes_the_same_loss(bench, case):
 
 
 def test_variant_selection_and_labels(bench):
-    focal, wiou = bench.CASES['focal'], bench.CASES['wiou']
+    focal, wiou = bench.BENCHMARKS['focal'], bench.BENCHMARKS['wiou']
     every = bench.VARIANTS
     assert bench.select_variants(focal, every) == ['mmdet', 'torchvision', 'eager', 'fused', 'compile-eager',
                                                    'compile-fused']

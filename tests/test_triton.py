@@ -26,7 +26,7 @@ from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa:
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
 from mmloss_ext.losses.regression import smooth_l1_loss  # noqa: E402
 import test_fused  # noqa: E402
-from test_fused import CASES, TOL, _boxes  # noqa: E402
+from test_fused import FUSED_CASES, TOL, _boxes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
@@ -58,16 +58,16 @@ def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None)
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_triton_equals_eager(name, dtype, reduction, gen, on_triton):
     _assert_same(name, gen, dtype, reduction)
     assert {'box_forward', 'box_backward'} <= set(on_triton) or {
         'elementwise_forward', 'elementwise_backward'} <= set(on_triton)
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_triton_weights_and_avg_factor(name, gen, on_triton):
-    for weight_kind in CASES[name][3]:
+    for weight_kind in FUSED_CASES[name][3]:
         _assert_same(name, gen, torch.float64, 'none', weight_kind)
         _assert_same(name, gen, torch.float64, 'mean', weight_kind, avg_factor=7.5)
         _assert_same(name, gen, torch.float32, 'sum', weight_kind)
@@ -87,7 +87,7 @@ def test_triton_half_precision(name, dtype, gen, on_triton):
                                   'ciou_loss'])
 def test_triton_several_programs(name, gen, on_triton):
     # more rows / boxes than one program holds: masked tails, partial sums over programs, QFL's row tiles
-    fn, kw, make, _ = CASES[name]
+    fn, kw, make, _ = FUSED_CASES[name]
     rows = 301 if make[0] == 'logits' else 700
     pred, target = _to_device(test_fused._inputs(name, gen, torch.float64, rows=rows, cols=11))
     w = torch.rand(pred.shape[0], generator=gen, dtype=torch.float64).to(DEVICE)
@@ -106,7 +106,7 @@ def test_triton_several_programs(name, gen, on_triton):
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'iou-log', 'ciou_loss'])
 def test_triton_empty_input_is_connected(name, reduction, gen, on_triton):
-    fn, kw, _, _ = CASES[name]
+    fn, kw, _, _ = FUSED_CASES[name]
     pred, target = _to_device(test_fused._inputs(name, gen, torch.float32))
     target = tuple(t[:0] for t in target) if isinstance(target, tuple) else target[:0]
     x = pred[:0].detach().requires_grad_()

@@ -98,7 +98,7 @@ class Case:
     torchvision_ref: Optional[Reference] = None  # the 'torchvision' row
 
 
-CASES: Dict[str, Case] = {c.name: c for c in (
+BENCHMARKS: Dict[str, Case] = {c.name: c for c in (
     Case('focal', 'FocalLoss', 'FocalLoss', 'labels', (200_000, 80), torchvision_ref=_torchvision_focal),
     Case('qfl', 'QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80)),
     Case('vfl', 'VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80)),
@@ -380,7 +380,7 @@ def _vm(field_name):
 
 def measure_fresh(case: str, variant: str, scale: float, compile_backend: str = 'inductor') -> dict:
     """In a process that has run no loss: first-call time and extra peak memory of one fwd+bwd."""
-    c = CASES[case]
+    c = BENCHMARKS[case]
     x, target = make_inputs(c, scale)
     fn = build_variant(c, variant, x, target, compile_backend)
     x = x.detach().requires_grad_()
@@ -521,7 +521,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
         variants: Sequence[str] = DEFAULT_VARIANTS, out: Optional[TextIO] = sys.stdout,
         json_path: Optional[str] = None, *, meter=None, missing: Optional[Mapping[str, str]] = None,
         compile_backend: str = 'inductor') -> List[dict]:
-    """Benchmark ``cases`` (names of :data:`CASES`, or :class:`Case` objects) on ``device`` ('cpu' or
+    """Benchmark ``cases`` (names of :data:`BENCHMARKS`, or :class:`Case` objects) on ``device`` ('cpu' or
     'cuda'), print the tables to ``out`` and return the results (also written to ``json_path``).
 
     ``meter`` measures (default: :data:`METERS`\\ [device]); ``missing`` names the optional libraries
@@ -531,7 +531,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f'unknown variants {sorted(unknown)}; known: {VARIANTS}')
-    selected = [c if isinstance(c, Case) else CASES[c] for c in cases]
+    selected = [c if isinstance(c, Case) else BENCHMARKS[c] for c in cases]
     missing = probe_missing() if missing is None else dict(missing)
     own_meter = meter is None
     meter = METERS[device]() if own_meter else meter
@@ -559,7 +559,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     parser.add_argument('--scale', type=float, default=None,
                         help='fraction of the full sizes (default 1, or 0.1 with --quick)')
     parser.add_argument('--repeat', type=int, default=None, help='timed runs per row (default 7)')
-    parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--cases', nargs='*', default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--device', choices=tuple(METERS), default='cpu',
                         help='cuda: the same rows on the GPU, the fused row running the Triton kernels')
