@@ -58,6 +58,10 @@ class Case:
     float16_at_1e4: bool = True
     #: whether the loss range-checks a float target (a NaN there is an input error, not propagated)
     target_range: bool = False
+    #: whether the loss may legitimately be negative
+    signed: bool = False
+    #: for a box loss: whether scaling both boxes leaves it unchanged (no absolute length scale)
+    scale_invariant: bool = True
     #: whether integer targets are class indices the loss range-checks (identity labels are any ints)
     label_range: bool = True
     #: whether the loss also takes what mmdet's own tests pass it: float 0/1 targets, integer scores

@@ -60,7 +60,8 @@ def box_case(name, make, **kw):
 
 
 box_case('IoULoss', pair, cfg={'mode': 'square'})
-case('BoundedIoULoss', pair, cfg={'beta': 0.3}, none_shape=lambda args: tuple(args[0].shape))
+# eps=1e-3 is added to the widths in pixels, as mmdet does: an absolute length scale
+case('BoundedIoULoss', pair, cfg={'beta': 0.3}, none_shape=lambda args: tuple(args[0].shape), scale_invariant=False)
 box_case('GIoULoss', pair, weight=per_coordinate_weight)
 box_case('DIoULoss', pair)
 box_case('CIoULoss', pair, weight=per_coordinate_weight)
@@ -74,4 +75,5 @@ box_case('InnerIoULoss', pair, cfg={'ratio': 1.25, 'iou_mode': 'giou'})
 # u's closed bound 0 is ruled out by d's default (d < u)
 box_case('FocalerIoULoss', pair, cfg={'d': 0.05, 'u': 0.9, 'iou_mode': 'eiou'}, inside={'u': 1.0})
 box_case('ShapeIoULoss', pair, cfg={'scale': 0.5})
-box_case('NWDLoss', pair, cfg={'constant': 4.0})
+# the constant C is a length (pixels)
+box_case('NWDLoss', pair, cfg={'constant': 4.0}, scale_invariant=False)
