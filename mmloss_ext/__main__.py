@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from .catalogue import entries, entry, families
+from .quiet import quiet_pkg_resources
 from .registry import MODELS
 
 
@@ -31,6 +32,7 @@ def _show(name: str) -> str:
                       '', 'config:', pprint.pformat(e.config(), sort_dicts=False)])
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ['check']:

@@ -25,6 +25,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+from .quiet import quiet_pkg_resources
+
 __all__ = ['Finding', 'check_config', 'check_model', 'loss_dicts', 'main']
 
 SCOPE = 'mmloss_ext.'
@@ -242,6 +244,7 @@ def check_config(config: str, cfg_options: Optional[dict] = None) -> List[Findin
     return check_model(cfg.get('model', {}))
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(prog='python -m mmloss_ext check',

@@ -37,6 +37,7 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config
 
 from mmloss_ext.experiment import METRICS, Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise
+from mmloss_ext.quiet import quiet_pkg_resources
 from mmloss_ext.viz import plot_arms, plot_runs
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))  # each run is tools/train.py in its own process
@@ -149,6 +150,7 @@ def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: 
     return dict(summary=summary, differences=diffs)
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('configs', nargs='*', help='configs to compare (default: configs/shapes/retinanet_*.py)')
