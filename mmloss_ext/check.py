@@ -157,8 +157,10 @@ def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optio
     inputs = HEAD_INPUTS.get(head_name)
     if inputs is not None:
         kind = inputs[SETTINGS.index(setting)] if setting in SETTINGS else None
-        if kind is None:  # the head has no such switch, or refuses this value: what it does without one
-            kind, how = inputs[0], f'whatever its reg_decoded_bbox (it takes none, or not {setting})'
+        if inputs[1:] == (None, None):
+            kind, how = inputs[0], '(it has no reg_decoded_bbox switch)'
+        elif kind is None:  # its build refuses this value: what it does without one
+            kind, how = inputs[0], f'(it refuses reg_decoded_bbox={setting})'
         switch_fixes = setting is not True and inputs[SETTINGS.index(True)] == 'boxes'
     else:
         probe, why = probe_config()
