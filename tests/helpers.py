@@ -9,6 +9,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 
 import mmloss_ext  # noqa: F401  (registers the losses)
 from loss_cases import CASES
+from mmloss_ext.core.selfcheck import TOLERANCE
 from mmloss_ext.registry import MODELS
 
 #: every registered loss, and the names of each family (each class says its family)
@@ -84,9 +85,9 @@ def assert_parity(ours, ref, *tensors, atol=1e-5, rtol=1e-5):
         torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol)
 
 
-#: fused == eager tolerances (float64 tight, float32 1e-5 relative; half precision looser)
-FUSED_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
-             torch.float16: dict(rtol=2e-3, atol=1e-3), torch.bfloat16: dict(rtol=2e-2, atol=1e-2)}
+#: fused == eager tolerances (float64 tight, float32 1e-5 relative; half precision looser): the
+#: self-check's, which holds a kernel on a new device to them
+FUSED_TOL = TOLERANCE
 
 
 def gloo_ranks(worker, world):
@@ -106,7 +107,8 @@ def _gloo_rank(rank, world, tmp, worker):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=30))
-    try:
-        torch.save(worker(rank), os.path.join(tmp, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+    torch.save(worker(rank), os.path.join(tmp, f'rank{rank}.pt'))
+    dist.barrier()  # every rank is done with the group
+    # leave without tearing the group down: on torch 2.1, gloo's destructor can hang joining its
+    # threads once the other rank has gone (the group dies with the process anyway)
+    os._exit(0)

@@ -21,6 +21,7 @@ from mmloss_ext.kernels import dispatch, ops
 from mmloss_ext.kernels import functions as fused
 from mmloss_ext.losses.regression import smooth_l1_loss
 
+from environment import TRITON_INTERPRETER
 from helpers import FUSED_TOL as TOL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def test_cpp_macros_cover_the_interface_and_read_back_exactly():
     assert len(macros) == n
     assert macros['MMLOSS_BOX_SIOU'] == str(int(BoxKind.SIOU))
     assert macros['MMLOSS_BOX_HP_IOU_LOG'] == '1' and macros['MMLOSS_ELEMENTWISE_HP_VARIFOCAL'] == '3'
-    for name in ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN'):
+    for name in ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS'):
         assert float(macros[f'MMLOSS_{name}']) == getattr(abi, name) == iface[name]
     assert all(re.fullmatch(r'[-+.0-9e]+', v) for v in macros.values())  # safe on any compiler command line
 
@@ -87,9 +88,12 @@ def test_functions_use_the_enums():
 def test_eager_losses_use_the_shared_constants():
     boxes = importlib.import_module('mmloss_ext.losses._boxes')
     segmentation = importlib.import_module('mmloss_ext.losses.segmentation')
-    assert boxes.SIOU_EXP_MAX is abi.SIOU_EXP_MAX
+    assert boxes.SIOU_EXP_MAX is abi.SIOU_EXP_MAX and boxes.SIOU_OFFSET2_MIN is abi.SIOU_OFFSET2_MIN
     assert 'SMOOTH_L1_MIN_BETA' in inspect.unwrap(smooth_l1_loss).__globals__
-    assert segmentation._TINY == abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
+    assert segmentation.DICE_DENOMINATOR_MIN is abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
+    heatmap = importlib.import_module('mmloss_ext.losses.classification.heatmap')
+    assert heatmap.GAUSSIAN_FOCAL_EPS is abi.GAUSSIAN_FOCAL_EPS
+    assert not hasattr(importlib.import_module('mmloss_ext.kernels.heatmap'), 'EPS')  # no copy beside the kernel
 
 
 def test_unknown_box_kind_is_a_clear_error():
@@ -101,10 +105,11 @@ def test_unknown_box_kind_is_a_clear_error():
 # --- the C++ extension ---------------------------------------------------------------------------------
 
 def _built():
-    try:
-        return importlib.import_module('mmloss_ext._fused')
-    except ImportError:
-        pytest.fail('mmloss_ext._fused is missing: run `make install`')
+    """The C++ kernels: built with the package (`make install`) or compiled on first use."""
+    ext = dispatch.cpu_kernels()
+    if ext is None:
+        pytest.fail(f'the C++ kernels are missing ({dispatch.cpu_kernels_origin()[1]}): run `make install`')
+    return ext
 
 
 def test_extension_reports_what_core_abi_says():
@@ -146,7 +151,7 @@ def test_stale_build_warns_and_runs_eagerly(monkeypatch, changes, says):
     monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with pytest.warns(UserWarning, match=f'stale build.*{re.escape(says)}'):
-        assert dispatch._load_extension() is None
+        assert dispatch._load_cpu_kernels() is None
 
 
 def test_matching_build_loads_without_warning(monkeypatch):
@@ -155,7 +160,7 @@ def test_matching_build_loads_without_warning(monkeypatch):
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert dispatch._load_extension() is fake
+        assert dispatch._load_cpu_kernels() is fake
 
 
 @pytest.mark.parametrize('kind, hp', [(ElementwiseKind.FOCAL, [0.25]), (ElementwiseKind.SMOOTH_L1, []),
@@ -192,7 +197,7 @@ def test_triton_kind_constants_are_the_enums():
     for kind in (*ElementwiseKind, *BoxKind):
         const = getattr(gpu, f'_{kind.name}')
         assert isinstance(const, tl.constexpr) and const.value == int(kind), kind
-    assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX
+    assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX and gpu._SIOU_OFFSET2_MIN.value == abi.SIOU_OFFSET2_MIN
 
 
 def test_triton_source_has_no_bare_kind_ids():
@@ -220,10 +225,8 @@ def test_triton_checks_kind_hyper_parameters_and_out_mode():
 
 def _backends():
     """``(name, kernels, device)`` of the C++ extension and (when it imports) the Triton module."""
-    out = [('cpp', dispatch.EXT, 'cpu')] if dispatch.EXT is not None else []
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    out = [('cpp', dispatch.cpu_kernels(), 'cpu')] if dispatch.cpu_kernels() is not None else []
+    if not TRITON_INTERPRETER:  # no GPU and no interpreter: the Triton kernels cannot run here
         return out
     from mmloss_ext.kernels import gpu
     return out + [('triton', gpu, 'cuda' if torch.cuda.is_available() else 'cpu')]  # else: its interpreter

@@ -32,6 +32,14 @@ def _boxes(n, gen, dtype):
     p[8:12, 0] = t[8:12, 0]       # ties in max/min
     p[12:14, 3] = p[12:14, 1]     # zero height
     p[14:16] += 100.0             # far apart
+    # boxes of ~1e-4 (dyadic: exact in every dtype) whose union, enclosing area, diagonal and sides^2
+    # are below eps = 1e-7: the guards' branches (max(d, eps), no gradient through d; or mmdet's
+    # d + eps); and two boxes of zero width side by side (SIoU's width term, 0 / max(0, eps))
+    a, b, c = 2.0 ** -13, 2.0 ** -14, 2.0 ** -15
+    edge = torch.tensor([[[0.0, 0.0, b, a], [c, c, c + b, c + a]],
+                         [[0.0, 0.0, a, b], [c, c, c + a, c + b]],
+                         [[1.0, 1.0, 1.0, 3.0], [2.0, 1.0, 2.0, 3.0]]], dtype=torch.float64)[:max(0, n - 16)]
+    p[16:19], t[16:19] = edge[:, 0], edge[:, 1]
     return p.to(dtype), t.to(dtype)
 
 
@@ -87,9 +95,10 @@ CASES = {name: (fn, kw, make, weights) for name, fn, kw, make, weights in _cases
 NEW_BOX_KINDS = ['eiou_loss', 'eiou-smooth0.5', 'siou_loss', 'siou-neg_gamma', 'efficient_iou_loss',
                  'efficient-focal0.5', 'wiou-v1', 'wiou-v3-batch', 'wiou-v2-train', 'wiou-v3-train']
 # SIoU's gradient at inverted boxes is ~1/eps (a clamped enclosure of width eps, as in the eager
-# spec), and the other coordinates of such a box are differences of terms of that size: compared
-# relative to the largest gradient of their box
-ROW_SCALED = {'siou_loss', 'siou-neg_gamma'}
+# spec), and the other coordinates of such a box are differences of terms of that size; so are
+# Extended-IoU's at the boxes below eps (partials ~1e2, of its signed intersection over a union of
+# ~eps, that cancel to ~0.3): compared relative to the largest gradient of their box (when above 1)
+ROW_SCALED = {'siou_loss', 'siou-neg_gamma', 'eiou_loss', 'eiou-smooth0.5'}
 
 
 def _kw(kw):

@@ -3,6 +3,7 @@
 
 The last test builds some 150 detectors from mmdet's configs and runs their loss once each: a few
 minutes on 2 CPU cores (run it under the shared lock, as the training tests)."""
+import pytest
 import torch
 from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
 
@@ -80,6 +81,7 @@ def test_the_table_covers_every_registered_head_with_a_loss_bbox():
     assert set(head_inputs.PROBED_IN) == set(head_inputs.HEAD_INPUTS)
 
 
+@pytest.mark.needs_mmcv_ops  # runs every head, RoI heads (RoIAlign) among them
 def test_probing_again_gives_the_committed_table():
     found = probe_heads()
     assert found.inputs == head_inputs.HEAD_INPUTS

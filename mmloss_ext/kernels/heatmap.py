@@ -7,7 +7,8 @@ backward, saving only the inputs. The kernels are those of the tensors' device
 (:func:`backend`): ``heatmap_forward`` / ``heatmap_backward`` of the C++ extension
 (``csrc/heatmap.cpp``) on the CPU, of the Triton module :mod:`.gpu_heatmap` on CUDA; both take
 
-* ``hp = [alpha, gamma, pos_weight, neg_weight, eps]``;
+* ``hp = [alpha, gamma, pos_weight, neg_weight]`` (the ``eps`` inside the logs:
+  :data:`~mmloss_ext.core.abi.GAUSSIAN_FOCAL_EPS`);
 * ``x`` (pred, probabilities) and ``target``, contiguous, of one dtype (float32 or float64), any
   shape, seen flat;
 * an optional per-row weight ``wrow`` (``x.shape[0]`` values, each for ``x.numel() / x.shape[0]``
@@ -26,14 +27,11 @@ import torch
 from torch import Tensor
 
 from ..core.reduction import AvgFactor
-from .dispatch import EXT
+from .dispatch import cpu_kernels
 from . import ops
 from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, split_weight
 
-__all__ = ['EPS', 'available', 'backend', 'gaussian_focal']
-
-#: added inside both logs, as mmdet's ``gaussian_focal_loss``
-EPS = 1e-12
+__all__ = ['available', 'backend', 'gaussian_focal']
 
 
 def backend(device) -> ModuleType:
@@ -42,13 +40,13 @@ def backend(device) -> ModuleType:
     if torch.device(device).type == 'cuda':
         from . import gpu_heatmap
         return gpu_heatmap
-    return EXT
+    return cpu_kernels()
 
 
 def available(device) -> bool:
     """Whether this device's kernels include the heatmap ones (an extension built before them
     lacks them: the loss then runs eagerly). Triton's availability is :func:`~.dispatch.use_fused`'s."""
-    return torch.device(device).type == 'cuda' or hasattr(EXT, 'heatmap_forward')
+    return torch.device(device).type == 'cuda' or hasattr(cpu_kernels(), 'heatmap_forward')
 
 
 def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
@@ -62,7 +60,7 @@ def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *,
     x = _prepare(x, dtype)
     t = _prepare(target.detach(), dtype)
     wrow, wfull = split_weight(name, weight, shape, dtype)
-    hp = [float(h) for h in hp] + [EPS]
+    hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
         return ops.gaussian_focal(x, t, hp, wrow, wfull, out_mode)

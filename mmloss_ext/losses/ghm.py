@@ -54,6 +54,7 @@ from .base import BaseLoss
 from .classification._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits,
                                      check_target_like, class_mask, finish)
 from .regression import RegressionLoss
+from . import probes
 
 __all__ = ['ghmc_loss', 'ghmr_loss', 'ghm_edges', 'GHMC', 'GHMR']
 
@@ -198,7 +199,7 @@ def _ghmc_target(name: str, x: Tensor, target) -> Tuple[Optional[Tensor], Option
     return None, t
 
 
-@declare('GHMC', bins=POSITIVE_INT, momentum=MOMENTUM, use_sigmoid=SIGMOID_ONLY)
+@declare('GHMC', probe=probes.logits, bins=POSITIVE_INT, momentum=MOMENTUM, use_sigmoid=SIGMOID_ONLY)
 def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, training: bool = False, *,
               bins: int = 10, momentum: float = 0.0, use_sigmoid: bool = True, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -222,7 +223,8 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         acc_sum: ``(bins,)`` running histogram for ``momentum > 0`` (see :func:`harmonize`);
             :class:`GHMC` passes its buffer. ``None``: a zero histogram (a fresh module's first call).
         training: update ``acc_sum`` in place (and all-reduce under ``torch.distributed``).
-        bins: number of bins; momentum: the running histogram's momentum, 0 for none.
+        bins: number of bins.
+        momentum: the running histogram's momentum, 0 for none.
         use_sigmoid: must be True (mmdet's GHMC is sigmoid-only).
         impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (:mod:`mmloss_ext.kernels.dispatch`): the fused
             kernel (C++ on the CPU, Triton on CUDA) bins and sums in one pass forward and one backward.

@@ -20,6 +20,7 @@ from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
+from . import probes
 
 __all__ = [
     'l1_loss', 'mse_loss', 'sse_loss', 'rmse_loss', 'smooth_l1_loss', 'huber_loss', 'log_cosh_loss',
@@ -59,7 +60,7 @@ def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor],
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
 
-@declare('L1Loss')
+@declare('L1Loss', probe=probes.residuals)
 def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optional[Tensor] = None,
             reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""L1 loss.
@@ -132,7 +133,7 @@ def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Option
     return torch.sqrt(weight_reduce_loss(squared, weight, reduction, avg_factor, name=name) + eps).to(pred.dtype)
 
 
-@declare('SmoothL1Loss', beta=NON_NEGATIVE)  # mmdet asserts beta > 0; 0 is the L1 limit here
+@declare('SmoothL1Loss', probe=probes.residuals, beta=NON_NEGATIVE)  # mmdet asserts beta > 0; 0 is the L1 limit here
 def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str = 'auto',
                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Smooth L1 loss (Fast R-CNN, Girshick 2015).
@@ -241,7 +242,7 @@ def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight:
     return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
 
 
-@declare('BalancedL1Loss', alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE)
+@declare('BalancedL1Loss', probe=probes.residuals, alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE)
 def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
                      beta: float = 1.0, impl: str = 'auto', weight: Optional[Tensor] = None,
                      reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.abi import DICE_DENOMINATOR_MIN
 from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, OPTIONAL_INT, POSITIVE, Choice, declare
 from ..core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
@@ -34,6 +35,7 @@ from ..kernels import use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
+from . import probes
 
 __all__ = [
     'dice_loss', 'jaccard_loss', 'tversky_loss', 'focal_tversky_loss', 'lovasz_loss',
@@ -41,7 +43,8 @@ __all__ = [
 ]
 
 MODES = ('binary', 'multiclass')
-#: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0)
+#: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0);
+#: the Dice loss's, which its kernel shares, is :data:`~mmloss_ext.core.abi.DICE_DENOMINATOR_MIN`
 _TINY = 1e-12
 #: the declarations every loss of the family shares
 _LAYOUT = dict(mode=Choice(*MODES), ignore_index=OPTIONAL_INT)
@@ -132,7 +135,7 @@ def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: 
 
 # --- overlap losses -------------------------------------------------------------------------------
 
-@declare('DiceLoss', eps=NON_NEGATIVE, **_LAYOUT)
+@declare('DiceLoss', probe=probes.dice, eps=NON_NEGATIVE, **_LAYOUT)
 def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activate: bool = True,
               naive_dice: bool = False, eps: float = 1e-3, mode: str = 'binary',
               ignore_index: Optional[int] = None, impl: str = 'auto', weight: Optional[Tensor] = None,
@@ -186,10 +189,10 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
     if naive_dice:
-        coeff = (2.0 * inter + eps) / (prob.sum(-1) + onehot.sum(-1) + eps).clamp_min(_TINY)
+        coeff = (2.0 * inter + eps) / (prob.sum(-1) + onehot.sum(-1) + eps).clamp_min(DICE_DENOMINATOR_MIN)
     else:
         den = (prob * prob).sum(-1) + eps + (onehot * onehot).sum(-1) + eps
-        coeff = 2.0 * inter / den.clamp_min(_TINY)
+        coeff = 2.0 * inter / den.clamp_min(DICE_DENOMINATOR_MIN)
     return _reduce(name, 1.0 - coeff, mode, pred, weight, reduction, avg_factor)
 
 
@@ -273,9 +276,9 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
                        reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Focal Tversky loss (Abraham & Khan 2019).
 
-    .. math:: L = (1 - TI)^{\gamma}, \qquad TI \text{ the Tversky index of } :func:`tversky_loss`
+    .. math:: L = (1 - TI)^{\gamma}
 
-    ``gamma=1`` is the Tversky loss. For :math:`\gamma < 1` the slope
+    with :math:`TI` the Tversky index of :func:`tversky_loss`. ``gamma=1`` is the Tversky loss. For :math:`\gamma < 1` the slope
     :math:`\gamma (1 - TI)^{\gamma - 1}` is infinite at :math:`TI = 1`; the base is floored at
     ``1e-12`` so the gradient stays finite (at most :math:`\gamma \cdot 10^{12(1-\gamma)}`), which
     changes the loss by at most :math:`10^{-12\gamma}`.

@@ -23,6 +23,7 @@ from ...kernels import functions as fused
 from ...registry import register_loss
 from ._common import (ClassificationLoss, along_dim1, bce, check_class_labels, check_logits, check_target_like,
                       class_mask, finish, gather_class, per_class)
+from .. import probes
 
 __all__ = [
     'cross_entropy_loss', 'bce_loss', 'nll_loss', 'kl_div_loss', 'balanced_cross_entropy_loss',
@@ -141,7 +142,7 @@ def fused_softmax_ce(name: str, x: Tensor, target: Tensor, out_dtype: torch.dtyp
                                       weight=weight, reduction=reduction, avg_factor=avg_factor)
 
 
-@declare('CrossEntropyLoss', label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
+@declare('CrossEntropyLoss', probe=probes.logits, label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                        use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                        ignore_index: Optional[int] = None, avg_non_ignore: bool = False,

@@ -22,6 +22,7 @@ from ...kernels import functions as fused
 from ...registry import register_loss
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, check_target_like,
                       clamped_log, class_mask, finish, gather_class, per_class)
+from .. import probes
 
 __all__ = [
     'focal_loss', 'quality_focal_loss', 'varifocal_loss', 'distribution_focal_loss',
@@ -55,7 +56,7 @@ def _flattened_weight(weight: Optional[Tensor], loss: Tensor) -> Optional[Tensor
     return weight
 
 
-@declare('FocalLoss', gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL)
+@declare('FocalLoss', probe=probes.logits, gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL)
 def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma: float = 2.0,
                alpha: float = 0.25, activated: bool = False, pos_weight: PosWeight = None, impl: str = 'auto',
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -127,7 +128,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('QualityFocalLoss', use_sigmoid=SIGMOID_ONLY, beta=NON_NEGATIVE)
+@declare('QualityFocalLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, beta=NON_NEGATIVE)
 def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -175,7 +176,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('VarifocalLoss', use_sigmoid=SIGMOID_ONLY, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE)  # mmdet: alpha >= 0
+@declare('VarifocalLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE)  # mmdet: alpha >= 0
 def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, alpha: float = 0.75,
                    gamma: float = 2.0, iou_weighted: bool = True, impl: str = 'auto', weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:

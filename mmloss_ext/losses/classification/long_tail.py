@@ -53,6 +53,7 @@ from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels,
                       gather_class)
 from .cross_entropy import _check_ce_modes, _mask_ce, _sigmoid_ce, _softmax_ce, fused_softmax_ce
 from .focal import _flattened_weight
+from .. import probes
 
 __all__ = [
     'seesaw_loss', 'eqlv2_loss', 'cross_entropy_custom_loss', 'focal_custom_loss',
@@ -293,7 +294,7 @@ def eqlv2_loss(pred: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, 
 
 # --- V3Det's custom cross-entropy and focal loss --------------------------------------------------
 
-@declare('CrossEntropyCustomLoss', num_classes=POSITIVE_INT, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
+@declare('CrossEntropyCustomLoss', probe=probes.logits, num_classes=POSITIVE_INT, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                               use_sigmoid: bool = False, use_mask: bool = False, num_classes: int = REQUIRED,
                               class_weight: Optional[Sequence[float]] = None, ignore_index: Optional[int] = None,
@@ -339,7 +340,7 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('FocalCustomLoss', use_sigmoid=SIGMOID_ONLY, num_classes=POSITIVE_INT, gamma=NON_NEGATIVE,
+@declare('FocalCustomLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, num_classes=POSITIVE_INT, gamma=NON_NEGATIVE,
          alpha=UNIT_INTERVAL)
 def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, num_classes: int = REQUIRED,
                       gamma: float = 2.0, alpha: float = 0.25, activated: bool = False, impl: str = 'auto',
