@@ -65,6 +65,14 @@ def upstream(out_mode: int, grad: Tensor) -> Tuple[object, Optional[Tensor], Opt
     return 1.0, None, grad.contiguous()
 
 
+def _traced(x) -> bool:
+    """Whether a call with first argument ``x`` is being traced (``torch.compile``, ``torch.export``:
+    a fake or functional tensor), when it must go through the operator; an eager call calls the
+    kernel directly, since the dispatcher's first call of a custom operator in a process imports
+    ``torch._dynamo`` (about a second, and 100 MB of resident memory)."""
+    return torch.compiler.is_compiling() or type(x) not in (Tensor, torch.nn.Parameter)
+
+
 def _fake_out(x: Tensor, out_mode: int, elements: Sequence[int]) -> Tensor:
     if out_mode == _TOTAL:
         return x.new_empty((), dtype=torch.float64)
@@ -150,8 +158,8 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
     _EAGER_FUNCTIONS.add(Eager)
 
     def call(*a):
-        if torch.compiler.is_compiling() or type(a[0]) not in (Tensor, torch.nn.Parameter):
-            return fwd(*a)  # traced (torch.compile, torch.export): the operator, one node
+        if _traced(a[0]):
+            return fwd(*a)  # the operator, one node
         return Eager.apply(*a)
 
     call.op, call.__name__, call.__doc__ = fwd, name, fwd.__doc__
@@ -258,10 +266,8 @@ gaussian_focal = _define(
 
 # --- GHM-C: the histogram pass (no gradient), then the weighted loss --------------------------------
 
-@torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', mutates_args=())
-def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
-                   wfull: Optional[Tensor], edges: Tensor) -> Tuple[Tensor, Tensor]:
-    """``(counts, sums)``: valid elements and BCE summed per bin (``bins + 1`` slots each)."""
+def _ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
+                    wfull: Optional[Tensor], edges: Tensor) -> Tuple[Tensor, Tensor]:
     k = _family_backend('ghm', x.device)
     try:
         return tuple(k.ghmc_histogram(x, target, labels, wrow, wfull, edges))
@@ -271,9 +277,19 @@ def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor]
         raise KernelError('ghmc_histogram', err) from err
 
 
-@ghmc_histogram.register_fake
+_ghmc_histogram_op = torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', _ghmc_histogram, mutates_args=())
+
+
+@_ghmc_histogram_op.register_fake
 def _(x, target, labels, wrow, wfull, edges):
     return edges.new_empty(edges.shape, dtype=torch.long), edges.new_empty(edges.shape, dtype=torch.float64)
+
+
+def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
+                   wfull: Optional[Tensor], edges: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(counts, sums)``: valid elements and BCE summed per bin (``bins + 1`` slots each); the
+    operator ``mmloss_ext::ghmc_histogram`` when traced, the kernel itself when called eagerly."""
+    return (_ghmc_histogram_op if _traced(x) else _ghmc_histogram)(x, target, labels, wrow, wfull, edges)
 
 
 def _ghmc(k, x, target, labels, wrow, wfull, edges, table, sums, out_mode):
