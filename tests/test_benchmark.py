@@ -117,7 +117,14 @@ def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
         for row in result['rows']:
             assert row['time'] > 0 and row['first'] > 0 and row['peak'] >= 0
             assert row['ran_fused'] == {'eager': False, 'fused': fused_available()}.get(row['variant'])
-    assert json.loads((tmp_path / 'bench.json').read_text()) == results
+    saved = json.loads((tmp_path / 'bench.json').read_text())
+    assert saved['cases'] == results
+    env = saved['environment']
+    assert (env['device'], env['torch'], env['threads']) == ('cpu', torch.__version__, torch.get_num_threads())
+    assert env['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert env['fused_kernels'] == fused_available() and env['versions']['mmdet'] == '3.3.0'
+    assert (env['scale'], env['repeat'], env['min_time'], env['compile_backend']) == (TINY, 1, 0.0, None)
+    assert [r['title'] for r in results] == ['sigmoid focal', 'GIoU', 'softmax cross-entropy', 'Dice']
 
 
 def test_cuda_code_path_on_the_cpu(bench):
@@ -237,5 +244,36 @@ def test_command_line(tmp_path):
     assert list(tables['giou']) == ['mmdet', 'eager', FUSED]
     assert {'mmdet', 'eager', FUSED} <= set(tables['focal'])
     saved = json.loads((tmp_path / 'out.json').read_text())
-    assert [r['shape'] for r in saved] == ['200x80', '1000x4']
-    assert [len(r['rows']) for r in saved] == [len(t) for t in tables.values()]
+    assert [r['shape'] for r in saved['cases']] == ['200x80', '1000x4']
+    assert [len(r['rows']) for r in saved['cases']] == [len(t) for t in tables.values()]
+    assert saved['environment']['command'] == ('tools/benchmark.py --device cpu --quick --scale 0.001 --cases focal '
+                                               f'giou --json {tmp_path / "out.json"}')
+    assert (saved['environment']['repeat'], saved['environment']['min_time']) == (3, 0.2)
+
+
+class CountingMeter:
+    """A meter whose calls take the seconds their step returns: it records the order of the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def samples(self, fn, n):
+        return [fn() for _ in range(n)]
+
+
+def test_rows_are_timed_in_turns_for_at_least_min_time(bench):
+    meter = CountingMeter()
+
+    def step(name, seconds):
+        return lambda: meter.calls.append(name) or seconds
+
+    # a 1 ms row and a 250 ms row: 3 rounds, at least 0.6 s each -> 200 calls a round, and 1
+    medians = bench.time_in_turns(meter, [step('fast', 1e-3), step('slow', 0.25)], [1e-3, 0.25], repeat=3,
+                                  min_time=0.6)
+    assert medians == [1e-3, 0.25]
+    assert meter.calls.count('fast') == 3 * 200 and meter.calls.count('slow') == 3
+    rounds = ''.join('f' if c == 'fast' else 's' for c in meter.calls).split('s')
+    assert [len(r) for r in rounds] == [200, 200, 200, 0]  # in turns: each round, every row
+    meter.calls.clear()
+    bench.time_in_turns(meter, [step('fast', 1e-3)], [1e-3], repeat=5)  # no min_time: one call per round
+    assert meter.calls == ['fast'] * 5
