@@ -113,7 +113,7 @@ def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
         'ce': ['mmdet', 'torch', 'eager', FUSED], 'dice': ['mmdet', 'eager', FUSED]}
     assert [r['shape'] for r in results] == ['200x80', '1000x4', '200x81', '1x1x512x512']
     for result in results:
-        assert result['device'] == 'cpu' and result['sigmoid'] > 0
+        assert result['device'] == 'cpu' and result['sigmoid'] > 0 and result['others_cpu'] >= 0
         for row in result['rows']:
             assert row['time'] > 0 and row['first'] > 0 and row['peak'] >= 0
             assert row['ran_fused'] == {'eager': False, 'fused': fused_available()}.get(row['variant'])
@@ -277,3 +277,18 @@ def test_rows_are_timed_in_turns_for_at_least_min_time(bench):
     meter.calls.clear()
     bench.time_in_turns(meter, [step('fast', 1e-3)], [1e-3], repeat=5)  # no min_time: one call per round
     assert meter.calls == ['fast'] * 5
+
+
+def test_the_clock_of_the_other_processes(bench):
+    """others_since: the CPU time of every process less this one's, over the wall time."""
+    readings = iter([(100.0, 20.0), (104.0, 21.0)])  # CPU seconds (all processes, this one): 4 and 1 more
+    clock = iter([50.0, 52.0])  # 2 s later
+    assert bench.others_since(lambda: next(readings), lambda: next(clock))() == 1.5  # (4 - 1) s over 2 s
+    # the readings: this process's CPU time is part of all processes'
+    busy0, own0 = bench._cpu_seconds()
+    deadline = time.perf_counter() + 30
+    while bench._cpu_seconds()[1] < own0 + 0.05 and time.perf_counter() < deadline:
+        sum(range(10_000))  # spin
+    busy1, own1 = bench._cpu_seconds()
+    assert own1 >= own0 + 0.05 and busy1 - busy0 >= own1 - own0 - 0.02  # (one tick of rounding each way)
+    assert 0 < own1 <= busy1

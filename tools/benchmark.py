@@ -24,7 +24,9 @@ the same ``pred`` (the memory-bandwidth floor), the extra peak memory of one for
 (inputs already allocated), and the time of the first call in a process. The rows of a case are
 timed in turns, ``--repeat`` rounds, a row running as many calls per round as make up
 ``--min-time`` seconds in all (a loss of a few ms: hundreds of calls), so that a short case's
-figures hold from one run to the next.
+figures hold from one run to the next. The title line of a case says how many CPU cores other
+processes used on average while its rows were timed: figures taken while another job ran are
+that job's as much as the loss's.
 
     python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
     python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
@@ -500,6 +502,33 @@ def fork_helper_main() -> None:
 # the benchmark
 
 
+def _cpu_seconds() -> Tuple[float, float]:
+    """(CPU seconds all processes have used, of which this process's), from ``/proc``."""
+    with open('/proc/stat') as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    with open('/proc/self/stat') as f:
+        utime, stime = map(int, f.read().rsplit(')', 1)[1].split()[11:13])
+    tick = os.sysconf('SC_CLK_TCK')
+    return (user + nice + system + irq + softirq + steal) / tick, (utime + stime) / tick
+
+
+def others_since(cpu_seconds: Callable[[], Tuple[float, float]] = _cpu_seconds,
+                 clock: Callable[[], float] = time.perf_counter) -> Callable[[], Optional[float]]:
+    """A clock of the other processes: calling the result gives the CPU cores they used on average
+    since (``None`` without ``/proc``). A timing taken while they used a large share of the cores
+    measures them too. (``cpu_seconds`` and ``clock``: :func:`_cpu_seconds` and the wall clock.)"""
+    try:
+        start, t0 = cpu_seconds(), clock()
+    except OSError:
+        return lambda: None
+
+    def cores() -> float:
+        (busy, own), wall = cpu_seconds(), clock() - t0
+        return max(0.0, (busy - start[0]) - (own - start[1])) / max(wall, 1e-9)
+
+    return cores
+
+
 def time_in_turns(meter, steps: Sequence[Callable[[], Any]], estimates: Sequence[float], repeat: int,
                   min_time: float = 0.0) -> List[float]:
     """The median seconds of one call of each of ``steps`` (warmed up; ``estimates``: the seconds of
@@ -547,11 +576,12 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
         steps.append(step)
         ran = ran_fused(out) if variant in ('eager', 'fused') else None
         rows.append(dict(variant=variant, label=label(variant, device, ran), peak=peak, first=first, ran_fused=ran))
+    others = others_since()
     floor, *seconds = time_in_turns(meter, steps, estimates, repeat, min_time)
     for row, t in zip(rows, seconds):
         row['time'] = t
     return dict(case=case.name, title=case.title or case.name, kind=case.kind, device=device,
-                shape='x'.join(map(str, x.shape)), sigmoid=floor, rows=rows)
+                shape='x'.join(map(str, x.shape)), sigmoid=floor, others_cpu=others(), rows=rows)
 
 
 def _ms(seconds: float) -> str:
@@ -564,7 +594,8 @@ def format_case(result: dict) -> str:
     rows = result['rows']
     mmdet = next((r for r in rows if r['variant'] == 'mmdet'), None)
     width = max([6] + [len(r['label']) for r in rows])
-    lines = [f'{result["case"]} ({result["shape"]}; one sigmoid pass {_ms(result["sigmoid"])} ms)',
+    others = '' if result['others_cpu'] is None else f'; other processes: {result["others_cpu"]:.2f} cores'
+    lines = [f'{result["case"]} ({result["shape"]}; one sigmoid pass {_ms(result["sigmoid"])} ms{others})',
              f'  {"impl":<{width}} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
              f'{"1st call ms":>12}']
     for r in rows:
