@@ -123,7 +123,8 @@ def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
     assert (env['device'], env['torch'], env['threads']) == ('cpu', torch.__version__, torch.get_num_threads())
     assert env['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert env['fused_kernels'] == fused_available() and env['versions']['mmdet'] == '3.3.0'
-    assert (env['scale'], env['repeat'], env['min_time'], env['compile_backend']) == (TINY, 1, 0.0, None)
+    assert (env['scale'], env['repeat'], env['min_time'], env['max_others'], env['compile_backend']) == (
+        TINY, 1, 0.0, None, None)
     assert [r['title'] for r in results] == ['sigmoid focal', 'GIoU', 'softmax cross-entropy', 'Dice']
 
 
@@ -249,6 +250,7 @@ def test_command_line(tmp_path):
     assert saved['environment']['command'] == ('tools/benchmark.py --device cpu --quick --scale 0.001 --cases focal '
                                                f'giou --json {tmp_path / "out.json"}')
     assert (saved['environment']['repeat'], saved['environment']['min_time']) == (3, 0.2)
+    assert saved['environment']['max_others'] is None  # --quick: no second timing of a case
 
 
 class CountingMeter:
@@ -292,3 +294,22 @@ def test_the_clock_of_the_other_processes(bench):
     busy1, own1 = bench._cpu_seconds()
     assert own1 >= own0 + 0.05 and busy1 - busy0 >= own1 - own0 - 0.02  # (one tick of rounding each way)
     assert 0 < own1 <= busy1
+
+
+def test_a_case_timed_while_others_were_busy_is_timed_again(bench, monkeypatch):
+    """bench_case keeps the quietest of up to 1 + retries timings, stopping at the first quiet one."""
+    def fake_clock(readings):
+        readings = iter(readings)
+        return lambda: (lambda: next(readings))  # others_since() -> cores()
+
+    monkeypatch.setattr(bench, 'RETRY_WAIT', 0.0)
+    meter = bench.CudaMeter(device='cpu', cuda=FakeCuda())
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.1]))  # busy, then quiet: two timings
+    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (0.1, 2)
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.9, 1.0]))  # busy throughout: the quietest
+    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (0.9, 3)
+    assert '; other processes: 0.90 cores, the quietest of 3 timings)' in bench.format_case(result).splitlines()[0]
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2]))  # no bound: one timing
+    assert bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager',))['timings'] == 1
