@@ -123,8 +123,8 @@ def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
     assert (env['device'], env['torch'], env['threads']) == ('cpu', torch.__version__, torch.get_num_threads())
     assert env['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
     assert env['fused_kernels'] == fused_available() and env['versions']['mmdet'] == '3.3.0'
-    assert (env['scale'], env['repeat'], env['min_time'], env['max_others'], env['compile_backend']) == (
-        TINY, 1, 0.0, None, None)
+    assert (env['scale'], env['repeat'], env['min_time'], env['max_others'], env['retries'],
+            env['compile_backend']) == (TINY, 1, 0.0, None, 0, None)
     assert [r['title'] for r in results] == ['sigmoid focal', 'GIoU', 'softmax cross-entropy', 'Dice']
 
 
@@ -297,19 +297,25 @@ def test_the_clock_of_the_other_processes(bench):
 
 
 def test_a_case_timed_while_others_were_busy_is_timed_again(bench, monkeypatch):
-    """bench_case keeps the quietest of up to 1 + retries timings, stopping at the first quiet one."""
+    """bench_case keeps the quietest of up to 1 + retries timings, stopping at the first quiet one, or
+    when the others stayed busy through the pause before a timing (the clock is read for each timing
+    and each pause, in turn)."""
     def fake_clock(readings):
         readings = iter(readings)
         return lambda: (lambda: next(readings))  # others_since() -> cores()
 
     monkeypatch.setattr(bench, 'RETRY_WAIT', 0.0)
     meter = bench.CudaMeter(device='cpu', cuda=FakeCuda())
-    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.1]))  # busy, then quiet: two timings
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.1]))  # busy, a quiet pause, quiet
     result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
     assert (result['others_cpu'], result['timings']) == (0.1, 2)
-    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.9, 1.0]))  # busy throughout: the quietest
+    # busy in every timing, the pauses quiet: 1 + 2 retries, the quietest kept
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.9, 0.1, 1.0]))
     result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
     assert (result['others_cpu'], result['timings']) == (0.9, 3)
     assert '; other processes: 0.90 cores, the quietest of 3 timings)' in bench.format_case(result).splitlines()[0]
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 1.5]))  # busy through the pause: no retiming
+    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (1.2, 1)
     monkeypatch.setattr(bench, 'others_since', fake_clock([1.2]))  # no bound: one timing
     assert bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager',))['timings'] == 1

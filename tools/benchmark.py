@@ -27,7 +27,8 @@ timed in turns, ``--repeat`` rounds, a row running as many calls per round as ma
 figures hold from one run to the next. The title line of a case says how many CPU cores other
 processes used on average while its rows were timed: figures taken while another job ran are
 that job's as much as the loss's, so a case timed while others used more than ``--max-others``
-cores is timed again, after a pause, and the quietest timing kept. With ``--compile``, Inductor
+cores is timed again after a pause (unless they stayed busy during it; at most ``--retries`` times),
+and the quietest timing kept: ``--json`` records the cores others used for each case. With ``--compile``, Inductor
 caches in a new directory: the compiled rows' first call compiles.
 
     python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
@@ -557,7 +558,9 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
     """Time the rows of one case (see :func:`time_in_turns`); return its result (what the table prints
     and ``--json`` stores). When other processes used more than ``max_others`` CPU cores meanwhile
     (:func:`others_since`), the rows are timed again after :data:`RETRY_WAIT` seconds, up to
-    ``retries`` times, and the quietest timing is kept (``timings``: how many were taken)."""
+    ``retries`` times, and the quietest timing is kept (``timings``: how many were taken). A pause
+    during which the others stayed busy ends the retries: a long job (a training run) would be
+    measured again with the loss."""
     from mmloss_ext.kernels.functions import ran_fused
 
     x, target = make_inputs(case, scale, meter.device)
@@ -589,7 +592,10 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
     timings = []
     for attempt in range(1 + (retries if max_others is not None else 0)):
         if attempt:
+            waited = others_since()
             time.sleep(RETRY_WAIT)
+            if (waited() or 0.0) > max_others:
+                break  # still busy while this process slept: another timing would measure them again
         others = others_since()
         medians = time_in_turns(meter, steps, estimates, repeat, min_time)
         timings.append((others(), medians))
@@ -684,6 +690,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
                 out.flush()
         environment = dict(meter.environment(), versions=_versions(), date=time.strftime('%Y-%m-%d'),
                            command=command, scale=scale, repeat=repeat, min_time=min_time, max_others=max_others,
+                           retries=retries if max_others is not None else 0,
                            compile_backend=compile_backend if any(v in variants for v in COMPILE_VARIANTS) else None)
     finally:
         if own_meter:
@@ -707,8 +714,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
                              'per round (default 1, or 0.2 with --quick)')
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
     parser.add_argument('--max-others', type=float, default=None,
-                        help=f'time a case again (after {RETRY_WAIT:g} s, at most --retries times) when other '
-                             'processes used more CPU cores than this meanwhile (default 0.25; none with --quick)')
+                        help=f'time a case again (after {RETRY_WAIT:g} s, if others were quiet then; at most '
+                             '--retries times) when other processes used more CPU cores than this meanwhile '
+                             '(default 0.25; none with --quick)')
     parser.add_argument('--retries', type=int, default=2, help='see --max-others (default 2)')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--device', choices=tuple(METERS), default='cpu',
