@@ -4,6 +4,13 @@
 #                  check passes; the first run builds mmcv's ops from source, ~15 min on 2 cores)
 #   make test      install if needed, then pytest over tests/ and the doctests of mmloss_ext/
 #   make demo      install if needed, then a usage example and the training demo (shapes RetinaNet)
+#
+# The other ends of the compatibility table (CI runs both after `make test`):
+#   make test-compat      the common mmdet 3.3 stack in .venv-compat/: torch 2.1.2, numpy<2, mmengine
+#                         0.10.7, mmcv-lite 2.1.0, mmdet 3.3.0; the package installed by a plain
+#                         `pip install .`; the loss tests that need no mmcv compiled ops
+#   make test-torch-only  torch alone in .venv-torch/: the wheel `python -m build` makes, installed;
+#                         plain-PyTorch use, with the fused CPU kernels compiled on first use
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3.11
@@ -13,7 +20,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 MMCV_VERSION := 2.1.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo gpu-check clean-venv
+.PHONY: install test demo gpu-check clean-venv compat-install test-compat torch-only-install test-torch-only
 
 install:
 	@test -x $(PY) || { echo "[install] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -30,11 +37,11 @@ install:
 	       $(PY) -c "import mmcv.ops" || { echo "[install] mmcv.ops does not import"; exit 1; }; }
 	@$(PY) -c "import pkg_resources, mmdet, mmdet.models, mmdet.datasets, mmdet.evaluation, sys; sys.exit(mmdet.__version__ != '3.3.0')" 2>/dev/null \
 	  || { echo "[install] mmdet 3.3.0 (and a setuptools that still ships pkg_resources)"; $(PIP) install -q -r requirements/runtime.txt; }
-	@$(PY) -c "import kornia, monai, pytest, hypothesis, triton" 2>/dev/null \
+	@$(PY) -c "import kornia, monai, pytest, hypothesis, triton, vermin" 2>/dev/null \
 	  || { echo "[install] test references and runner"; $(PIP) install -q -r requirements/tests.txt; }
 	@$(PY) -I -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != '$(CURDIR)/mmloss_ext')" 2>/dev/null \
 	  || { echo "[install] mmloss_ext (editable)"; $(PIP) install -q --no-build-isolation --no-deps -e .; }
-	@$(PY) -c "import sys; from mmloss_ext.kernels.dispatch import EXT; sys.exit(EXT is None)" 2>/dev/null \
+	@MMLOSS_EXT_JIT=0 $(PY) -c "import sys; from mmloss_ext.kernels.dispatch import cpu_kernels_origin as o; sys.exit(o()[0] != 'built')" 2>/dev/null \
 	  || { echo "[install] fused C++ kernels mmloss_ext._fused (~1 min)"; \
 	       $(PY) setup.py -q build_ext --inplace || echo "[install] fused kernels not built: the losses run eagerly"; }
 	@echo "[install] ok: $(VENV) is ready"
@@ -46,12 +53,45 @@ demo: install
 	$(PY) tools/demo.py
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/train_demo.py
 
-# On a machine with a CUDA GPU, torch and triton (no .venv: see tools/gpu_check.py for the pure-Python
-# packages `import mmloss_ext` needs there): fused-vs-eager parity, Triton's compile times and the
-# CUDA benchmark, written to gpu_check.md and gpu_check.json.
+# On a machine with a CUDA GPU, torch and triton (no .venv, nothing of OpenMMLab needed): fused-vs-eager
+# parity, Triton's compile times and the CUDA benchmark, written to gpu_check.md and gpu_check.json.
 GPU_PY ?= python3
 gpu-check:
 	$(GPU_PY) tools/gpu_check.py --out gpu_check
 
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_PIP := $(COMPAT_PY) -m pip --disable-pip-version-check
+
+compat-install:
+	@test -x $(COMPAT_PY) || { echo "[compat] creating $(COMPAT_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(COMPAT_VENV); }
+	@$(COMPAT_PY) -c "import torch, numpy, mmengine, mmcv, mmdet, kornia, monai, pytest, hypothesis, vermin, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2' or numpy.__version__ >= '2')" 2>/dev/null \
+	  || { echo "[compat] torch 2.1.2 (a CUDA build, ~2.5 GB), numpy<2, mmengine, mmcv-lite, mmdet, the test references"; \
+	       $(COMPAT_PIP) install -q -r requirements/compat.txt; }
+	@echo "[compat] mmloss_ext: a plain \`pip install .\`"; $(COMPAT_PIP) install -q .
+	@$(COMPAT_PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2')" \
+	  || { echo "[compat] \`pip install .\` replaced torch 2.1.2"; exit 1; }
+
+# pytest's console script (not `python -m pytest`, which would import the source tree): the
+# installed package is tested; the C++ kernels are compiled on first use against torch 2.1's headers
+test-compat: compat-install
+	$(COMPAT_VENV)/bin/pytest tests -p no:cacheprovider $(PYTEST_ARGS)
+
+TORCH_VENV := .venv-torch
+TORCH_PY := $(TORCH_VENV)/bin/python
+TORCH_PIP := $(TORCH_PY) -m pip --disable-pip-version-check
+DIST := dist
+
+torch-only-install:
+	@test -x $(TORCH_PY) || { echo "[torch-only] creating $(TORCH_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(TORCH_VENV); }
+	@$(TORCH_PY) -c "import torch, pytest, build, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+	  || { echo "[torch-only] torch==2.13.0 (CPU), pytest, build"; $(TORCH_PIP) install -q torch==2.13.0 pytest==8.4.2 build; }
+	@echo "[torch-only] python -m build: an sdist, and a wheel built from it"; rm -rf $(DIST); $(TORCH_PY) -m build -q --outdir $(DIST) . >/dev/null
+	@$(TORCH_PIP) install -q --force-reinstall --no-deps $(DIST)/*.whl && $(TORCH_PIP) install -q $(DIST)/*.whl
+	@$(TORCH_PY) -c "import importlib.util as u, sys; found = [m for m in ('mmdet', 'mmcv', 'mmengine') if u.find_spec(m)]; sys.exit(f'[torch-only] installed: {found}' if found else 0)"
+
+test-torch-only: torch-only-install
+	$(TORCH_VENV)/bin/pytest tests/test_plain_torch.py -p no:cacheprovider $(PYTEST_ARGS)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COMPAT_VENV) $(TORCH_VENV)

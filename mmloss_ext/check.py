@@ -10,14 +10,17 @@ holds a dict with a ``type``), builds each one and reports:
 * **note** -- a plain name that resolves to mmdet's class while mmloss_ext has a class of that
   name (``type='GIoULoss'`` is mmdet's; ``mmloss_ext.GIoULoss`` is ours);
 * **error** -- an unknown type, with the closest registered names;
-* **error** -- a hyper-parameter the build rejects (the loss's own message).
+* **error** -- each hyper-parameter the build rejects (the loss's own message, and what the
+  parameter takes).
 
-Exit status 1 when there is an error. ``tools/train.py`` runs the check first.
+It ends with a summary: how many losses it examined, the errors and the notes. Exit status: 0
+when no loss has an error, 1 when one has, 2 when nothing was checked: the config (or one of its
+``_base_`` files) cannot be read, it has no ``model``, or the model configures no loss (every
+head keeps its built-in default). ``tools/train.py`` runs the check first.
 """
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import inspect
 import json
@@ -25,8 +28,13 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ['Finding', 'check_config', 'check_model', 'loss_dicts', 'main']
+from .core.errors import Problem, closest
 
+__all__ = ['Finding', 'check_config', 'check_model', 'load_config', 'loss_dicts', 'main']
+
+PROG = 'python -m mmloss_ext check'
+#: the exit status when nothing was checked (no config, no model, no loss)
+NOTHING_CHECKED = 2
 SCOPE = 'mmloss_ext.'
 #: the key a head's ``reg_decoded_bbox`` switch governs
 SWITCHED_KEY = 'loss_bbox'
@@ -69,10 +77,6 @@ def loss_dicts(node, path: str, parent=None) -> Iterator[Tuple[str, dict, Option
             yield from loss_dicts(value, f'{path}[{i}]', parent)
 
 
-def _closest(name: str, candidates: Sequence[str]) -> List[str]:
-    return difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-
-
 def _resolve(type_, ours, mmdet) -> Tuple[Optional[type], List[Finding], str]:
     """The class a loss ``type`` builds, the findings about the name, and its display name."""
     if inspect.isclass(type_):
@@ -82,7 +86,7 @@ def _resolve(type_, ours, mmdet) -> Tuple[Optional[type], List[Finding], str]:
         short = name[len(SCOPE):]
         if short in ours.module_dict:
             return ours.module_dict[short], [], name
-        hint = _closest(short, ours.module_dict)
+        hint = closest(short, ours.module_dict)
         return None, [('error', f'unknown type {name!r}: mmloss_ext registers no {short!r}',
                        f'did you mean {", ".join(SCOPE + h for h in hint)}?' if hint else
                        'see `python -m mmloss_ext list` for the catalogue')], name
@@ -93,7 +97,7 @@ def _resolve(type_, ours, mmdet) -> Tuple[Optional[type], List[Finding], str]:
     cls = mmdet.get(name)
     if cls is None:
         known = [SCOPE + n for n in ours.module_dict] + [n for n in mmdet.module_dict if 'Loss' in n or n[:3] == 'GHM']
-        hint = _closest(name, known)
+        hint = closest(name, known)
         return None, [('error', f'unknown type {name!r}: no registry has it',
                        f'did you mean {", ".join(hint)}?' if hint else 'check the spelling')], name
     findings = []
@@ -223,41 +227,66 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
             kwargs = {k: v for k, v in dict(loss_cfg).items() if k != 'type' and k not in HEAD_POPPED_KEYS}
             cls(**kwargs)
         except (TypeError, ValueError, KeyError, NotImplementedError) as err:
-            findings.append(Finding('error', where, name, f'the build rejects this config: {err}',
-                                    'fix the hyper-parameter named in the message'))
+            # mmloss_ext's losses report every bad hyper-parameter at once, each with what it takes
+            problems = getattr(err, 'problems', None) or [Problem(None, err)]
+            findings += [Finding('error', where, name, f'the build rejects this config: {p.error}', p.fix)
+                         for p in problems]
             continue
         head_path = where.rsplit('.', 1)[0]
         findings += _decoded_box_findings(where, key, name, cls, head, head_path, ours, mmdet)
     return findings
 
 
-def check_config(config: str, cfg_options: Optional[dict] = None) -> List[Finding]:
-    """Load an mmdet config (``custom_imports`` honoured) and check its model's losses."""
+def load_config(config: str, cfg_options: Optional[dict] = None):
+    """An mmdet config, loaded (``custom_imports`` honoured) with its overrides, its default scope
+    made the current one. ``OSError`` (``FileNotFoundError``, ...) when it or a base cannot be read."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    return check_model(cfg.get('model', {}))
+    return cfg
+
+
+def check_config(config: str, cfg_options: Optional[dict] = None) -> List[Finding]:
+    """Load an mmdet config (:func:`load_config`) and check its model's losses."""
+    return check_model(load_config(config, cfg_options).get('model', {}))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(prog='python -m mmloss_ext check',
-                                     description='Check the losses of an mmdet config before training.')
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Check the losses of an mmdet config before training.',
+        epilog='exit status: 0 no error, 1 an error, 2 nothing checked (no readable config, no model, no loss)')
     parser.add_argument('config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings, key=value')
     parser.add_argument('--json', action='store_true', help='print the findings as JSON')
     args = parser.parse_args(argv)
-    findings = check_config(args.config, args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except OSError as err:
+        what = f'{err.strerror}: {err.filename!r}' if err.strerror and err.filename else str(err)
+        print(f'{PROG}: cannot read the config: {what}', file=sys.stderr)
+        return NOTHING_CHECKED
+    model = cfg.get('model')
+    examined = len(list(loss_dicts(model, 'model'))) if isinstance(model, dict) else 0
+    if not examined:
+        why = ('the model configures no loss (no `loss*` key with a `type`: its heads keep their built-in ones)'
+               if isinstance(model, dict) else 'the config has no `model`')
+        if args.json:
+            print('[]')
+        print(f'{args.config}: {why}: nothing checked', file=sys.stderr if args.json else sys.stdout)
+        return NOTHING_CHECKED
+    findings = check_model(model)
     errors = [f for f in findings if f.level == 'error']
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=1))
     else:
         for f in findings:
             print(f)
-        print(f'{args.config}: {len(errors)} error(s), {len(findings) - len(errors)} note(s)')
+        losses = f'{examined} loss{"es" if examined > 1 else ""}'
+        print(f'{args.config}: {losses} examined, {len(errors)} error(s), {len(findings) - len(errors)} note(s)')
     return 1 if errors else 0
 
 

@@ -121,7 +121,8 @@ def _gloo_rank(rank, world, tmp, worker):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{tmp}/store', rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=30))
-    try:
-        torch.save(worker(rank), os.path.join(tmp, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+    torch.save(worker(rank), os.path.join(tmp, f'rank{rank}.pt'))
+    dist.barrier()  # every rank is done with the group
+    # leave without tearing the group down: on torch 2.1, gloo's destructor can hang joining its
+    # threads once the other rank has gone (the group dies with the process anyway)
+    os._exit(0)

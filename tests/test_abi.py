@@ -21,6 +21,7 @@ from mmloss_ext.kernels import dispatch, ops
 from mmloss_ext.kernels import functions as fused
 from mmloss_ext.losses.regression import smooth_l1_loss
 
+from environment import TRITON_INTERPRETER
 from helpers import FUSED_TOL as TOL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,10 +102,11 @@ def test_unknown_box_kind_is_a_clear_error():
 # --- the C++ extension ---------------------------------------------------------------------------------
 
 def _built():
-    try:
-        return importlib.import_module('mmloss_ext._fused')
-    except ImportError:
-        pytest.fail('mmloss_ext._fused is missing: run `make install`')
+    """The C++ kernels: built with the package (`make install`) or compiled on first use."""
+    ext = dispatch.cpu_kernels()
+    if ext is None:
+        pytest.fail(f'the C++ kernels are missing ({dispatch.cpu_kernels_origin()[1]}): run `make install`')
+    return ext
 
 
 def test_extension_reports_what_core_abi_says():
@@ -146,7 +148,7 @@ def test_stale_build_warns_and_runs_eagerly(monkeypatch, changes, says):
     monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with pytest.warns(UserWarning, match=f'stale build.*{re.escape(says)}'):
-        assert dispatch._load_extension() is None
+        assert dispatch._load_cpu_kernels() is None
 
 
 def test_matching_build_loads_without_warning(monkeypatch):
@@ -155,7 +157,7 @@ def test_matching_build_loads_without_warning(monkeypatch):
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert dispatch._load_extension() is fake
+        assert dispatch._load_cpu_kernels() is fake
 
 
 @pytest.mark.parametrize('kind, hp', [(ElementwiseKind.FOCAL, [0.25]), (ElementwiseKind.SMOOTH_L1, []),
@@ -220,10 +222,8 @@ def test_triton_checks_kind_hyper_parameters_and_out_mode():
 
 def _backends():
     """``(name, kernels, device)`` of the C++ extension and (when it imports) the Triton module."""
-    out = [('cpp', dispatch.EXT, 'cpu')] if dispatch.EXT is not None else []
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    out = [('cpp', dispatch.cpu_kernels(), 'cpu')] if dispatch.cpu_kernels() is not None else []
+    if not TRITON_INTERPRETER:  # no GPU and no interpreter: the Triton kernels cannot run here
         return out
     from mmloss_ext.kernels import gpu
     return out + [('triton', gpu, 'cuda' if torch.cuda.is_available() else 'cpu')]  # else: its interpreter

@@ -201,6 +201,80 @@ def test_focal_rejects_the_mmdet_issue_examples():
         MMDET_MODELS.build(dict(type='mmloss_ext.FocalLoss', alpha=-1))
 
 
+def test_every_bad_hyper_parameter_is_reported_at_once():
+    """Two bad values give one error naming both; its kind is theirs, a mix is both kinds."""
+    from mmloss_ext.core.errors import HyperParameterError, LossValueError
+    from mmloss_ext.losses import FocalLoss, focal_loss
+    with pytest.raises(TypeError) as err:  # a wrong type and a wrong value
+        FocalLoss(gamma='2', alpha=-1)
+    assert type(err.value) is HyperParameterError
+    assert isinstance(err.value, ValueError) and isinstance(err.value, AssertionError)
+    assert str(err.value) == ("FocalLoss: 2 bad arguments: `gamma` expected a number, got str '2'; "
+                              "`alpha` expected a value in [0.0, 1.0], got -1")
+    assert [(p.arg, p.fix) for p in err.value.problems] == [
+        ('gamma', '`gamma` takes a value in [0.0, inf)'), ('alpha', '`alpha` takes a value in [0.0, 1.0]')]
+    with pytest.raises(ValueError) as err:  # two wrong values: a ValueError, not a TypeError
+        FocalLoss(gamma=-2.0, alpha=3.0, reduction='avg')
+    assert type(err.value) is LossValueError and len(err.value.problems) == 3
+    with pytest.raises(TypeError) as err:  # two wrong types (an unknown name is one): a TypeError only
+        FocalLoss(gama=2.0, use_sigmoid=1)
+    assert type(err.value) is TypeError and [p.arg for p in err.value.problems] == ['gama', 'use_sigmoid']
+    # through mmdet's registry (which re-raises the error's type with its own prefix), and in the functional
+    with raises(HyperParameterError, 'FocalLoss: 2 bad arguments', '`gamma`', '`alpha`'):
+        MMDET_MODELS.build(dict(type='mmloss_ext.FocalLoss', gamma='2', alpha=-1))
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 4])
+    with raises(LossValueError, 'FocalLoss: 2 bad arguments: `gamma` expected a value in [0.0, inf), got -1.0; '
+                '`alpha` expected a value in [0.0, 1.0], got 2.0'):
+        focal_loss(x, y, gamma=-1.0, alpha=2.0)
+
+
+@pytest.mark.parametrize('name', [n for n in NAMES if MODELS.get(n).spec().defaults])
+def test_misspelt_functional_keyword_names_the_real_ones(name):
+    """The functional says what the constructor says (one implementation): the closest names."""
+    fn = MODELS.get(name).loss_fn
+    key = next(iter(MODELS.get(name).spec().defaults))
+    with raises(TypeError, f'{name}: unexpected keyword argument `{key}x` to {fn.__name__}(); did you mean ', f'`{key}`'):
+        fn(*make(name)[:2], **required_cfg(name), **{f'{key}x': 1})
+    with raises(TypeError, f'{name}: unexpected hyper-parameter `{key}x`; did you mean ', f'`{key}`'):
+        build(name, **{f'{key}x': 1})
+
+
+def test_focal_loss_misspelt_gamma():
+    from mmloss_ext.losses import focal_loss
+    with raises(TypeError, 'FocalLoss: unexpected keyword argument `gama` to focal_loss(); did you mean `gamma`? '
+                '(expected one of use_sigmoid, gamma, alpha, activated, pos_weight, impl, weight, reduction, '
+                'avg_factor)'):
+        focal_loss(torch.randn(3, 4), torch.tensor([0, 1, 4]), gama=2.0)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_reduction_in_a_call_points_to_reduction_override(name):
+    """Regression: Python's own "got multiple values for keyword argument 'reduction'"."""
+    with raises(TypeError, f"{name}: `reduction` is set when the loss is built", "reduction_override='none'"):
+        build(name)(*make(name), reduction='none')
+
+
+def test_a_value_in_the_wrong_positional_slot_names_the_parameter_and_the_order():
+    """DiceLoss and GHMC take mmdet's order: their 4th positional argument is reduction_override."""
+    from mmloss_ext.losses import DiceLoss, GHMC, L1Loss
+    pred, target = torch.randn(2, 5, 5), torch.rand(2, 5, 5)
+    with raises(ValueError, "DiceLoss: `reduction_override` expected one of 'none', 'mean', 'sum', got 4.0 "
+                '(DiceLoss.forward takes (pred, target, weight, reduction_override, avg_factor) positionally, unlike '
+                "most losses' (pred, target, weight, avg_factor, reduction_override)"):
+        DiceLoss()(pred, target, None, 4.0)
+    logits, labels = torch.randn(3, 4), torch.tensor([0, 1, 4])
+    with raises(ValueError, 'GHMC: `reduction_override` expected', 'got 4.0',
+                'GHMC.forward takes (pred, target, label_weight, reduction_override) positionally'):
+        GHMC()(logits, labels, None, 4.0)
+    # the order the note gives is the order they take
+    torch.testing.assert_close(DiceLoss()(pred, target, None, 'sum'), DiceLoss(reduction='sum')(pred, target))
+    torch.testing.assert_close(GHMC()(logits, labels, None, 'sum'), GHMC(reduction='sum')(logits, labels))
+    # a loss of the usual order names the parameter, with no note
+    with pytest.raises(TypeError, match=r"^L1Loss: `avg_factor` expected a number or a tensor, got str 'sum'$"):
+        L1Loss()(pred, target, None, 'sum')
+    assert {n for n in NAMES if MODELS.get(n).call_order_note()} == {'GaussianFocalLoss', 'GHMC', 'DiceLoss'}
+
+
 def test_cross_entropy_ignore_index_is_type_checked_at_build():
     """Regression: ``ignore_index`` (default None) took any object until the first forward."""
     with raises(TypeError, "CrossEntropyLoss: `ignore_index` expected an int or None, got str '255'"):
@@ -375,7 +449,7 @@ def test_bad_avg_factor_and_reduction(name):
     if CASES[name].additive:
         torch.testing.assert_close(loss(*args, avg_factor=torch.tensor(3.0)), loss(*args, avg_factor=3.0))
     for bad in ('Mean', 1):
-        with raises(ValueError, f'{name}: `reduction` expected one of', f'got {bad!r}'):
+        with raises(ValueError, f'{name}: `reduction_override` expected one of', f'got {bad!r}'):
             loss(*args, reduction_override=bad)
     with raises(ValueError, f'{name}: `reduction` expected one of', 'got None'):
         build(name, reduction=None)

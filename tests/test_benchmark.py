@@ -100,6 +100,7 @@ def check_table(bench, results, text):
     return tables
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
     out = io.StringIO()
     results = bench.run(['focal', 'giou', 'ce', 'dice'], 'cpu', scale=TINY, repeat=1, out=out,
@@ -234,6 +235,7 @@ def test_a_failure_in_the_fresh_process_is_reported_and_the_next_row_still_runs(
         meter.close()
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_command_line(tmp_path):
     """``--quick`` at a hundredth of its sizes: the command line's rows, table and JSON."""
     proc = subprocess.run([sys.executable, str(SCRIPT), '--device', 'cpu', '--quick', '--scale', '0.001', '--cases',

@@ -10,7 +10,7 @@ import mmdet
 import pytest
 import torch
 
-from mmloss_ext.check import check_config, check_model, head_decodes
+from mmloss_ext.check import check_config, check_model, head_decodes, main
 from mmloss_ext.losses import GIoULoss
 from mmloss_ext.losses._boxes import warn_if_deltas
 
@@ -108,8 +108,22 @@ def test_rejected_hyper_parameter_is_an_error_with_the_loss_message():
     (finding,) = check_model(retinanet(loss_cls=dict(type='mmloss_ext.FocalLoss', alpha=-1)))
     assert finding.level == 'error'
     assert 'FocalLoss: `alpha` expected a value in [0.0, 1.0], got -1' in finding.message
+    assert finding.fix == '`alpha` takes a value in [0.0, 1.0]'
     (finding,) = check_model(retinanet(loss_cls=dict(type='mmloss_ext.FocalLoss', gama=2.0)))
-    assert 'unexpected hyper-parameter `gama`' in finding.message
+    assert 'unexpected hyper-parameter `gama`; did you mean `gamma`?' in finding.message
+    assert finding.fix == 'rename `gama` to `gamma`'
+
+
+def test_every_rejected_hyper_parameter_is_reported_with_what_it_takes():
+    findings = check_model(retinanet(loss_cls=dict(type='mmloss_ext.FocalLoss', gamma='2', alpha=-1)))
+    assert [(f.level, f.path) for f in findings] == [('error', 'model.bbox_head.loss_cls')] * 2
+    assert "FocalLoss: `gamma` expected a number, got str '2'" in findings[0].message
+    assert findings[0].fix == '`gamma` takes a value in [0.0, inf)'
+    assert 'FocalLoss: `alpha` expected a value in [0.0, 1.0], got -1' in findings[1].message
+    assert findings[1].fix == '`alpha` takes a value in [0.0, 1.0]'
+    (finding,) = check_model(retinanet(loss_cls=dict(type='mmloss_ext.CrossEntropyLoss', use_sigmoid=True,
+                                                     use_mask=True)))
+    assert 'expected at most one True' in finding.message and finding.fix == ''  # the message says it
 
 
 # --- mmdet's own model zoo: its configs are right, so the checker must find no error there ----------
@@ -129,6 +143,7 @@ def test_mmdet_model_zoo_configs_have_no_errors(rel):
 
 # --- the command line -----------------------------------------------------------------------------
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_cli_exit_status_and_json(tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"
@@ -141,7 +156,42 @@ def test_cli_exit_status_and_json(tmp_path):
     # the same config repaired from the command line
     proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'check', str(bad), '--cfg-options',
                            'model.bbox_head.reg_decoded_bbox=True'], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0 and '0 error(s), 0 note(s)' in proc.stdout
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == f'{bad}: 2 losses examined, 0 error(s), 0 note(s)'
+
+
+def test_cli_summary_counts_the_losses_examined(tmp_path, capsys):
+    cfg = tmp_path / 'one.py'
+    cfg.write_text(f'model = {retinanet(loss_cls=dict(type="mmloss_ext.FocalLoss", gamma="2", alpha=-1))!r}\n')
+    assert main([str(cfg)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f'{cfg}: 1 loss examined, 2 error(s), 0 note(s)'
+    assert out.count('        fix: `alpha` takes a value in [0.0, 1.0]') == 1
+
+
+def test_cli_missing_config_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / 'nope.py'
+    assert main([str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and err == f"python -m mmloss_ext check: cannot read the config: No such file or directory: '{missing}'\n"
+    base = tmp_path / 'child.py'
+    base.write_text("_base_ = './gone.py'\n")
+    assert main([str(base)]) == 2
+    assert capsys.readouterr().err.count('\n') == 1
+    # and no traceback from the module itself
+    proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'check', str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr and 'cannot read the config' in proc.stderr
+
+
+def test_cli_says_when_nothing_was_checked(tmp_path, capsys):
+    no_model = tmp_path / 'no_model.py'
+    no_model.write_text('train_cfg = dict(max_epochs=1)\n')
+    assert main([str(no_model)]) == 2
+    assert capsys.readouterr().out == f'{no_model}: the config has no `model`: nothing checked\n'
+    no_loss = tmp_path / 'no_loss.py'
+    no_loss.write_text(f'model = {retinanet()!r}\n')  # the heads keep their built-in losses
+    assert main([str(no_loss), '--json']) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and 'the model configures no loss' in err and 'nothing checked' in err
 
 
 # --- the runtime hint -----------------------------------------------------------------------------
@@ -187,6 +237,7 @@ def test_hint_counts_only_positive_weights(gen):
         assert warn_if_deltas('GIoULoss', target) is True
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_train_py_stops_on_errors_before_building_anything(tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = {osp.join(ROOT, 'configs/shapes/retinanet_r18s_fpn_shapes_giou.py')!r}\n"

@@ -1,5 +1,7 @@
 """Generated documentation never drifts: docs/losses.md and the CLI from the code, the README's benchmark
 tables and docs/benchmarks.md from the committed benchmark run."""
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import pytest
 import mmloss_ext  # noqa: F401
 from helpers import load_tool
 from mmloss_ext.__main__ import main
-from mmloss_ext.catalogue import _split_paper, entries, families, render_markdown
+from mmloss_ext.catalogue import _split_paper, entries, entry, families, plain, render_markdown
 from mmloss_ext.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,11 @@ def test_the_paper_is_the_summarys_citation():
 def test_docs_are_up_to_date():
     current = (ROOT / 'docs' / 'losses.md').read_text()
     assert current == render_markdown(), 'docs/losses.md is stale: run `python tools/gen_docs.py`'
+
+
+def test_a_one_line_formula_goes_on_over_its_indented_lines():
+    """Regression: the catalogue kept the first line of a ``.. math::`` continued below it."""
+    assert entry('KLDivLoss').formula.endswith(r'q = \operatorname{softmax}(t/T)')
 
 
 def test_every_entry_has_a_summary_and_the_formula_is_documented():
@@ -65,6 +72,77 @@ def test_cli_show_prints_doc_defaults_and_a_config_that_builds(capsys):
 def test_cli_as_a_module_and_unknown_name():
     proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'show', 'NoSuchLoss'], capture_output=True, text=True)
     assert proc.returncode != 0 and "no loss named 'NoSuchLoss'" in proc.stderr
+
+
+@pytest.mark.parametrize('name', ['mmloss_ext.GIoULoss', 'giouloss', 'MMLOSS_EXT.GIOULOSS'])
+def test_cli_show_takes_the_prefix_and_any_case(name, capsys):
+    assert main(['show', name]) == 0
+    assert capsys.readouterr().out.startswith('GIoULoss (bbox)\n')
+
+
+def test_cli_show_suggests_the_three_closest():
+    with pytest.raises(SystemExit) as err:
+        main(['show', 'GIOLoss'])
+    assert err.value.code == ("mmloss_ext: no loss named 'GIOLoss'; did you mean GIoULoss, IoULoss, WIoULoss? "
+                              f'(`python -m mmloss_ext list` shows all {len(MODELS.module_dict)})')
+
+
+def test_cli_show_gives_the_losss_own_parameters_and_call(capsys):
+    main(['show', 'GIoULoss'])
+    out = capsys.readouterr().out
+    # its docstring says "Args and returns as iou_loss": the description comes from there
+    assert "  eps=1e-06         a value in [0.0, inf): lower bound of the IoU" in out
+    assert "  impl='auto'       one of 'auto', 'eager', 'fused' (see `mmloss_ext.kernels.dispatch`)." in out
+    assert "  loss_weight=1.0   a finite number: multiplies the reduced loss." in out
+    assert 'call: loss(pred, target, weight=None, avg_factor=None, reduction_override=None)\n' in out
+    main(['show', 'DiceLoss'])
+    out = capsys.readouterr().out
+    assert 'call: loss(pred, target, weight=None, reduction_override=None, avg_factor=None)\n' in out
+    assert 'DiceLoss.forward takes (pred, target, weight, reduction_override, avg_factor) positionally' in out
+    main(['show', 'GHMC'])
+    assert ('call: loss(pred, target, label_weight=None, reduction_override=None, *, weight=None, avg_factor=None)'
+            in capsys.readouterr().out)
+
+
+def test_rest_roles_render_as_plain_text_and_code(capsys):
+    assert plain(':func:`mse_loss` of :func:`~mmloss_ext.core.reduction.weight_reduce_loss`') == (
+        '`mse_loss` of `weight_reduce_loss`')
+    assert plain('scaled by :math:`T^2`, ``reduction=\'sum\'``') == "scaled by T^2, `reduction='sum'`"
+    assert plain(':math:`T^2`', markdown=True) == '$T^2$'
+    role = re.compile(r':(func|math|class|mod|data|meth|attr):`|(?<!`)``(?!`)')  # not a ``` fence
+    assert main(['list']) == 0
+    listed = capsys.readouterr().out
+    assert 'SSELoss' in listed and 'KLDivLoss' in listed and not role.search(listed)
+    assert '`mse_loss`' in listed and 'T^2' in listed
+    for name in ('SSELoss', 'KLDivLoss', 'GIoULoss'):
+        main(['show', name])
+        assert not role.search(capsys.readouterr().out), name
+    assert not role.search(render_markdown())
+
+
+def test_list_into_a_closed_pipe_ends_quietly():
+    """Regression: ``list | head -5`` ended in a BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: every write fails
+    try:
+        proc = subprocess.run([sys.executable, '-m', 'mmloss_ext', 'list', '--family', 'bbox'], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr and 'BrokenPipeError' not in proc.stderr
+
+
+def test_docs_give_each_losss_call():
+    """Not every loss is called as loss(pred, target, weight, avg_factor, reduction_override): each
+    entry says how, and the intro names the ones of another positional order."""
+    md = render_markdown()
+    for e in entries():
+        section = md.split(f'\n### {e.name}\n', 1)[1].split('\n### ', 1)[0]
+        assert f'- call: `{e.call}`' in section, e.name
+    assert entry('DiceLoss').call == 'loss(pred, target, weight=None, reduction_override=None, avg_factor=None)'
+    intro = md.split('\n| Name |', 1)[0]
+    assert '[DiceLoss](#diceloss)' in intro and '[GHMC](#ghmc)' in intro and '[GIoULoss]' not in intro
+    assert 'Every loss is called as' not in md
 
 
 def test_plot_losses_writes_the_four_figures(tmp_path):

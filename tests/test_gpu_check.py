@@ -8,6 +8,7 @@ import sys
 import pytest
 
 pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
+pytestmark = pytest.mark.triton_interpreter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,7 @@ from mmloss_ext.kernels.functions import ran_fused
 
 def _failing_kernels(monkeypatch, broken):
     """Route the fused calls to a stand-in Triton module whose ``broken`` function raises."""
-    real = dispatch.EXT
+    real = dispatch.cpu_kernels()
 
     def kernel(fn_name):
         if fn_name == broken:
@@ -37,7 +37,7 @@ def _inputs(gen=None):
     return torch.randn(64, 5, generator=gen, requires_grad=True), torch.randint(0, 6, (64,), generator=gen)
 
 
-pytestmark = pytest.mark.skipif(dispatch.EXT is None, reason='the stand-in wraps the C++ kernels')
+pytestmark = pytest.mark.skipif(dispatch.cpu_kernels() is None, reason='the stand-in wraps the C++ kernels')
 
 
 @pytest.mark.parametrize('broken', ['elementwise_forward', 'elementwise_backward'])

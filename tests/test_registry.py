@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from mmdet.registry import MODELS as MMDET_MODELS
 
@@ -13,6 +14,7 @@ def run_python(code):
     return proc.stdout
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_scoped_name_resolves_in_a_process_that_never_imported_the_package():
     out = run_python("""
         import sys
@@ -24,6 +26,7 @@ def test_scoped_name_resolves_in_a_process_that_never_imported_the_package():
     assert out.split() == ['mmloss_ext.losses.regression', '0.001', '2.0']
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_custom_imports_config_makes_plain_names_resolve(tmp_path):
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text("custom_imports = dict(imports=['mmloss_ext'], allow_failed_imports=False)\n"
@@ -78,3 +81,58 @@ def test_a_mmdet_head_trains_with_a_scoped_loss_exactly_like_mmdets_own():
         losses[loss_type] = torch.stack([sum(out['loss_cls']), sum(out['loss_bbox'])])
     assert float(losses['L1Loss'][1]) > 0
     torch.testing.assert_close(losses['mmloss_ext.L1Loss'], losses['L1Loss'])
+
+
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
+def test_the_import_loads_mmdets_registry_not_its_models():
+    # registering needs only the registries: mmdet.models (and through it mmcv.ops) stays unloaded
+    # until something builds from mmdet's registry, which then sees the plain names too
+    out = run_python("""
+        import sys
+        import mmloss_ext
+        print('mmdet.registry' in sys.modules, 'mmdet.models' in sys.modules, 'mmcv.ops' in sys.modules)
+        from mmdet.registry import MODELS
+        print(MODELS.get('CharbonnierLoss') is mmloss_ext.CharbonnierLoss, MODELS.get('GIoULoss').__module__)
+        print('mmdet.models' in sys.modules)
+    """).splitlines()
+    assert out == ['True False False', 'True mmdet.models.losses.iou_loss', 'True']
+
+
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
+def test_plain_names_when_mmdets_models_were_imported_first():
+    out = run_python("""
+        import mmdet.models
+        from mmdet.registry import MODELS
+        import mmloss_ext
+        print(MODELS.get('CharbonnierLoss') is mmloss_ext.CharbonnierLoss, MODELS.get('FocalLoss').__module__)
+    """)
+    assert out.split() == ['True', 'mmdet.models.losses.focal_loss']
+
+
+HIDE_MMDET = """
+    import importlib.abc, sys
+    class Hide(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split('.')[0] == 'mmdet':
+                raise ImportError('mmdet is hidden')
+    sys.meta_path.insert(0, Hide())
+"""
+
+
+def test_with_mmengine_alone_the_losses_hang_under_its_root_registry():
+    # what an mmseg/mmyolo/mmpose process sees: a downstream scope resolves 'mmloss_ext.X' through
+    # mmengine's root, strictly (a name mmloss_ext lacks is a KeyError, not a fallback)
+    out = run_python(HIDE_MMDET + """
+    from mmengine.registry import MODELS as ROOT, Registry
+    import mmloss_ext
+    from mmloss_ext.registry import MODELS
+    assert 'mmdet' not in sys.modules
+    downstream = Registry('model', parent=ROOT, scope='mmseg_like')
+    loss = downstream.build(dict(type='mmloss_ext.CIoULoss', loss_weight=2.0))
+    print(MODELS.parent is ROOT, type(loss) is mmloss_ext.CIoULoss, loss.loss_weight)
+    try:
+        downstream.build(dict(type='mmloss_ext.ResNet'))
+    except KeyError as err:
+        print('KeyError', 'mmloss_ext registers no loss named' in str(err))
+    """)
+    assert out.split() == ['True', 'True', '2.0', 'KeyError', 'True']

@@ -120,6 +120,7 @@ def test_the_registry_tree_lists_our_losses_once_under_our_scope():
     assert MMDET_MODELS.children['mmloss_ext'].module_dict is MODELS.module_dict
 
 
+@pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
 def test_in_a_fresh_process_the_prefixed_unknown_name_fails_too():
     code = textwrap.dedent("""
         import sys

@@ -248,6 +248,7 @@ def test_viz_needs_matplotlib_only_to_plot(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
     out = train(RETINANET, tmp_path, data_root, '--cfg-options', *tiny(epochs=2))
     train_log, val_log = scalars(tmp_path)
@@ -274,6 +275,7 @@ def test_shapes_retinanet_trains_evaluates_and_tests(tmp_path, data_root):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_a_shapes_config_trains_the_same_twice(tmp_path, data_root):
     """The shapes configs fix the seed (without one mmengine draws a new seed every run): two runs of
     the same command, on the same thread count, log the same losses."""
@@ -286,6 +288,7 @@ def test_a_shapes_config_trains_the_same_twice(tmp_path, data_root):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_shapes_cascade_rpn_trains_and_evaluates(tmp_path, data_root):
     train(CASCADE_RPN, tmp_path, data_root, '--no-plot', '--cfg-options', *tiny(epochs=1))
     train_log, val_log = scalars(tmp_path)
@@ -303,6 +306,7 @@ def test_shapes_cascade_rpn_trains_and_evaluates(tmp_path, data_root):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_resume_restores_the_wiou_running_mean(tmp_path, data_root):
     first = train(RETINANET_WIOU, tmp_path, data_root, '--no-plot', '--cfg-options', *tiny(epochs=1))
     ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)
@@ -367,6 +371,7 @@ class DumpWIoUMean(Hook):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_two_process_gloo_training_keeps_the_wiou_mean_in_sync(tmp_path, data_root):
     (tmp_path / 'dump_wiou_mean.py').write_text(DUMP_HOOK)
     config = tmp_path / 'wiou_dist.py'
@@ -392,6 +397,7 @@ def test_two_process_gloo_training_keeps_the_wiou_mean_in_sync(tmp_path, data_ro
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_compare_against_mmdet_trains_both_arms_on_the_same_batches(tmp_path, data_root):
     """tools/compare.py --against-mmdet: one seed per arm; the same seed gives both arms the same
     initial weights and batches, so their first-iteration losses agree (the losses are equal). The two
@@ -426,6 +432,7 @@ OptimWrapper.update_params = torch._dynamo.disable(OptimWrapper.update_params)
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_shapes_retinanet_trains_under_mmengines_compile(tmp_path, data_root):
     """mmengine's ``compile`` (torch.compile of the model's train_step; AOT autograd without code
     generation, to keep the test short) with the fused focal loss inside."""
@@ -445,6 +452,7 @@ amp_optimizer_wrapper.is_cuda_available = lambda: True
 
 
 @pytest.mark.slow
+@pytest.mark.needs_mmcv_ops  # tools/train.py builds and evaluates whole detectors
 def test_shapes_retinanet_trains_with_mmengines_amp_wrapper_in_bfloat16(tmp_path, data_root):
     train_patched(AMP_ON_CPU, tmp_path, RETINANET, '--work-dir', str(tmp_path / 'w'), '--data-root', data_root,
                   '--no-plot', '--no-validate', '--cfg-options', *tiny(epochs=1),

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
+pytestmark = pytest.mark.triton_interpreter
 
 from mmloss_ext.core.abi import BOX_HP, BoxKind  # noqa: E402
 from mmloss_ext.kernels import functions as fused  # noqa: E402
@@ -263,9 +264,9 @@ def test_box_hp_count_checked_like_cpp(kind, hp, gen):
     p, t = _boxes(8, gen, torch.float64)
     with pytest.raises(ValueError, match='hyper-parameters'):
         gpu.box_forward(kind, 1e-6, hp, *_to_device((p, t)), None, 1)
-    if dispatch.EXT is not None:
+    if dispatch.cpu_kernels() is not None:
         with pytest.raises(RuntimeError, match='hyper-parameters'):
-            dispatch.EXT.box_forward(kind, 1e-6, hp, p, t, None, 1)
+            dispatch.cpu_kernels().box_forward(kind, 1e-6, hp, p, t, None, 1)
 
 
 @pytest.mark.parametrize('kind,hp', [(0, (0.25, 2.0)), (0, (0.4, 1.5)), (1, (2.0,)), (1, (1.5,)), (2, (0.75, 2.0, 1.0)),
@@ -287,15 +288,15 @@ def test_elementwise_gradcheck(kind, hp, gen):
 
 def test_dispatch_devices_and_backend():
     assert dispatch.triton_available()
-    assert dispatch.backend('cpu') is dispatch.EXT
+    assert dispatch.backend('cpu') is dispatch.cpu_kernels()
     assert dispatch.backend(torch.device('cuda')) is gpu
     assert not dispatch.fused_available('cuda')                      # default: CPU kernels only
     assert dispatch.fused_available('cuda', devices=('cpu', 'cuda'))  # triton imports
     assert not dispatch.fused_available('cpu', devices=('cuda',))
-    assert dispatch.fused_available('cpu', devices=('cpu', 'cuda')) == (dispatch.EXT is not None)
+    assert dispatch.fused_available('cpu', devices=('cpu', 'cuda')) == (dispatch.cpu_kernels() is not None)
     x = torch.randn(64, 80)
     assert not dispatch.use_fused('FocalLoss', 'fused', x, devices=('cuda',))
-    assert dispatch.use_fused('FocalLoss', 'fused', x, devices=('cpu', 'cuda')) == (dispatch.EXT is not None)
+    assert dispatch.use_fused('FocalLoss', 'fused', x, devices=('cpu', 'cuda')) == (dispatch.cpu_kernels() is not None)
 
 
 def test_kernels_compile_for_sm90_without_a_gpu():

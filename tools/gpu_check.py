@@ -12,11 +12,9 @@ Three parts, written as ``OUT.md`` and ``OUT.json``:
    ``torch.compile`` of our eager formula, and torchvision's ``sigmoid_focal_loss`` where
    torchvision imports.
 
-The exit status is 1 when a parity check fails. On a GPU with torch and triton, ``import
-mmloss_ext`` also needs mmengine, mmcv and mmdet; the pure-Python wheels suffice (no compiled
-ops; mmdet's detectors are not used here)::
+The exit status is 1 when a parity check fails. It needs torch and triton only (the mmdet rows of
+the benchmark appear where mmdet imports)::
 
-    pip install mmengine==0.10.7 mmcv-lite==2.1.0 && pip install --no-deps mmdet==3.3.0
     python tools/gpu_check.py --out gpu_check        # about 2 minutes on an H100-class GPU
 
 Without a GPU, ``--interpret`` runs the same code path on the CPU under Triton's interpreter

@@ -5,7 +5,8 @@
 * :mod:`.hparams` -- hyper-parameters declared once on the functional (:func:`~.hparams.declare`);
 * :mod:`.impl` -- the ``impl='auto'|'eager'|'fused'`` switch;
 * :mod:`.abi` -- the fused kernels' ids, constants and interface version (read by setup.py too);
-* :mod:`.errors` -- ``LossValueError``, the error of every bad value, and its kin.
+* :mod:`.errors` -- ``LossValueError``, the error of every bad value, and its kin;
+* :mod:`.compat` -- what differs between the supported torch releases, detected by feature.
 
 :mod:`mmloss_ext.losses` and :mod:`mmloss_ext.kernels` both import from here and never from each
 other's internals (the losses call only the kernels' entry points).

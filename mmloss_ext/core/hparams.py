@@ -20,9 +20,11 @@ import inspect
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from .errors import LossValueError, MissingHyperParameterError, UnsupportedValueError
+from .compat import HAS_CUSTOM_OP, outside_graph
+from .errors import (LossValueError, MissingHyperParameterError, Problem, UnsupportedValueError, raise_problems,
+                     unexpected)
 from .impl import IMPLS, run_with_fallback
 
 __all__ = ['Range', 'Choice', 'OptionalInt', 'Spec', 'declare', 'check_hparam_type', 'PLUMBING', 'REQUIRED',
@@ -73,6 +75,13 @@ class Range:
         right = ')' if self.high_open or self.high is None else ']'
         return f'{left}{lo}, {hi}{right}'
 
+    def describe(self) -> str:
+        """What the range takes: ``'a value in [0.0, 1.0]'``, ``'an odd int in [1, inf)'``, ``'a finite number'``."""
+        kind = 'an odd int' if self.odd else 'an int' if self.integer else 'a value'
+        if self.low is None and self.high is None and kind == 'a value':
+            return 'a finite number'
+        return f'{kind} in {self}'
+
     def check(self, loss: str, arg: str, value) -> None:
         if value is None:  # an optional hyper-parameter left out (its default is None)
             return
@@ -85,8 +94,7 @@ class Range:
         bad_high = high is not None and (value >= high if self.high_open else value > high)
         bad_odd = self.odd and not (isinstance(value, numbers.Integral) and value % 2 == 1)
         if bad_low or bad_high or bad_odd or not math.isfinite(value):
-            kind = 'an odd int' if self.odd else 'an int' if self.integer else 'a value'
-            raise LossValueError(f'{loss}: `{arg}` expected {kind} in {self}, got {value!r}')
+            raise LossValueError(f'{loss}: `{arg}` expected {self.describe()}, got {value!r}')
 
 
 @dataclass(frozen=True, init=False)
@@ -97,22 +105,30 @@ class Choice:
     def __init__(self, *values) -> None:
         object.__setattr__(self, 'values', tuple(values))
 
+    def describe(self) -> str:
+        """What the choice takes: ``"one of 'log', 'linear', 'square'"``."""
+        if len(self.values) == 1:
+            return f'{self.values[0]!r} (the only mode implemented)'
+        return f'one of {", ".join(map(repr, self.values))}'
+
     def check(self, loss: str, arg: str, value) -> None:
         if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
             return
-        if len(self.values) == 1:  # the one mode implemented: another is unsupported, not invalid
-            raise UnsupportedValueError(f'{loss}: `{arg}` expected {self.values[0]!r} (the only mode implemented), '
-                                        f'got {value!r}')
-        raise LossValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, self.values))}, got {value!r}')
+        # the one mode implemented: another is unsupported, not invalid
+        error = UnsupportedValueError if len(self.values) == 1 else LossValueError
+        raise error(f'{loss}: `{arg}` expected {self.describe()}, got {value!r}')
 
 
 @dataclass(frozen=True)
 class OptionalInt:
     """An int (not a bool) or None, e.g. an ``ignore_index``."""
 
+    def describe(self) -> str:
+        return 'an int or None'
+
     def check(self, loss: str, arg: str, value) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            raise TypeError(f'{loss}: `{arg}` expected an int or None, got {type(value).__name__} {value!r}')
+            raise TypeError(f'{loss}: `{arg}` expected {self.describe()}, got {type(value).__name__} {value!r}')
 
 
 NON_NEGATIVE = Range(low=0.0)
@@ -123,28 +139,33 @@ POSITIVE_INT = Range(low=1, integer=True)
 OPTIONAL_INT = OptionalInt()
 
 
+def _type_rule(default) -> Optional[Tuple[Callable[[object], bool], str]]:
+    """``(test, what it takes)`` for a hyper-parameter of this default; None where the default
+    says nothing (``None``, :data:`REQUIRED`, another type)."""
+    if default is None or default is REQUIRED:
+        return None
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), 'a bool'
+    if isinstance(default, int):
+        return (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)), 'an int'
+    if isinstance(default, float):
+        return (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)), 'a number'
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), 'a str'
+    if isinstance(default, (tuple, list)):
+        return (lambda v: isinstance(v, (tuple, list))), 'a list or tuple'
+    return None
+
+
 def check_hparam_type(loss: str, arg: str, value, default) -> None:
     """Type-check a constructor hyper-parameter against its default (config typos such as
     ``gamma='2'``): a float default takes any real number (not a bool), an int default an int, a
     bool default a bool, a str default a str, a tuple/list default a tuple or list. ``None``
     defaults accept anything (their declaration or the functional checks them), and so do
     :data:`REQUIRED` ones (their declaration types them)."""
-    if default is None or default is REQUIRED:
-        return
-    if isinstance(default, bool):
-        ok, want = isinstance(value, bool), 'a bool'
-    elif isinstance(default, int):
-        ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), 'an int'
-    elif isinstance(default, float):
-        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), 'a number'
-    elif isinstance(default, str):
-        ok, want = isinstance(value, str), 'a str'
-    elif isinstance(default, (tuple, list)):
-        ok, want = isinstance(value, (tuple, list)), 'a list or tuple'
-    else:
-        return
-    if not ok:
-        raise TypeError(f'{loss}: `{arg}` expected {want}, got {type(value).__name__} {value!r}')
+    rule = _type_rule(default)
+    if rule is not None and not rule[0](value):
+        raise TypeError(f'{loss}: `{arg}` expected {rule[1]}, got {type(value).__name__} {value!r}')
 
 
 @dataclass(frozen=True)
@@ -167,11 +188,14 @@ class Spec:
         """The hyper-parameters without a default (:data:`REQUIRED`)."""
         return tuple(k for k, v in self.defaults.items() if v is REQUIRED)
 
-    def check_required(self, loss: str, given) -> None:
-        """Every :meth:`required` hyper-parameter must be in ``given``."""
-        for key in self.required():
-            if key not in given:
-                raise MissingHyperParameterError(f'{loss}: `{key}` is required (it has no default), got none')
+    def allowed(self, key: str) -> str:
+        """What hyper-parameter ``key`` takes, in a few words: its declaration's range or choices,
+        else the type of its default (``'a value in [0.0, 1.0]'``, ``'a bool'``)."""
+        declared = self.params.get(key)
+        if declared is not None:
+            return declared.describe()
+        rule = _type_rule(self.defaults.get(key))
+        return rule[1] if rule is not None else 'any value'
 
     def ranges(self) -> Dict[str, Range]:
         return {k: v for k, v in self.params.items() if isinstance(v, Range)}
@@ -179,15 +203,31 @@ class Spec:
     def choices(self) -> Dict[str, Tuple[object, ...]]:
         return {k: v.values for k, v in self.params.items() if isinstance(v, Choice)}
 
-    def check(self, loss: str, values: Dict[str, object]) -> None:
-        """Check ``values`` (some or all hyper-parameters) against their declarations; the
-        relation sees every hyper-parameter (defaults for the ones not in ``values``)."""
+    def problems(self, loss: str, values: Dict[str, object], *, types: bool = False) -> List[Problem]:
+        """Every problem of ``values`` (some or all hyper-parameters; other keys are skipped): a
+        :meth:`required` one left out, a value its declaration refuses, with ``types`` a value of
+        another type than its default's (:func:`check_hparam_type`). The relation is checked once
+        every value passes, and sees every hyper-parameter (defaults for the ones not in
+        ``values``). Raise them with :func:`~mmloss_ext.core.errors.raise_problems`."""
+        found = [Problem(key, MissingHyperParameterError(f'{loss}: `{key}` is required (it has no default), got none'),
+                         f'`{key}` takes {self.allowed(key)}') for key in self.required() if key not in values]
         for key, value in values.items():
-            declared = self.params.get(key)
-            if declared is not None:
-                declared.check(loss, key, value)
-        if self.relation is not None:
-            self.relation(loss, **{k: values.get(k, d) for k, d in self.defaults.items()})
+            if key not in self.defaults:
+                continue
+            try:
+                if types:
+                    check_hparam_type(loss, key, value, self.defaults[key])
+                declared = self.params.get(key)
+                if declared is not None:
+                    declared.check(loss, key, value)
+            except (TypeError, ValueError) as err:
+                found.append(Problem(key, err, f'`{key}` takes {self.allowed(key)}'))
+        if not found and self.relation is not None:
+            try:
+                self.relation(loss, **{k: values.get(k, d) for k, d in self.defaults.items()})
+            except (TypeError, ValueError) as err:
+                found.append(Problem(None, err))  # its message says what the parameters take together
+        return found
 
 
 def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **params) -> Callable:
@@ -202,8 +242,9 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
 
     The wrapped functional checks the hyper-parameters it is given on every call (the defaults are
     valid by construction: a test checks each against its declaration), refuses a call that leaves
-    out one whose default is :data:`REQUIRED`, and exposes the declaration as ``fn.spec``
-    (:class:`Spec`).
+    out one whose default is :data:`REQUIRED` or passes an unknown keyword (naming the closest
+    ones), reporting every problem of the call in one error, and exposes the declaration as
+    ``fn.spec`` (:class:`Spec`).
     """
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -218,20 +259,27 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
             declared.setdefault('impl', Choice(*IMPLS))
         spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
         fallback = 'impl' in defaults  # a loss with a fused path: a failing kernel falls back to eager
+        args = sig.parameters.values()
+        known = frozenset(p.name for p in args if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if any(p.kind is p.VAR_KEYWORD for p in args):
+            known = None  # takes any keyword
+        # the names a caller passes by keyword (not pred, target, ...)
+        keywords = [p.name for p in args if p.kind is p.KEYWORD_ONLY or
+                    (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+        where = f' to {fn.__name__}()'
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
-            spec.check_required(loss, kwargs)
-            for key, value in kwargs.items():
-                rule = declared.get(key)
-                if rule is not None:
-                    rule.check(loss, key, value)
-            if relation is not None:
-                relation(loss, **{k: kwargs.get(k, d) for k, d in defaults.items()})
+            found = spec.problems(loss, kwargs)
+            if known is not None and not kwargs.keys() <= known:
+                found += [unexpected(loss, 'keyword argument', k, keywords, where) for k in kwargs if k not in known]
+            raise_problems(loss, found)
             if fallback:
                 return run_with_fallback(loss, fn, args, kwargs)
             return fn(*args, **kwargs)
 
+        if not HAS_CUSTOM_OP:  # a compiled model runs the loss eagerly, outside its graph
+            checked = outside_graph(checked)
         checked.spec = spec
         return checked
 

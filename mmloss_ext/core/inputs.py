@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from .compat import is_compiling
 from .errors import LossValueError
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -82,7 +83,7 @@ def check_label_range(loss: str, arg: str, labels: Tensor, low: int, high: int,
     ok = (labels >= low) & (labels <= high)
     if ignore_index is not None:
         ok |= labels == ignore_index
-    if labels.device.type != 'cpu' or torch.compiler.is_compiling():
+    if labels.device.type != 'cpu' or is_compiling():
         torch._assert_async(ok.all(), f'{loss}: `{arg}` has values outside [{low}, {high}]')
     elif not bool(ok.all()):
         bad = labels[~ok]
@@ -96,7 +97,7 @@ def check_values(loss: str, arg: str, ok: Tensor, expected: str) -> None:
     asynchronous device assert elsewhere and under ``torch.compile`` (no host read)."""
     if ok.numel() == 0:
         return
-    if ok.device.type == 'cpu' and not torch.compiler.is_compiling():
+    if ok.device.type == 'cpu' and not is_compiling():
         bad = int((~ok).sum())
         if bad:
             raise LossValueError(f'{loss}: `{arg}` expected {expected}, got {bad} value(s) outside')

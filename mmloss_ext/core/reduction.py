@@ -33,10 +33,11 @@ _FLOAT32_EPS = torch.finfo(torch.float32).eps
 AvgFactor = Optional[Union[float, int, Tensor]]
 
 
-def check_reduction(loss: str, reduction: str, avg_factor: AvgFactor = None) -> None:
-    """``reduction`` must be one of ``REDUCTIONS``; ``avg_factor`` is refused with ``'sum'``."""
+def check_reduction(loss: str, reduction: str, avg_factor: AvgFactor = None, arg: str = 'reduction') -> None:
+    """``reduction`` must be one of ``REDUCTIONS``; ``avg_factor`` is refused with ``'sum'``. ``arg``:
+    the argument that carried ``reduction`` (``'reduction_override'`` for a call's)."""
     if reduction not in REDUCTIONS:
-        raise LossValueError(f"{loss}: `reduction` expected one of 'none', 'mean', 'sum', got {reduction!r}")
+        raise LossValueError(f'{loss}: `{arg}` expected one of {", ".join(map(repr, REDUCTIONS))}, got {reduction!r}')
     _check_avg_factor(loss, avg_factor)
     if avg_factor is not None and reduction == 'sum':
         raise LossValueError(f"{loss}: `avg_factor` can not be used with reduction='sum' "

@@ -8,7 +8,7 @@ once, after validating its inputs. ``'fused'`` takes the kernel whenever it supp
 
 Where the fused kernels run: a call site names the device types its kernels cover with
 ``devices=`` (default ``('cpu',)``). On the CPU the kernels are the C++ extension
-(``mmloss_ext._fused``, :data:`EXT`); on CUDA they are the Triton kernels of :mod:`.gpu`
+(``mmloss_ext._fused``, or the same sources compiled on first use: :func:`cpu_kernels`); on CUDA they are the Triton kernels of :mod:`.gpu`
 (the sigmoid-focal, residual and IoU families), available when ``triton`` imports.
 :func:`backend` returns the module implementing the kernels for a device.
 
@@ -19,17 +19,21 @@ break) and ``torch.export`` keeps it. TorchScript takes the eager path.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
+import os
+import re
 import sys
 import warnings
 from types import ModuleType
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..core import abi
 from ..core.abi import ABI  # the interface version a build must report
+from . import build
+from ..core.compat import outside_graph
 from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, disabled, min_numel, resolve_impl  # noqa: F401
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -48,35 +52,123 @@ def _stale(module: ModuleType) -> Optional[str]:
     return f'built with other {", ".join(diff)}' if diff else None
 
 
-def _load_extension():
-    """The C++ extension, or None: not built, a stale build (warned: it was built from another
-    version of ``core/abi.py``), or built for a vector ISA the running CPU lacks."""
-    try:
-        from .. import _fused
-    except ImportError:
+#: how the C++ kernels were obtained: ``'built'`` (with the package), ``'compiled'`` (on first use,
+#: into torch's extension cache) or ``'absent'``, and where or why (:func:`cpu_kernels_origin`)
+_ORIGIN: Dict[str, str] = {}
+
+
+def _jit_build(cpp_extension) -> Tuple[str, dict]:
+    """The module name and ``torch.utils.cpp_extension.load`` arguments of a build on first use.
+    The name carries the torch release (an extension is bound to the torch it was compiled
+    against) and a digest of the sources and flags, so that a cached build is found by its name
+    alone and a changed one is built under a new name."""
+    args = dict(sources=build.sources(), extra_cflags=build.compile_args() + build.define_flags(),
+                extra_ldflags=build.link_args())
+    digest = hashlib.sha256(repr(sorted(args.items())).encode())
+    for path in build.sources() + build.depends():
+        with open(path, 'rb') as f:
+            digest.update(f.read())
+    return f'mmloss_ext_fused_torch_{re.sub(r"[^0-9a-zA-Z]", "_", torch.__version__)}_{digest.hexdigest()[:12]}', args
+
+
+def _first_error(err: BaseException) -> str:
+    """The line of a failed build that says what went wrong: the compiler's first error, else the
+    last line of the message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return next((line for line in lines if 'error:' in line.lower()), lines[-1])
+
+
+def _compile_on_first_use() -> Optional[ModuleType]:
+    """The C++ kernels compiled into torch's extension cache (once per torch release and source
+    version; later processes load the cached build), or None, with one message saying why."""
+    if build.jit_disabled():
+        _ORIGIN.update(origin='absent', detail=f'not built with the package; compiling on first use is off '
+                                               f'(${build.ENV_JIT}=0)')
         return None
-    stale = _stale(_fused)
+    from torch.utils import cpp_extension
+    name, args = _jit_build(cpp_extension)
+    where = cpp_extension._get_build_directory(name, verbose=False)
+    if not os.path.exists(os.path.join(where, name + '.so')):  # else torch loads the cached build
+        print(f'[mmloss_ext] compiling the fused CPU kernels into {where} (once per torch release and source '
+              f'version; about a minute; {build.ENV_JIT}=0 turns this off)', file=sys.stderr, flush=True)
+    try:
+        module = cpp_extension.load(name, verbose=False, **args)
+    except Exception as err:  # noqa: BLE001 - no compiler, no ninja, no Python headers, a torch whose headers differ
+        reason = _first_error(err)
+        _ORIGIN.update(origin='absent', detail=f'compiling them failed: {reason}')
+        warnings.warn(f'mmloss_ext: the fused CPU kernels could not be compiled ({reason}); the losses run eagerly '
+                      f'on the CPU.', RuntimeWarning, stacklevel=4)
+        return None
+    _ORIGIN.update(origin='compiled', detail=module.__file__)
+    return module
+
+
+def _load_cpu_kernels() -> Optional[ModuleType]:
+    """The C++ extension, or None: not built and not compilable, a stale build (warned: it was built
+    from another version of ``core/abi.py``), or built for a vector ISA the running CPU lacks."""
+    try:
+        from .. import _fused as module
+        _ORIGIN.update(origin='built', detail=module.__file__)
+    except ImportError:
+        module = _compile_on_first_use()
+        if module is None:
+            return None
+    stale = _stale(module)
     if stale is not None:
-        warnings.warn(f'mmloss_ext: the fused C++ kernels at {_fused.__file__} are a stale build ({stale}); the losses '
+        _ORIGIN.update(origin='absent', detail=f'stale build at {module.__file__} ({stale})')
+        warnings.warn(f'mmloss_ext: the fused C++ kernels at {module.__file__} are a stale build ({stale}); the losses '
                       'run eagerly. Rebuild with `make install` or `python setup.py build_ext --inplace`.')
         return None
     # built for the build machine's vector ISA: use it only where the running CPU has that ISA
     have = torch.backends.cpu.get_cpu_capability()
-    ok = {'DEFAULT': True, 'AVX2': have in ('AVX2', 'AVX512'), 'AVX512': have == 'AVX512'}
-    return _fused if ok.get(getattr(_fused, 'isa', 'DEFAULT'), False) else None
+    isa = getattr(module, 'isa', 'DEFAULT')
+    if not {'DEFAULT': True, 'AVX2': have in ('AVX2', 'AVX512'), 'AVX512': have == 'AVX512'}.get(isa, False):
+        _ORIGIN.update(origin='absent', detail=f'{module.__file__} is built for {isa}; this CPU has {have}')
+        return None
+    return module
 
 
-EXT = _load_extension()
+_UNLOADED = object()
+#: the loaded kernels (a plain global, which TorchDynamo reads as a constant; an ``lru_cache`` it
+#: would trace through)
+_CPU_KERNELS = _UNLOADED
 
 
-@functools.lru_cache(maxsize=None)
-def triton_available() -> bool:
-    """Whether ``triton`` imports (checked once, on the first CUDA call)."""
+def cpu_kernels() -> Optional[ModuleType]:
+    """The C++ kernels of the CPU (loaded on first use): ``mmloss_ext._fused`` when the install
+    built it, else compiled now into torch's extension cache (:mod:`.build`; once per torch
+    release, ``MMLOSS_EXT_JIT=0`` turns this off), else None (the losses run eagerly)."""
+    global _CPU_KERNELS
+    if _CPU_KERNELS is _UNLOADED:
+        _CPU_KERNELS = outside_graph(_load_cpu_kernels)()  # a first use inside a compiled region: loaded eagerly
+    return _CPU_KERNELS
+
+
+def cpu_kernels_origin() -> Tuple[str, str]:
+    """``(origin, detail)`` of the C++ kernels, loading them if need be: ``'built'`` or
+    ``'compiled'`` with the module's path, or ``'absent'`` with the reason."""
+    cpu_kernels()
+    return _ORIGIN['origin'], _ORIGIN['detail']
+
+
+def _import_triton() -> bool:
     try:
         import triton  # noqa: F401
     except Exception:  # ImportError, or a broken install
         return False
     return True
+
+
+_TRITON = _UNLOADED
+
+
+def triton_available() -> bool:
+    """Whether ``triton`` imports (checked once, on the first CUDA call; a plain global, as
+    :func:`cpu_kernels`)."""
+    global _TRITON
+    if _TRITON is _UNLOADED:
+        _TRITON = outside_graph(_import_triton)()
+    return _TRITON
 
 
 #: the device types of the families with both a C++ and a Triton kernel (focal, residual, box)
@@ -90,17 +182,17 @@ def fused_available(device: Optional[torch.device] = None, devices: Tuple[str, .
     if device.type not in devices:
         return False
     if device.type == 'cpu':
-        return EXT is not None
+        return cpu_kernels() is not None
     return device.type == 'cuda' and triton_available()
 
 
 def backend(device) -> ModuleType:
-    """The kernels for ``device``: :data:`EXT` on the CPU, the Triton module :mod:`.gpu` on CUDA
-    (imported on first use: ``TRITON_INTERPRET`` is read when its kernels are decorated)."""
+    """The kernels for ``device``: :func:`cpu_kernels` on the CPU, the Triton module :mod:`.gpu` on
+    CUDA (imported on first use: ``TRITON_INTERPRET`` is read when its kernels are decorated)."""
     if torch.device(device).type == 'cuda':
         from . import gpu
         return gpu
-    return EXT
+    return cpu_kernels()
 
 
 def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
@@ -116,14 +208,15 @@ def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
         devices: the device types with a kernel for this loss (``'cpu'``, ``'cuda'``).
     """
     impl = resolve_impl(name, impl)
-    if (impl == 'eager' or not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS
-            or not fused_available(pred.device, devices)):
+    if impl == 'eager' or not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS:
+        return False
+    if impl == 'auto' and pred.numel() < min_numel():  # before the kernels are loaded (or compiled)
         return False
     if torch.jit.is_scripting() or disabled(name, pred.device.type):
         return False
     if any(isinstance(t, Tensor) and t.requires_grad for t in others):
         return False
-    return impl == 'fused' or pred.numel() >= min_numel()
+    return fused_available(pred.device, devices)
 
 
 @contextlib.contextmanager

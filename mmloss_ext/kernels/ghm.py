@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..core.reduction import AvgFactor
-from .dispatch import EXT, triton_available
+from .dispatch import cpu_kernels, triton_available
 from . import ops
 from .functions import _ELEMENTS, _TOTAL, _reduce, split_weight
 
@@ -36,7 +36,7 @@ CPU_MAX_BINS = 2 ** 20
 
 def _cpu_kernels_built() -> bool:
     """Whether the C++ extension was built with ``csrc/ghm.cpp`` (an older build lacks it)."""
-    return EXT is not None and hasattr(EXT, 'ghmc_histogram')
+    return hasattr(cpu_kernels(), 'ghmc_histogram')
 
 
 def supported(x: Tensor, bins: int) -> bool:
@@ -52,7 +52,7 @@ def backend(device):
     if torch.device(device).type == 'cuda':
         from . import gpu_ghm
         return gpu_ghm
-    return EXT
+    return cpu_kernels()
 
 
 class GHMCHistogram(NamedTuple):

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core.reduction import AvgFactor
-from .dispatch import EXT
+from .dispatch import cpu_kernels
 from . import ops
 from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, split_weight
 
@@ -42,13 +42,13 @@ def backend(device) -> ModuleType:
     if torch.device(device).type == 'cuda':
         from . import gpu_heatmap
         return gpu_heatmap
-    return EXT
+    return cpu_kernels()
 
 
 def available(device) -> bool:
     """Whether this device's kernels include the heatmap ones (an extension built before them
     lacks them: the loss then runs eagerly). Triton's availability is :func:`~.dispatch.use_fused`'s."""
-    return torch.device(device).type == 'cuda' or hasattr(EXT, 'heatmap_forward')
+    return torch.device(device).type == 'cuda' or hasattr(cpu_kernels(), 'heatmap_forward')
 
 
 def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,

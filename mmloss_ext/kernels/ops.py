@@ -13,14 +13,19 @@ the kernels are those of the tensors' device (:func:`~.dispatch.backend`: the C+
 the CPU, Triton on CUDA); reading the upstream gradient as a number (a host read on the CPU)
 happens inside the backward operator, where the compiler does not see it.
 
+Where torch has no custom operators (``torch.library.custom_op``, torch 2.4+), the calls are the
+autograd Functions alone, and under ``torch.compile`` they run outside the graph (a graph break
+around the kernel, the same values).
+
 Outputs by ``out_mode`` (:class:`~mmloss_ext.core.abi.OutMode`): ``TOTAL``, the weighted total as
 a float64 0-d tensor; ``ELEMENTS``, the weighted loss per element (per box for the box kernels);
 ``ROWS``, per row of ``x``.
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -29,9 +34,10 @@ from torch.autograd.function import once_differentiable
 from ..core.abi import OutMode
 from ..core.errors import KernelError, LossValueError
 from ..core.inputs import check_label_range
-from .dispatch import EXT, backend
+from ..core.compat import HAS_CUSTOM_OP, is_compiling, outside_graph
+from .dispatch import backend, cpu_kernels
 
-__all__ = ['elementwise', 'boxes', 'cross_entropy', 'dice', 'gaussian_focal', 'ghmc', 'ghmc_histogram',
+__all__ = ['KERNELS', 'elementwise', 'boxes', 'cross_entropy', 'dice', 'gaussian_focal', 'ghmc', 'ghmc_histogram',
            'is_fused_node']
 
 NAMESPACE = 'mmloss_ext'
@@ -46,6 +52,8 @@ def _family_backend(family: str, device):
 
 #: the autograd Functions of the eager calls (:func:`is_fused_node`)
 _EAGER_FUNCTIONS: set = set()
+#: every fused operation and the device types with a kernel for it (``'cpu'``: C++, ``'cuda'``: Triton)
+KERNELS: Dict[str, Tuple[str, ...]] = {}
 
 
 def is_fused_node(node) -> bool:
@@ -70,7 +78,7 @@ def _traced(x) -> bool:
     a fake or functional tensor), when it must go through the operator; an eager call calls the
     kernel directly, since the dispatcher's first call of a custom operator in a process imports
     ``torch._dynamo`` (about a second, and 100 MB of resident memory)."""
-    return torch.compiler.is_compiling() or type(x) not in (Tensor, torch.nn.Parameter)
+    return is_compiling() or type(x) not in (Tensor, torch.nn.Parameter)
 
 
 def _fake_out(x: Tensor, out_mode: int, elements: Sequence[int]) -> Tensor:
@@ -80,12 +88,14 @@ def _fake_out(x: Tensor, out_mode: int, elements: Sequence[int]) -> Tensor:
 
 
 def _define(name: str, args: str, forward: Callable, backward: Callable, fake: Callable, *,
-            aux: Optional[str] = None, kernels: Callable = lambda x: backend(x.device)) -> Callable:
+            aux: Optional[str] = None, kernels: Callable = lambda x: backend(x.device),
+            devices: Tuple[str, ...] = ('cpu', 'cuda')) -> Callable:
     """Register ``mmloss_ext::name`` (``forward(k, *args)``, schema ``(args) -> Tensor``, or
     ``(Tensor, Tensor)`` with an ``aux`` output the backward needs) and
     ``mmloss_ext::name_backward`` (``backward(k, grad, *args[, aux])`` returning the gradient of
     the first argument, shaped like it), ``k`` being the kernels of the first argument's device
-    (``kernels(x)``); ``fake`` gives the forward's outputs from its arguments. Returns the forward.
+    (``kernels(x)``) of the device types ``devices``; ``fake`` gives the forward's outputs from its
+    arguments. Returns the forward.
 
     Kernels other than the C++ extension (Triton) are guarded: a failure to compile or launch
     raises :class:`~mmloss_ext.core.errors.KernelError`, which the calling loss answers eagerly
@@ -94,10 +104,14 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
     back, rather than in ``loss.backward()``."""
     out = '(Tensor, Tensor)' if aux else 'Tensor'
     probed = set()
+    KERNELS[name] = devices
 
     def run_forward(*a):
-        k = kernels(a[0])
-        if k is EXT:
+        try:
+            k = kernels(a[0])  # a Triton module that does not import (an older Triton) fails here
+        except Exception as err:  # noqa: BLE001
+            raise KernelError(name, err) from err
+        if k is cpu_kernels():
             return forward(k, *a)
         key = (id(k), a[0].dtype) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
                                           if not isinstance(v, list))
@@ -116,26 +130,27 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
     def run_backward(grad, *a):
         return backward(kernels(a[0]), grad, *a)
 
-    fwd = torch.library.custom_op(f'{NAMESPACE}::{name}', run_forward, mutates_args=(),
-                                  schema=f'({args}) -> {out}')
-    fwd.register_fake(fake)
-    extra = f', Tensor {aux}' if aux else ''
-    bwd = torch.library.custom_op(f'{NAMESPACE}::{name}_backward', run_backward, mutates_args=(),
-                                  schema=f'(Tensor grad, {args}{extra}) -> Tensor')
-    bwd.register_fake(lambda grad, x, *rest: torch.empty_like(x))
-
     def setup_context(ctx, inputs, output):
         ctx.consts = [None if isinstance(a, Tensor) else a for a in inputs]
         kept = [a if isinstance(a, Tensor) else None for a in inputs]
         ctx.save_for_backward(*kept, *((output[1],) if aux else ()))
 
-    def grad_formula(ctx, grad, *unused, backward_op=bwd):
+    def grad_formula(ctx, grad, *unused, backward_op=run_backward):
         saved = ctx.saved_tensors
         inputs = [s if c is None else c for s, c in zip(saved, ctx.consts)]
         dx = backward_op(grad, *inputs, *saved[len(inputs):])
         return (dx,) + (None,) * (len(inputs) - 1)
 
-    fwd.register_autograd(grad_formula, setup_context=setup_context)
+    fwd = None
+    if HAS_CUSTOM_OP:
+        fwd = torch.library.custom_op(f'{NAMESPACE}::{name}', run_forward, mutates_args=(),
+                                      schema=f'({args}) -> {out}')
+        fwd.register_fake(fake)
+        extra = f', Tensor {aux}' if aux else ''
+        bwd = torch.library.custom_op(f'{NAMESPACE}::{name}_backward', run_backward, mutates_args=(),
+                                      schema=f'(Tensor grad, {args}{extra}) -> Tensor')
+        bwd.register_fake(lambda grad, x, *rest: torch.empty_like(x))
+        fwd.register_autograd(functools.partial(grad_formula, backward_op=bwd), setup_context=setup_context)
 
     class Eager(torch.autograd.Function):
         """The same forward and backward for eager calls: an autograd Function skips the operator
@@ -152,17 +167,19 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
         @staticmethod
         @once_differentiable
         def backward(ctx, grad, *unused):
-            return grad_formula(ctx, grad, backward_op=run_backward)
+            return grad_formula(ctx, grad)
 
     Eager.__name__ = Eager.__qualname__ = f'Fused_{name}'
     _EAGER_FUNCTIONS.add(Eager)
 
     def call(*a):
         if _traced(a[0]):
-            return fwd(*a)  # the operator, one node
+            return fwd(*a)  # traced (torch.compile, torch.export): the operator, one node
         return Eager.apply(*a)
 
-    call.op, call.__name__, call.__doc__ = fwd, name, fwd.__doc__
+    if fwd is None:  # no custom operators (torch < 2.4): the Function, outside a compiled graph
+        call = outside_graph(Eager.apply)
+    call.op, call.__name__ = fwd, name
     return call
 
 
@@ -223,7 +240,7 @@ cross_entropy = _define(
     'bool save_lse, str name', _cross_entropy, _cross_entropy_backward,
     lambda x, labels, class_weight, w, ignore_index, out_mode, save_lse, name: (
         _fake_out(x, out_mode, x.shape[:1]), x.new_empty(x.shape[:1] if save_lse else (0,))),
-    aux='lse', kernels=lambda x: EXT)
+    aux='lse', kernels=lambda x: cpu_kernels(), devices=('cpu',))
 
 
 # --- binary Dice (C++ only): the (N, 3) row sums are kept for the backward --------------------------
@@ -242,7 +259,7 @@ dice = _define(
     'dice', 'Tensor x, Tensor target, float[] hp, Tensor? w, int out_mode', _dice, _dice_backward,
     lambda x, target, hp, w, out_mode: (_fake_out(x, out_mode, x.shape[:1]),
                                         x.new_empty((x.shape[0], 3), dtype=torch.float64)),
-    aux='sums', kernels=lambda x: EXT)
+    aux='sums', kernels=lambda x: cpu_kernels(), devices=('cpu',))
 
 
 # --- the Gaussian focal loss of heatmaps ------------------------------------------------------------
@@ -268,21 +285,15 @@ gaussian_focal = _define(
 
 def _ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
                     wfull: Optional[Tensor], edges: Tensor) -> Tuple[Tensor, Tensor]:
-    k = _family_backend('ghm', x.device)
+    """``(counts, sums)``: valid elements and BCE summed per bin (``bins + 1`` slots each)."""
+    k = None
     try:
+        k = _family_backend('ghm', x.device)
         return tuple(k.ghmc_histogram(x, target, labels, wrow, wfull, edges))
     except Exception as err:  # noqa: BLE001 - as _define's guard
-        if k is EXT:
+        if k is not None and k is cpu_kernels():
             raise
         raise KernelError('ghmc_histogram', err) from err
-
-
-_ghmc_histogram_op = torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', _ghmc_histogram, mutates_args=())
-
-
-@_ghmc_histogram_op.register_fake
-def _(x, target, labels, wrow, wfull, edges):
-    return edges.new_empty(edges.shape, dtype=torch.long), edges.new_empty(edges.shape, dtype=torch.float64)
 
 
 def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
@@ -290,6 +301,16 @@ def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor]
     """``(counts, sums)``: valid elements and BCE summed per bin (``bins + 1`` slots each); the
     operator ``mmloss_ext::ghmc_histogram`` when traced, the kernel itself when called eagerly."""
     return (_ghmc_histogram_op if _traced(x) else _ghmc_histogram)(x, target, labels, wrow, wfull, edges)
+
+
+if HAS_CUSTOM_OP:
+    _ghmc_histogram_op = torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', _ghmc_histogram, mutates_args=())
+
+    @_ghmc_histogram_op.register_fake
+    def _(x, target, labels, wrow, wfull, edges):
+        return edges.new_empty(edges.shape, dtype=torch.long), edges.new_empty(edges.shape, dtype=torch.float64)
+else:  # no custom operators (torch < 2.4); no gradient, no autograd Function needed: outside a compiled graph
+    ghmc_histogram = outside_graph(_ghmc_histogram)
 
 
 def _ghmc(k, x, target, labels, wrow, wfull, edges, table, sums, out_mode):

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..core.compat import is_compiling
 from ..core.inputs import check_boxes, upcast
 from ..core.reduction import AvgFactor, per_box_weight, weight_reduce_loss
 from ..kernels import CPU_AND_CUDA, use_fused
@@ -58,7 +59,7 @@ class BoxLoss(BaseLoss):
         # after the call, so that inputs the loss refuses get its error rather than a hint
         if self.training and not self.__dict__.get('_looked_at_targets', False):
             self._looked_at_targets = True
-            if not torch.compiler.is_compiling():
+            if not is_compiling():
                 warn_if_deltas(type(self).__name__, target, weight)
         return out
 

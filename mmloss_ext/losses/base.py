@@ -40,18 +40,24 @@ values on the host, a device sync on every step.
 from __future__ import annotations
 
 import inspect
-import numbers
-from typing import Callable, ClassVar, Dict, Optional, Tuple, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..core.hparams import Spec, check_hparam_type
+from ..core.compat import is_compiling
+from ..core.errors import Problem, raise_problems, unexpected
+from ..core.hparams import Choice, Range, Spec
 from ..core.inputs import check_tensor
-from ..core.reduction import AvgFactor, check_reduction
+from ..core.reduction import REDUCTIONS, AvgFactor, check_reduction
 
-#: the constructor keywords every loss has besides its hyper-parameters
+#: the constructor keywords every loss has besides its hyper-parameters, declared as they are
+#: (the default reduction is the functional's)
 BASE_KEYWORDS = ('reduction', 'loss_weight')
+BASE_SPEC = Spec('', {'reduction': 'mean', 'loss_weight': 1.0},
+                  {'reduction': Choice(*REDUCTIONS), 'loss_weight': Range()})
+#: the order in which most losses take the arguments of a call positionally
+CALL_ORDER = ('pred', 'target', 'weight', 'avg_factor', 'reduction_override')
 
 
 class _ClassSignature:
@@ -68,7 +74,8 @@ class BaseLoss(nn.Module):
 
     Args (derived per class from ``loss_fn``):
         *args: the hyper-parameters named in ``positional``, in that order.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'`` (default: the functional's).
+        reduction: how a call without ``reduction_override`` reduces the elementwise loss
+            (default: the functional's).
         loss_weight: multiplies the reduced loss.
         **hparams: the loss's hyper-parameters, each a keyword-only parameter of ``loss_fn``:
             type-checked against its default, checked against its declaration and stored as an
@@ -94,21 +101,16 @@ class BaseLoss(nn.Module):
         super().__init__()
         name = type(self).__name__
         spec = self.spec()
-        given = self._bind(name, args, kwargs)
-        reduction = given.pop('reduction', spec.reduction)
-        loss_weight = given.pop('loss_weight', 1.0)
-        check_reduction(name, reduction)
-        if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real):
-            raise TypeError(f'{name}: `loss_weight` expected a number, got {type(loss_weight).__name__} '
-                            f'{loss_weight!r}')
-        spec.check_required(name, given)
-        for key, value in given.items():
-            check_hparam_type(name, key, value, spec.defaults[key])
-        spec.check(name, given)
+        given, problems = self._bind(name, args, kwargs)
+        base = {key: given.pop(key) for key in BASE_KEYWORDS if key in given}
+        # every bad argument at once: unknown names, then the base keywords, then the hyper-parameters
+        problems += BASE_SPEC.problems(name, base)
+        problems += spec.problems(name, given, types=True)
+        raise_problems(name, problems)
         for key, default in spec.defaults.items():
             setattr(self, key, given.get(key, default))
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
+        self.reduction = base.get('reduction', spec.reduction)
+        self.loss_weight = float(base.get('loss_weight', 1.0))
 
     # --- what the class derives from its functional ---------------------------------------------
 
@@ -118,21 +120,24 @@ class BaseLoss(nn.Module):
         return cls.loss_fn.spec
 
     @classmethod
-    def _bind(cls, name: str, args: tuple, kwargs: dict) -> Dict[str, object]:
-        """The constructor's arguments by name (positional ones in ``positional`` order)."""
+    def _bind(cls, name: str, args: tuple, kwargs: dict) -> Tuple[Dict[str, object], List[Problem]]:
+        """The constructor's arguments by name (positional ones in ``positional`` order), and the
+        problem of each unknown keyword."""
         if len(args) > len(cls.positional):
             takes = ', '.join(cls.positional) or 'none: every argument is a keyword'
             raise TypeError(f'{name}: expected at most {len(cls.positional)} positional arguments ({takes}), '
                             f'got {len(args)}')
         given = dict(zip(cls.positional, args))
         allowed = (*cls.spec().defaults, *BASE_KEYWORDS)
+        problems = []
         for key, value in kwargs.items():
             if key in given:
                 raise TypeError(f'{name}: got multiple values for `{key}`')
             if key not in allowed:
-                raise TypeError(f'{name}: unexpected hyper-parameter `{key}` (expected one of {", ".join(allowed)})')
-            given[key] = value
-        return given
+                problems.append(unexpected(name, 'hyper-parameter', key, allowed))
+            else:
+                given[key] = value
+        return given, problems
 
     @classmethod
     def constructor_signature(cls) -> inspect.Signature:
@@ -154,6 +159,23 @@ class BaseLoss(nn.Module):
         """The allowed values of this loss's hyper-parameters that take one of a set."""
         return cls.spec().choices()
 
+    @classmethod
+    def call_signature(cls) -> inspect.Signature:
+        """The signature of a call of the loss (``forward``'s, without ``self``)."""
+        sig = inspect.signature(cls.forward)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+    @classmethod
+    def call_order_note(cls) -> str:
+        """``''`` when ``forward`` takes ``avg_factor`` and ``reduction_override`` where most losses do
+        (:data:`CALL_ORDER`, or by keyword only); else a sentence saying its positional order."""
+        params = [p.name for p in cls.call_signature().parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if all(a not in params or params.index(a) == CALL_ORDER.index(a) for a in ('avg_factor', 'reduction_override')):
+            return ''
+        return (f'{cls.__name__}.forward takes ({", ".join(params)}) positionally, unlike most losses\' '
+                f'({", ".join(CALL_ORDER)}): pass avg_factor and reduction_override by keyword')
+
     def hparams(self) -> Dict[str, object]:
         """The hyper-parameters passed to :attr:`loss_fn` (current attribute values)."""
         return {k: getattr(self, k) for k in self.spec().defaults}
@@ -174,8 +196,7 @@ class BaseLoss(nn.Module):
             **kwargs: per-call values for the functional's keyword arguments.
         """
         name = type(self).__name__
-        reduction = self.reduction if reduction_override is None else reduction_override
-        check_reduction(name, reduction, avg_factor)
+        reduction = self.call_reduction(reduction_override, avg_factor, kwargs)
         check_tensor(name, 'pred', pred)  # floating: every loss takes float predictions
         if reduction != 'none' and (pred.numel() == 0 or _all_zero_on_host(weight)):
             # Nothing to average: a zero that keeps pred's graph (and dtype) alive.
@@ -194,6 +215,24 @@ class BaseLoss(nn.Module):
         if isinstance(loss, dict):
             return {k: v * self.loss_weight for k, v in loss.items()}
         return loss * self.loss_weight
+
+    def call_reduction(self, reduction_override: Optional[str], avg_factor: AvgFactor, kwargs: dict) -> str:
+        """The reduction of a call, checked with its ``avg_factor``; a bad one is named by the argument
+        that carried it, with :meth:`call_order_note` where ``forward``'s order is not the usual."""
+        name = type(self).__name__
+        if 'reduction' in kwargs:  # it would reach the functional twice
+            raise TypeError(f'{name}: `reduction` is set when the loss is built (here {self.reduction!r}); '
+                            f'for one call pass `reduction_override={kwargs["reduction"]!r}`')
+        reduction = self.reduction if reduction_override is None else reduction_override
+        try:
+            check_reduction(name, reduction, avg_factor,
+                            arg='reduction' if reduction_override is None else 'reduction_override')
+        except (TypeError, ValueError) as err:
+            note = type(self).call_order_note()
+            if not note:
+                raise
+            raise type(err)(f'{err} ({note})') from None
+        return reduction
 
     def parts(self) -> Tuple[str, ...]:
         """The keys of the dict ``forward`` returns, for a loss of several parts as configured (e.g.
@@ -222,4 +261,4 @@ def _all_zero_on_host(weight: Optional[Tensor]) -> bool:
     finite and multiplied by the weight.
     """
     return (isinstance(weight, Tensor) and weight.device.type == 'cpu' and weight.numel() > 0
-            and not torch.compiler.is_compiling() and not bool((weight > 0).any()))
+            and not is_compiling() and not bool((weight > 0).any()))

@@ -24,7 +24,7 @@ from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, Choice, Range, declare
 from ..core.inputs import (check_int_tensor, check_label_range, check_ndim, check_same_device, check_same_shape,
                            check_tensor, check_values, upcast)
-from ..core.reduction import AvgFactor, adapt_weight, check_reduction, count_avg_factor, weight_reduce_loss
+from ..core.reduction import AvgFactor, adapt_weight, count_avg_factor, weight_reduce_loss
 from ..registry import register_loss
 from .base import BaseLoss
 
@@ -477,9 +477,7 @@ class AssociativeEmbeddingLoss(EmbeddingLoss):
     def forward(self, pred: Tensor, target: Tensor, match: CornerMatch, *, weight: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
                 **kwargs) -> Tuple[Tensor, Tensor]:
-        name = type(self).__name__
-        reduction = self.reduction if reduction_override is None else reduction_override
-        check_reduction(name, reduction, avg_factor)
+        reduction = self.call_reduction(reduction_override, avg_factor, kwargs)
         pull, push = self.loss_fn(pred, target, match, weight=weight, reduction=reduction, avg_factor=avg_factor,
                                   **{**self.hparams(), **kwargs})
         return pull * self.loss_weight, push * self.loss_weight

@@ -222,7 +222,8 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         acc_sum: ``(bins,)`` running histogram for ``momentum > 0`` (see :func:`harmonize`);
             :class:`GHMC` passes its buffer. ``None``: a zero histogram (a fresh module's first call).
         training: update ``acc_sum`` in place (and all-reduce under ``torch.distributed``).
-        bins: number of bins; momentum: the running histogram's momentum, 0 for none.
+        bins: number of bins.
+        momentum: the running histogram's momentum, 0 for none.
         use_sigmoid: must be True (mmdet's GHMC is sigmoid-only).
         impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (:mod:`mmloss_ext.kernels.dispatch`): the fused
             kernel (C++ on the CPU, Triton on CUDA) bins and sums in one pass forward and one backward.

@@ -273,9 +273,9 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
                        reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Focal Tversky loss (Abraham & Khan 2019).
 
-    .. math:: L = (1 - TI)^{\gamma}, \qquad TI \text{ the Tversky index of } :func:`tversky_loss`
+    .. math:: L = (1 - TI)^{\gamma}
 
-    ``gamma=1`` is the Tversky loss. For :math:`\gamma < 1` the slope
+    with :math:`TI` the Tversky index of :func:`tversky_loss`. ``gamma=1`` is the Tversky loss. For :math:`\gamma < 1` the slope
     :math:`\gamma (1 - TI)^{\gamma - 1}` is infinite at :math:`TI = 1`; the base is floored at
     ``1e-12`` so the gradient stays finite (at most :math:`\gamma \cdot 10^{12(1-\gamma)}`), which
     changes the loss by at most :math:`10^{-12\gamma}`.

@@ -24,6 +24,11 @@ def logits_binary(n, dtype, gen):
     return randn(gen, n, C, dtype=dtype, scale=2.0), (torch.rand(n, C, generator=gen) < 0.3).to(dtype)
 
 
+def log_probabilities(x):
+    """``log_softmax`` over dim 1 in at least float32 (torch 2.1 has no CPU half kernel), in ``x``'s dtype."""
+    return torch.log_softmax(x.to(torch.promote_types(x.dtype, torch.float32)), 1).to(x.dtype)
+
+
 def per_sample(args):
     return (args[0].shape[0],)
 
@@ -31,8 +36,7 @@ def per_sample(args):
 case('CrossEntropyLoss', logits_labels, none_shape=per_sample,
      cfg={'class_weight': [1.0, 0.5, 2.0, 1.5], 'label_smoothing': 0.1})
 case('BCELoss', logits_probs, cfg={'pos_weight': [1.0, 2.0, 0.5, 3.0]})
-case('NLLLoss', lambda n, dtype, gen: (torch.log_softmax(randn(gen, n, C, dtype=dtype, scale=2.0), 1),
-                                       labels(gen, n)),
+case('NLLLoss', lambda n, dtype, gen: (log_probabilities(randn(gen, n, C, dtype=dtype, scale=2.0)), labels(gen, n)),
      none_shape=per_sample, cfg={'class_weight': [1.0, 0.5, 2.0, 1.5]})
 case('KLDivLoss', lambda n, dtype, gen: (randn(gen, n, C, dtype=dtype, scale=2.0),
                                          randn(gen, n, C, dtype=dtype, scale=2.0)),

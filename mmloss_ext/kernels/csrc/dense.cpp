@@ -36,6 +36,7 @@ namespace {
 
 using at::vec::Vectorized;
 
+using mmloss_ext::fast_exp;
 using mmloss_ext::hsum;
 using mmloss_ext::kDiceDenominatorMin;
 using mmloss_ext::kOutElements;
@@ -53,15 +54,6 @@ inline T add_lanes(const Vectorized<T>& v) {
   return at::vec::vec_reduce_all<T>([](Vectorized<T>& a, Vectorized<T>& b) { return a + b; }, v);
 }
 
-// exp: 20 ulp in float32 (inductor's softmax exp), exact in float64
-template <typename T>
-inline Vectorized<T> fast_exp(const Vectorized<T>& x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x.exp_u20();
-  } else {
-    return x.exp();
-  }
-}
 
 template <typename T>
 const T* opt_ptr(const c10::optional<at::Tensor>& t) {

@@ -44,7 +44,7 @@ struct SigmoidParts {  // p = sigmoid(x), bce(x, t) = max(x, 0) - x t + log1p(ex
   V p, pq, softplus;  // pq = p (1 - p)
   explicit SigmoidParts(const V& x) {
     const V one(T(1));
-    V e = x.abs().neg().exp_u20();  // 20 ulp in float32 (inductor's softmax exp), exact exp in float64
+    V e = fast_exp(x.abs().neg());
     V r;
     if constexpr (std::is_same_v<T, float>) {
       const V two(T(2)), a = one + e, b = two + e, d = one / (a * b);

@@ -1,0 +1,93 @@
+"""How the fused C++ kernels are compiled, written once for both ways of building them:
+
+* ahead of time, by ``setup.py`` (``make install``, ``pip install --no-build-isolation .``), into
+  ``mmloss_ext._fused``;
+* on first CPU use, by :func:`mmloss_ext.kernels.dispatch.cpu_kernels` through
+  ``torch.utils.cpp_extension.load`` into torch's extension cache, when the install could not see
+  torch (pip's default build isolation) and so built nothing.
+
+Standard library only, and no import of the package: ``setup.py`` loads this file by its path,
+before torch or the package can be imported.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+from typing import List, Tuple
+
+#: the package's root folder (this file is ``<root>/kernels/build.py``)
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(PACKAGE_DIR, 'kernels', 'csrc')
+#: the translation units of the extension, and the files they depend on
+SOURCES = ('fused.cpp', 'dense.cpp', 'heatmap.cpp', 'ghm.cpp')
+HEADERS = ('abi.h', 'vec_common.h')
+ABI_PY = os.path.join(PACKAGE_DIR, 'core', 'abi.py')
+
+#: ``MMLOSS_EXT_NO_EXT=1``: ``setup.py`` builds no extension (the losses run eagerly, or the
+#: kernels are compiled on first use)
+ENV_NO_EXT = 'MMLOSS_EXT_NO_EXT'
+#: ``MMLOSS_EXT_JIT=0``: no compilation on first use (an install without the extension runs eagerly)
+ENV_JIT = 'MMLOSS_EXT_JIT'
+
+# torch's vector headers set off ~900 of these per build (unroll pragmas GCC ignores, the
+# intrinsics' deliberate `__m512 __Y = __Y`); they drown any warning of ours
+_QUIET = ('-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized')
+
+
+def sources(relative_to: str = '') -> List[str]:
+    """The extension's source files: relative to ``relative_to`` when given (setuptools wants
+    paths relative to ``setup.py``), else absolute."""
+    files = [os.path.join(CSRC, f) for f in SOURCES]
+    return [os.path.relpath(f, relative_to) for f in files] if relative_to else files
+
+
+def depends(relative_to: str = '') -> List[str]:
+    """The files whose change rebuilds the extension: its headers and ``core/abi.py``."""
+    files = [os.path.join(CSRC, f) for f in HEADERS] + [ABI_PY]
+    return [os.path.relpath(f, relative_to) for f in files] if relative_to else files
+
+
+def isa_flags() -> List[str]:
+    """Vector ISA of the build machine: AVX-512, else AVX2, else none (ATen's scalar fallback).
+    The module records its ISA; at import it is used only if the running CPU has it."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = set(f.read().split())
+    except OSError:
+        return []
+    if {'avx512f', 'avx512dq', 'avx512vl', 'avx512bw', 'fma'} <= flags:
+        return ['-mavx512f', '-mavx512dq', '-mavx512vl', '-mavx512bw', '-mfma', '-mf16c', '-DCPU_CAPABILITY_AVX512',
+                '-DCPU_CAPABILITY=AVX512']
+    if {'avx2', 'fma', 'f16c'} <= flags:
+        return ['-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY_AVX2', '-DCPU_CAPABILITY=AVX2']
+    return []
+
+
+def macros() -> List[Tuple[str, str]]:
+    """The kernels' ids and constants as ``MMLOSS_*`` preprocessor definitions (``csrc/abi.h``),
+    from ``core/abi.py`` (read by path)."""
+    return runpy.run_path(ABI_PY)['cpp_macros']()
+
+
+def compile_args() -> List[str]:
+    """The compiler's flags, optimisation and ISA included (the definitions are :func:`macros`)."""
+    return ['-O3', '-fopenmp', *isa_flags(), *_QUIET]
+
+
+def link_args() -> List[str]:
+    return ['-fopenmp']
+
+
+def define_flags() -> List[str]:
+    """:func:`macros` as ``-D`` flags (``torch.utils.cpp_extension.load`` takes flags, not macros)."""
+    return [f'-D{name}={value}' for name, value in macros()]
+
+
+def setup_disabled() -> bool:
+    """Whether ``setup.py`` is told to build no extension (:data:`ENV_NO_EXT`)."""
+    return os.environ.get(ENV_NO_EXT) == '1'
+
+
+def jit_disabled() -> bool:
+    """Whether compiling on first use is turned off (:data:`ENV_JIT` ``=0``)."""
+    return os.environ.get(ENV_JIT, '1').strip().lower() in ('0', 'false', 'no', 'off')
