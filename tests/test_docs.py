@@ -181,9 +181,10 @@ def test_the_committed_run_is_one_full_run_of_every_case(gen_docs):
     assert (env['device'], env['scale'], env['fused_kernels']) == ('cpu', 1.0, True)
     assert env['command'].startswith('tools/benchmark.py --compile') and env['compile_backend'] == 'inductor'
     assert env['min_time'] >= 1.0 and env['repeat'] >= 7
-    # timed on a quiet machine: other processes under --max-others cores while every case was timed
-    assert all(r['others_cpu'] <= env['max_others'] for r in data['cases']), [
-        (r['case'], r['others_cpu']) for r in data['cases'] if r['others_cpu'] > env['max_others']]
+    # how busy the machine was is recorded for every case (the README says it), and a case timed again because
+    # others were busy was timed at most 1 + --retries times (a run from before the retiming has neither field)
+    assert all(r['others_cpu'] is not None for r in data['cases'])
+    assert all(1 <= r.get('timings', 1) <= 1 + env.get('retries', 0) for r in data['cases'])
     assert {'torch', 'cpu', 'threads', 'cpu_capability', 'date', 'versions'} <= set(env)
     assert 'mmdet' in env['versions']  # the claim: against mmdet in the same run
     missing = {name: 'not installed for the run' for name in bench.OPTIONAL if name not in env['versions']}
@@ -204,17 +205,18 @@ def _synthetic_run():
     """Two cases with hand-picked times: ratios and formatting below are derived by hand from them."""
     env = dict(device='cpu', torch='2.13.0', cpu='Test CPU', threads=2, cpu_capability='AVX512', fused_kernels=True,
                versions={'mmdet': '3.3.0'}, date='2026-01-01', command='tools/benchmark.py --compile --json x.json',
-               scale=1.0, repeat=7, min_time=1.0, compile_backend='inductor')
+               scale=1.0, repeat=7, min_time=1.0, max_others=0.25, retries=2, compile_backend='inductor')
     focal = dict(case='focal', title='sigmoid focal', kind='labels', device='cpu', shape='200000x80', sigmoid=0.02,
-                 others_cpu=0.02,
+                 others_cpu=0.02, timings=1,
                  rows=[_row('mmdet', 500.0, 600.0), _row('eager', 100.0, 300.0, ran=False),
                        _row('fused', 25.0, 62.4, first_ms=12.5, ran=True), _row('compile-eager', 80.0, 200.0, 9000.0),
                        _row('compile-fused', 20.0, 62.0, 4000.0)])
     wiou = dict(case='wiou', title='Wise-IoU v3', kind='boxes', device='cpu', shape='1000000x4', sigmoid=0.005,
-                others_cpu=0.1,
+                others_cpu=1.2, timings=3,  # timed while other processes were busy
                 rows=[_row('eager', 90.0, 150.0, ran=False), _row('fused', 9.0, 40.0, first_ms=30.0, ran=True)])
     seesaw = dict(case='seesaw', title='Seesaw (LVIS RoIs)', kind='rois', device='cpu', shape='1024x1205',
-                  sigmoid=0.0005, others_cpu=0.0, rows=[_row('mmdet', 16.0, 43.0), _row('eager', 5.0, 31.0, ran=False)])
+                  sigmoid=0.0005, others_cpu=0.0, timings=1,
+                  rows=[_row('mmdet', 16.0, 43.0), _row('eager', 5.0, 31.0, ran=False)])
     return dict(environment=env, cases=[focal, wiou, seesaw])
 
 
@@ -226,7 +228,8 @@ def test_readme_tables_of_a_hand_made_run(gen_docs):
         'Figures from one run of `OMP_NUM_THREADS=2 .venv/bin/python tools/benchmark.py --compile --json x.json` '
         '(Test CPU, 2 threads, CPU capability AVX512, torch 2.13.0, mmdet 3.3.0, 2026-01-01): the median of one '
         'forward + backward call, the rows of a case timed in turns (7 rounds, at least 1 s of calls per row; other '
-        'processes used at most 0.10 of the 2 cores while a case was timed)')  # the largest of the cases'
+        'processes used at most 1.20 of the 2 cores while a case was timed, more than 0.25 for 1 of the 3 cases, '
+        'each timed up to 3 times and the quietest kept)')  # the largest of the cases'; wiou's above max_others
     assert all(len(line) <= 100 for line in lines if not line.startswith('|'))
     # focal: 500 / 25 = 20x mmdet; 25 ms / 20 ms sigmoid = 1.25 -> 1.2 (round half to even); 62.4 MB -> 62
     assert '| sigmoid focal, 200k × 80 | 500 | 25.0 | 20.0× | 1.2× | 600 → 62 |' in lines
@@ -249,6 +252,8 @@ def test_docs_benchmarks_of_a_hand_made_run(gen_docs):
     # fused focal: 500 / 25 = 20x mmdet, 100 / 25 = 4x our eager
     assert '| fused | 25.0 | 20.0× | 4.0× | 1.2× | 62.4 | 12.5 |' in text.splitlines()
     assert '| eager | 90.0 | — | 1.0× | 18.0× | 150.0 | 10.0 |' in text.splitlines()  # wiou: no mmdet
+    assert 'other processes used 1.20 cores while it was timed (the quietest of 3 timings).' in text  # wiou
+    assert 'other processes used 0.02 cores while it was timed.' in text  # focal: one timing
 
 
 def test_a_run_without_the_kernels_is_refused(gen_docs):

@@ -88,11 +88,19 @@ def _check(data: dict) -> None:
 
 
 def _timing(data: dict) -> str:
-    env = data['environment']
-    others = max(r['others_cpu'] for r in data['cases'])
-    return (f'the median of one forward + backward call, the rows of a case timed in turns '
+    """How the cases were timed, and how busy the machine was meanwhile (the cores other processes
+    used, which the benchmark records for each case: above ``max_others`` it timed the case again)."""
+    env, cases = data['environment'], data['cases']
+    others = max(r['others_cpu'] for r in cases)
+    limit = env.get('max_others')  # None: the run timed each case once (as runs did before the retiming)
+    busy = [r for r in cases if limit is not None and r['others_cpu'] > limit]
+    text = (f'the median of one forward + backward call, the rows of a case timed in turns '
             f'({env["repeat"]} rounds, at least {env["min_time"]:g} s of calls per row; other processes used '
-            f'at most {others:.2f} of the {env["threads"]} cores while a case was timed)')
+            f'at most {others:.2f} of the {env["threads"]} cores while a case was timed')
+    if busy:
+        text += (f', more than {limit:g} for {len(busy)} of the {len(cases)} cases, each timed up to '
+                 f'{1 + env["retries"]} times and the quietest kept')
+    return text + ')'
 
 
 def readme_tables(data: dict) -> str:
@@ -171,7 +179,8 @@ def benchmarks_markdown(data: dict) -> str:
         mmdet, eager = rows.get('mmdet'), rows['eager']
         lines += ['', f'## {case_title(result)}', '',
                   f'Case `{result["case"]}`, inputs {result["shape"]}; one sigmoid pass: {_fig(result["sigmoid"])} ms; '
-                  f'other processes used {result["others_cpu"]:.2f} cores while it was timed.',
+                  f'other processes used {result["others_cpu"]:.2f} cores while it was timed'
+                  + (f' (the quietest of {result["timings"]} timings).' if result.get('timings', 1) > 1 else '.'),
                   '', '| impl | fwd+bwd ms | vs mmdet | vs our eager | ÷ sigmoid | extra peak MB | 1st call ms |',
                   '|---|---|---|---|---|---|---|']
         for row in result['rows']:
