@@ -177,7 +177,7 @@ def test_compile_rows(bench):
     assert [row['ran_fused'] for row in results[0]['rows']][-2:] == [None, None]  # not checked under compile
     assert "compile-* rows: torch.compile(backend='aot_eager') of the loss call" in out.getvalue()
     check_table(bench, results, out.getvalue())
-    c = bench.CASES['l1']
+    c = bench.BENCHMARKS['l1']
     x, target = bench.make_inputs(c, TINY)
     for variant in bench.COMPILE_VARIANTS:
         xx = x.detach().requires_grad_()
@@ -191,7 +191,7 @@ def test_compile_rows(bench):
 @pytest.mark.parametrize('case', ['focal', 'qfl', 'vfl', 'giou', 'wiou', 'smooth_l1', 'l1', 'ce', 'dice'])
 def test_every_row_of_a_case_computes_the_same_loss(bench, case):
     """The rows compare like with like: mmdet, the plain-torch reference and ours agree."""
-    c = bench.CASES[case]
+    c = bench.BENCHMARKS[case]
     x, target = bench.make_inputs(c, scale=TINY)
     if c.kind == 'boxes':  # mmdet and mmloss_ext treat inverted boxes differently (~9% of the inputs)
         valid = (x[:, 2] > x[:, 0]) & (x[:, 3] > x[:, 1])
@@ -209,7 +209,7 @@ def test_every_row_of_a_case_computes_the_same_loss(bench, case):
 
 
 def test_variant_selection_and_labels(bench):
-    focal, wiou = bench.CASES['focal'], bench.CASES['wiou']
+    focal, wiou = bench.BENCHMARKS['focal'], bench.BENCHMARKS['wiou']
     every = bench.VARIANTS
     assert bench.select_variants(focal, every) == ['mmdet', 'torchvision', 'eager', 'fused', 'compile-eager',
                                                    'compile-fused']
@@ -309,15 +309,15 @@ def test_a_case_timed_while_others_were_busy_is_timed_again(bench, monkeypatch):
     monkeypatch.setattr(bench, 'RETRY_WAIT', 0.0)
     meter = bench.CudaMeter(device='cpu', cuda=FakeCuda())
     monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.1]))  # busy, a quiet pause, quiet
-    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
     assert (result['others_cpu'], result['timings']) == (0.1, 2)
     # busy in every timing, the pauses quiet: 1 + 2 retries, the quietest kept
     monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.9, 0.1, 1.0]))
-    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
     assert (result['others_cpu'], result['timings']) == (0.9, 3)
     assert '; other processes: 0.90 cores, the quietest of 3 timings)' in bench.format_case(result).splitlines()[0]
     monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 1.5]))  # busy through the pause: no retiming
-    result = bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
     assert (result['others_cpu'], result['timings']) == (1.2, 1)
     monkeypatch.setattr(bench, 'others_since', fake_clock([1.2]))  # no bound: one timing
-    assert bench.bench_case(bench.CASES['l1'], 'cpu', meter, TINY, 1, ('eager',))['timings'] == 1
+    assert bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager',))['timings'] == 1

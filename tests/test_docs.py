@@ -90,8 +90,8 @@ def test_cli_show_suggests_the_three_closest():
 def test_cli_show_gives_the_losss_own_parameters_and_call(capsys):
     main(['show', 'GIoULoss'])
     out = capsys.readouterr().out
-    # its docstring says "Args and returns as iou_loss": the description comes from there
-    assert "  eps=1e-06         a value in [0.0, inf): lower bound of the IoU" in out
+    # its docstring documents its own eps and says "Args and returns as iou_loss" for the rest
+    assert "  eps=1e-06         a value in [0.0, inf): the floor of the union and of |C|, `max(., eps)`." in out
     assert "  impl='auto'       one of 'auto', 'eager', 'fused' (see `mmloss_ext.kernels.dispatch`)." in out
     assert "  loss_weight=1.0   a finite number: multiplies the reduced loss." in out
     assert 'call: loss(pred, target, weight=None, avg_factor=None, reduction_override=None)\n' in out
@@ -177,7 +177,7 @@ def test_the_committed_run_is_one_full_run_of_every_case(gen_docs):
     bench = load_tool('benchmark')
     data = gen_docs.load_benchmark()
     env = data['environment']
-    assert [r['case'] for r in data['cases']] == list(bench.CASES)
+    assert [r['case'] for r in data['cases']] == list(bench.BENCHMARKS)
     assert (env['device'], env['scale'], env['fused_kernels']) == ('cpu', 1.0, True)
     assert env['command'].startswith('tools/benchmark.py --compile') and env['compile_backend'] == 'inductor'
     assert env['min_time'] >= 1.0 and env['repeat'] >= 7
@@ -189,7 +189,7 @@ def test_the_committed_run_is_one_full_run_of_every_case(gen_docs):
     assert 'mmdet' in env['versions']  # the claim: against mmdet in the same run
     missing = {name: 'not installed for the run' for name in bench.OPTIONAL if name not in env['versions']}
     for result in data['cases']:
-        case = bench.CASES[result['case']]
+        case = bench.BENCHMARKS[result['case']]
         rows = [r['variant'] for r in result['rows']]
         assert rows == bench.select_variants(case, bench.VARIANTS, missing), result['case']
         dims = tuple(int(d) for d in result['shape'].split('x'))

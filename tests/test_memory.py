@@ -25,7 +25,7 @@ FRACTION = 0.5
 
 
 BENCH = load_tool('benchmark')
-FUSED_CASES = [name for name, case in BENCH.CASES.items() if case.fused]
+FUSED_BENCHMARKS = [name for name, case in BENCH.BENCHMARKS.items() if case.fused]
 
 
 def moderate_scale(case) -> float:
@@ -41,21 +41,22 @@ def peaks():
     meter = BENCH.CpuMeter()
     try:
         yield {(name, variant): meter.fresh(dict(case=name, variant=variant, scale=moderate_scale(case)))
-               for name, case in BENCH.CASES.items() if case.fused for variant in ('eager', 'fused')}
+               for name, case in BENCH.BENCHMARKS.items() if case.fused for variant in ('eager', 'fused')}
     finally:
         meter.close()
 
 
 def test_the_cases_are_the_benchmarks_fused_ones_at_moderate_sizes():
-    assert len(FUSED_CASES) >= 18 and {'focal', 'giou', 'ce', 'dice', 'ghmc', 'gaussian_focal'} <= set(FUSED_CASES)
-    for name in FUSED_CASES:
-        case = BENCH.CASES[name]
+    assert len(FUSED_BENCHMARKS) >= 18
+    assert {'focal', 'giou', 'ce', 'dice', 'ghmc', 'gaussian_focal'} <= set(FUSED_BENCHMARKS)
+    for name in FUSED_BENCHMARKS:
+        case = BENCH.BENCHMARKS[name]
         x, _ = BENCH.make_inputs(case, moderate_scale(case))
         assert PRED_ELEMENTS / 2 <= x.numel() <= PRED_ELEMENTS * 1.05, (name, tuple(x.shape))
 
 
 @pytest.mark.needs_mmcv_ops  # a fresh process imports mmdet's models
-@pytest.mark.parametrize('case', FUSED_CASES)
+@pytest.mark.parametrize('case', FUSED_BENCHMARKS)
 def test_fused_extra_peak_is_a_fraction_of_eager(peaks, case):
     eager, fused = peaks[case, 'eager'], peaks[case, 'fused']
     assert (eager['ran_fused'], fused['ran_fused']) == (False, True), case

@@ -110,7 +110,7 @@ class Case:
     title: str = ''  # what the documentation calls it (default: the name)
 
 
-CASES: Dict[str, Case] = {c.name: c for c in (
+BENCHMARKS: Dict[str, Case] = {c.name: c for c in (
     Case('focal', 'FocalLoss', 'FocalLoss', 'labels', (200_000, 80), torchvision_ref=_torchvision_focal,
          title='sigmoid focal'),
     Case('qfl', 'QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80), title='quality focal'),
@@ -429,7 +429,7 @@ def measure_fresh(case: str, variant: str, scale: float, compile_backend: str = 
     memory of one fwd+bwd, and for the eager and fused rows whether the fused kernel ran."""
     from mmloss_ext.kernels.functions import ran_fused
 
-    c = CASES[case]
+    c = BENCHMARKS[case]
     x, target = make_inputs(c, scale)
     fn = build_variant(c, variant, x, target, compile_backend)
     x = x.detach().requires_grad_()
@@ -659,7 +659,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
         json_path: Optional[str] = None, *, meter=None, missing: Optional[Mapping[str, str]] = None,
         compile_backend: str = 'inductor', min_time: float = 0.0, max_others: Optional[float] = None,
         retries: int = 2, command: Optional[str] = None) -> List[dict]:
-    """Benchmark ``cases`` (names of :data:`CASES`, or :class:`Case` objects) on ``device`` ('cpu' or
+    """Benchmark ``cases`` (names of :data:`BENCHMARKS`, or :class:`Case` objects) on ``device`` ('cpu' or
     'cuda'), print the tables to ``out`` and return the results.
 
     ``json_path``: also write them there, as ``{"environment": ..., "cases": results}``, the
@@ -674,7 +674,7 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f'unknown variants {sorted(unknown)}; known: {VARIANTS}')
-    selected = [c if isinstance(c, Case) else CASES[c] for c in cases]
+    selected = [c if isinstance(c, Case) else BENCHMARKS[c] for c in cases]
     missing = probe_missing() if missing is None else dict(missing)
     own_meter = meter is None
     meter = METERS[device]() if own_meter else meter
@@ -712,7 +712,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     parser.add_argument('--min-time', type=float, default=None,
                         help='least total seconds of the timed calls of a row: a fast row runs several calls '
                              'per round (default 1, or 0.2 with --quick)')
-    parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--cases', nargs='*', default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument('--max-others', type=float, default=None,
                         help=f'time a case again (after {RETRY_WAIT:g} s, if others were quiet then; at most '
                              '--retries times) when other processes used more CPU cores than this meanwhile '
