@@ -1,7 +1,10 @@
 """Shared test utilities: building losses, the registry's name lists, value-and-gradient parity."""
 import datetime
+import importlib.util
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -11,6 +14,18 @@ import mmloss_ext  # noqa: F401  (registers the losses)
 from loss_cases import CASES
 from mmloss_ext.core.selfcheck import TOLERANCE
 from mmloss_ext.registry import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name):
+    """The script ``tools/<name>.py`` as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f'mmloss_tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look up the module of their class
+    spec.loader.exec_module(module)
+    return module
+
 
 #: every registered loss, and the names of each family (each class says its family)
 NAMES = sorted(MODELS.module_dict)
