@@ -11,4 +11,4 @@ __version__ = '0.1.0'
 from .registry import MODELS  # noqa: E402
 from .losses import *  # noqa: E402,F401,F403
 from .core.errors import LossValueError  # noqa: E402,F401
-from .losses import BaseLoss, weight_reduce_loss  # noqa: E402,F401
+from .losses import BaseLoss, StatefulLoss, weight_reduce_loss  # noqa: E402,F401

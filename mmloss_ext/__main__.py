@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional
 
 from .catalogue import describe, entries, entry, families, lookup, plain
+from .quiet import quiet_pkg_resources
 
 
 def _list(family: Optional[str]) -> str:
@@ -58,6 +59,7 @@ def _main(argv: List[str]) -> int:
     return 0
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

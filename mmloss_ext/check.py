@@ -5,8 +5,11 @@ loss of the model (dense heads, RoI heads, cascade stages, RPN stages: every ``l
 holds a dict with a ``type``), builds each one and reports:
 
 * **error** -- a loss that takes decoded ``(x1, y1, x2, y2)`` boxes (the IoU family, NWD, ...)
-  as the ``loss_bbox`` of a head that feeds it regression deltas: ``reg_decoded_bbox`` false or
-  absent (with a ``False`` default), or a head with no such switch whose loss code does not decode;
+  as the ``loss_bbox`` of a head that feeds it something else (regression deltas, DETR's
+  normalised ``(cx, cy, w, h)``) with the config's ``reg_decoded_bbox``: what each of mmdet's heads
+  feeds its ``loss_bbox`` with the switch absent, off and on was found by running it
+  (:mod:`mmloss_ext.head_inputs`, :mod:`mmloss_ext.probe`); a head not in that table is run here,
+  on this config's model (a **note** when that cannot run);
 * **note** -- a plain name that resolves to mmdet's class while mmloss_ext has a class of that
   name (``type='GIoULoss'`` is mmdet's; ``mmloss_ext.GIoULoss`` is ours);
 * **error** -- a segmentation loss whose ``reduction='none'`` output is not one value per sample
@@ -25,7 +28,6 @@ head keeps its built-in default). ``tools/train.py`` runs the check first.
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import json
 import re
@@ -34,6 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .core.errors import Problem, closest
+from .quiet import quiet_pkg_resources
 
 __all__ = ['Finding', 'check_config', 'check_model', 'load_config', 'loss_dicts', 'main']
 
@@ -126,71 +129,20 @@ def takes_decoded_boxes(cls: type, ours) -> bool:
     return other is not None and getattr(other, 'family', None) == 'bbox'
 
 
-def _switch_default(head_cls: type) -> Tuple[bool, bool]:
-    """``(has the reg_decoded_bbox switch, its default)`` from the head's constructors."""
-    for klass in head_cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        if init is None:
-            continue
-        param = inspect.signature(init).parameters.get('reg_decoded_bbox')
-        if param is not None:
-            return True, bool(param.default) if param.default is not param.empty else False
-    return False, False
-
-
-#: what a head's source does when it turns its box predictions into boxes before the loss
-_DECODES = ('.decode(', 'distance2bbox', 'bbox_cxcywh_to_xyxy', '_bbox_decode', 'delta2bbox')
-#: mmdet's generic head bases: their sources say nothing about one head's boxes
-_GENERIC = ('BaseDenseHead', 'BaseModule', 'BaseRoIHead')
 #: keywords a head removes from its loss config before building it (DETR's ``bg_cls_weight``)
 HEAD_POPPED_KEYS = ('bg_cls_weight',)
+#: what each kind of ``loss_bbox`` input is called in a finding (see :mod:`mmloss_ext.probe`)
+_INPUT_NAMES = {'encoded': 'the regression deltas', 'cxcywh': 'normalised (cx, cy, w, h) boxes'}
 
 
-def _source(klass: type) -> str:
+def _model_probe(model: dict):
+    """What every ``loss_bbox`` of ``model`` receives (:func:`mmloss_ext.probe.probe_model`), or the
+    reason it could not be run."""
+    from .probe import error_line, probe_model
     try:
-        return inspect.getsource(klass)
-    except (OSError, TypeError):
-        return ''
-
-
-def _loss_method_owner(head_cls: type) -> Optional[type]:
-    """The class whose code computes the head's losses: the owner of its ``loss_by_feat``
-    (dense heads) or ``loss_and_target`` (RoI box heads), generic bases skipped."""
-    for method in ('loss_by_feat', 'loss_and_target', 'loss'):
-        for klass in head_cls.__mro__:
-            if method in klass.__dict__:
-                if klass.__name__ not in _GENERIC:
-                    return klass
-                break
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def head_honours_switch(head_cls: type) -> bool:
-    """Whether the head's loss code reads ``reg_decoded_bbox`` (else the switch is only stored)."""
-    owner = _loss_method_owner(head_cls)
-    return owner is not None and 'reg_decoded_bbox' in _source(owner)
-
-
-#: the methods through which a head's box predictions reach its losses
-_LOSS_METHODS = ('loss_by_feat', 'loss_by_feat_single', 'loss_and_target')
-
-
-@functools.lru_cache(maxsize=None)
-def head_decodes(head_cls: type) -> bool:
-    """Whether a head's loss code turns its box predictions into boxes: its loss methods call a
-    box decoder (predictions decoded only for inference do not count)."""
-    for method in _LOSS_METHODS:
-        fn = getattr(head_cls, method, None)
-        if fn is None:
-            continue
-        try:
-            source = inspect.getsource(fn)
-        except (OSError, TypeError):
-            continue
-        if any(marker in source for marker in _DECODES):
-            return True
-    return False
+        return probe_model(model), ''
+    except Exception as err:  # noqa: BLE001  (reported as a note: the probe is the checker's own)
+        return None, error_line(err)
 
 
 def _head_class(head: dict, mmdet) -> Optional[type]:
@@ -200,28 +152,51 @@ def _head_class(head: dict, mmdet) -> Optional[type]:
 
 
 def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optional[dict], head_path: str,
-                          ours, mmdet) -> List[Finding]:
+                          ours, mmdet, probe_config) -> List[Finding]:
+    """An error when ``loss_bbox`` takes decoded boxes and its head feeds it something else, from
+    the table of what mmdet's heads feed their ``loss_bbox`` (:mod:`mmloss_ext.head_inputs`, found by
+    running each head); for a head the table lacks, from running this config's model
+    (``probe_config()``), else a note that it could not be told."""
+    from .head_inputs import HEAD_INPUTS
+    from .probe import SETTINGS
     if key != SWITCHED_KEY or head is None or not takes_decoded_boxes(cls, ours):
         return []
     head_cls = _head_class(head, mmdet)
     if head_cls is None:
         return []
-    has_switch, default = _switch_default(head_cls)
     head_name = head_cls.__name__
-    if has_switch and head.get('reg_decoded_bbox', default):
+    setting = head.get('reg_decoded_bbox', 'absent')
+    how = f'with reg_decoded_bbox={setting}' if setting != 'absent' else 'with reg_decoded_bbox absent'
+    inputs = HEAD_INPUTS.get(head_name)
+    if inputs is not None:
+        kind = inputs[SETTINGS.index(setting)] if setting in SETTINGS else None
+        if inputs[1:] == (None, None):
+            kind, how = inputs[0], '(it has no reg_decoded_bbox switch)'
+        elif kind is None:  # its build refuses this value: what it does without one
+            kind, how = inputs[0], f'(it refuses reg_decoded_bbox={setting})'
+        switch_fixes = setting is not True and inputs[SETTINGS.index(True)] == 'boxes'
+    else:
+        probe, why = probe_config()
+        kind = probe.kinds.get(path.rsplit('.', 1)[0]) if probe is not None else None
+        if kind is None:
+            return [Finding('note', path, name,
+                            f'could not tell whether {head_name} feeds its {key} decoded boxes: it is not one of '
+                            f"the mmdet heads mmloss_ext has probed, and running this model's loss "
+                            + (f'failed ({why})' if why else 'never called it with a positive box'), '')]
+        switch_fixes = False
+    if kind not in _INPUT_NAMES:  # decoded boxes, or a loss the head never calls
         return []
-    if has_switch and head_honours_switch(head_cls):
-        how = 'reg_decoded_bbox=False' if 'reg_decoded_bbox' in head else f'reg_decoded_bbox absent (default {default})'
-        return [Finding('error', path, name,
-                        f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} feeds its {key} the '
-                        f'regression deltas with {how}: the loss sees deltas as boxes (AP collapses, or NaN)',
-                        f'set reg_decoded_bbox=True in {head_path}')]
-    if head_decodes(head_cls):
-        return []
+    if switch_fixes:
+        fix = f'set reg_decoded_bbox=True in {head_path}'
+    else:
+        fix = f'use a regression loss on {"deltas" if kind == "encoded" else "those"} (e.g. {SCOPE}SmoothL1Loss, ' \
+              f'{SCOPE}L1Loss) in {head_path}'
+        from .probe import constructor_params
+        if 'loss_iou' in constructor_params(head_cls)[0]:
+            fix += f'; {head_name} takes an IoU loss as its loss_iou'
     return [Finding('error', path, name,
-                    f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} has no reg_decoded_bbox switch '
-                    f'and does not decode its box predictions before {key}',
-                    f'use a regression loss on deltas (e.g. {SCOPE}SmoothL1Loss, {SCOPE}L1Loss) in {head_path}')]
+                    f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} feeds its {key} '
+                    f'{_INPUT_NAMES[kind]} {how}: the loss sees them as boxes (AP collapses, or NaN)', fix)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -258,6 +233,13 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
     """The findings for every loss of an mmdet model config (a dict or ``ConfigDict``)."""
     ours, mmdet = _registries()
     findings: List[Finding] = []
+    probed = []  # the model's probe, run once and only for a head the table lacks
+
+    def probe_config():
+        if not probed:
+            probed.append(_model_probe(model))
+        return probed[0]
+
     for where, loss_cfg, head, key in loss_dicts(model, path):
         cls, named, name = _resolve(loss_cfg['type'], ours, mmdet)
         findings += [Finding(level, where, name, msg, fix) for level, msg, fix in named]
@@ -273,7 +255,7 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
                          for p in problems]
             continue
         head_path = where.rsplit('.', 1)[0]
-        findings += _decoded_box_findings(where, key, name, cls, head, head_path, ours, mmdet)
+        findings += _decoded_box_findings(where, key, name, cls, head, head_path, ours, mmdet, probe_config)
         findings += _per_instance_findings(where, key, name, loss, head, mmdet)
     return findings
 
@@ -295,6 +277,7 @@ def check_config(config: str, cfg_options: Optional[dict] = None) -> List[Findin
     return check_model(load_config(config, cfg_options).get('model', {}))
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(

@@ -24,7 +24,7 @@ from .check import SCOPE, loss_dicts
 from .viz import load_scalars
 
 __all__ = ['Run', 'mmdet_arm_options', 'run_summary', 'logged_metrics', 'summarise', 'difference', 'markdown_table',
-           'METRICS']
+           'variant_labels', 'METRICS']
 
 #: the validation metrics reported (mmdet's COCO metric keys) and their short names, in table order;
 #: a comparison reports those its runs logged (detectors: bbox; instance segmentation: segm and bbox)
@@ -84,6 +84,29 @@ def mmdet_arm_options(model_cfg, path: str = 'model') -> List[str]:
 def _option_key(path: str) -> str:
     """``model.roi_head.bbox_head[1].loss_bbox`` -> ``model.roi_head.bbox_head.1.loss_bbox`` (mmengine's form)."""
     return path.replace('[', '.').replace(']', '')
+
+
+def variant_labels(model_cfgs: Dict[str, dict]) -> Dict[str, str]:
+    """``{arm: label}`` naming each arm by its model's losses, in config order, each type without its
+    scope and a trailing ``Loss`` (``'Focal + GIoU'``); the arm's name follows where two arms would
+    share a label.
+
+    Example:
+        >>> retina = lambda cls, box: dict(bbox_head=dict(loss_cls=dict(type=cls), loss_bbox=dict(type=box)))
+        >>> variant_labels({'a': retina('mmloss_ext.FocalLoss', 'mmloss_ext.GIoULoss'),
+        ...                 'b': retina('mmloss_ext.GHMC', 'GIoULoss'), 'c': retina('mmloss_ext.GHMC', 'GIoULoss')})
+        {'a': 'Focal + GIoU', 'b': 'GHMC + GIoU (b)', 'c': 'GHMC + GIoU (c)'}
+    """
+    labels = {}
+    for arm, model_cfg in model_cfgs.items():
+        names = []
+        for _, loss_cfg, _, _ in loss_dicts(model_cfg, 'model'):
+            type_ = loss_cfg['type']
+            name = type_.__name__ if inspect.isclass(type_) else str(type_).rpartition('.')[2]
+            names.append(name[:-len('Loss')] if name.endswith('Loss') and name != 'Loss' else name)
+        labels[arm] = ' + '.join(dict.fromkeys(names)) or arm
+    counts = {label: list(labels.values()).count(label) for label in labels.values()}
+    return {arm: label if counts[label] == 1 else f'{label} ({arm})' for arm, label in labels.items()}
 
 
 def is_loss_key(key: str) -> bool:

@@ -62,7 +62,7 @@ def report() -> str:
     """The text ``python -m mmloss_ext info`` prints (loads the C++ kernels, compiling them if
     this is their first use)."""
     from . import __version__
-    from .core.impl import ENV_IMPL, min_numel
+    from .core.impl import ENV_IMPL, ENV_SELF_CHECK, TRUSTED_DEVICES, min_numel, self_check_enabled
     from .kernels import build
     from .kernels.dispatch import cpu_kernels_origin, triton_available
     from .kernels.ops import KERNELS
@@ -81,6 +81,9 @@ def report() -> str:
         f'C++ kernels: {cpp or "absent"} ({detail})',
         f'impl: {os.environ.get(ENV_IMPL) or "auto"} (\'auto\' takes a fused kernel from {min_numel()} elements; '
         f'${ENV_IMPL} and impl= change it; ${build.ENV_JIT}=0 turns compiling on first use off)',
+        f'self-check: {"on" if self_check_enabled() else "off"} (the first fused call of each configuration on a device '
+        f'other than {", ".join(sorted(TRUSTED_DEVICES))} is compared with the eager formula; ${ENV_SELF_CHECK}=0 '
+        'turns it off)',
         '',
     ]
     rows = [('fused kernel', 'cpu', 'cuda')]
@@ -97,5 +100,6 @@ def report() -> str:
     lines += ['  '.join(f'{c:{w}}' for c, w in zip(r, widths)).rstrip() for r in rows]
     fused = sorted(n for n, cls in LOSSES.items() if 'impl' in cls.spec().defaults)
     lines += ['', f'losses with a fused path ({len(fused)}): {", ".join(fused)}',
-              'a kernel that fails on a device warns once, and that loss then runs eagerly there']
+              'a kernel that fails on a device, or disagrees with the eager formula there, warns once, and that loss '
+              'then runs eagerly there']
     return '\n'.join(lines)

@@ -153,12 +153,20 @@ def register_loss(cls):
     """Class decorator: record ``cls`` in :data:`LOSSES` under its class name and register it in the
     ``mmloss_ext`` scope where a registry exists.
 
+    The name is the one its functional declares (``@declare('X')`` on ``cls.loss_fn``: the one
+    place a loss's name is written, which its error messages use): a class named otherwise is
+    refused with a ``TypeError``.
+
     With mmdet, names mmdet does not define are also registered in mmdet's ``MODELS`` under the plain
     name (``type='CharbonnierLoss'`` then works once the package is imported). Names mmdet owns
     (``FocalLoss``, ``GIoULoss``, ...) keep resolving to mmdet's class; nothing of mmdet's is
     overridden.
     """
     name = cls.__name__
+    declared = getattr(getattr(getattr(cls, 'loss_fn', None), 'spec', None), 'loss', None)
+    if declared != name:
+        raise TypeError(f'mmloss_ext: class {name} registers the loss its functional declares, expected the name '
+                        f'{declared!r} (`@declare(...)` on {name}.loss_fn), got {name!r}')
     if LOSSES.get(name, cls) is not cls:
         raise KeyError(f'mmloss_ext: two losses named {name} ({LOSSES[name].__module__} and {cls.__module__})')
     LOSSES[name] = cls

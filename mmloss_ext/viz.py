@@ -18,8 +18,8 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['MAP_KEYS', 'SEGM_MAP_KEYS', 'find_scalars', 'load_scalars', 'map_keys', 'plot_arms', 'plot_run',
-           'plot_runs']
+__all__ = ['MAP_KEYS', 'SEGM_MAP_KEYS', 'axis_ranges', 'find_scalars', 'load_scalars', 'map_keys', 'plot_arms',
+           'plot_run', 'plot_runs']
 
 #: the COCO metrics drawn in the right-hand panel (one run: all three; several runs: the first)
 MAP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
@@ -152,33 +152,101 @@ def _save(fig, out: str, title: Optional[str], dpi: int) -> str:
     return out
 
 
+def axis_ranges(intervals: Sequence[Tuple[float, float]], margin: float = 0.15) -> List[Tuple[float, float]]:
+    """The x ranges of a chart of ``intervals`` (each arm's ``(lowest, highest)`` value): one range,
+    or one per group when a gap between groups is wider than half the whole span (an outlier would
+    squeeze the others into a blob): the axis is then broken at each such gap. Each range is padded
+    by ``margin`` of its width (at least 0.005).
+
+    Example:
+        >>> [tuple(round(v, 3) for v in r) for r in axis_ranges([(0.74, 0.76), (0.69, 0.71), (0.22, 0.23)])]
+        [(0.215, 0.235), (0.679, 0.77)]
+        >>> len(axis_ranges([(0.74, 0.76), (0.69, 0.71)]))
+        1
+    """
+    spans = sorted(intervals)
+    whole = max(hi for _, hi in spans) - spans[0][0]
+    groups = [[spans[0]]]
+    for lo, hi in spans[1:]:
+        top = max(h for _, h in groups[-1])
+        if lo - top > 0.5 * whole:
+            groups.append([])
+        groups[-1].append((lo, hi))
+    ranges = []
+    for group in groups:
+        lo, hi = min(l for l, _ in group), max(h for _, h in group)
+        pad = max(margin * (hi - lo), 0.005)
+        ranges.append((lo - pad, hi + pad))
+    return ranges
+
+
 def plot_arms(summary: Dict[str, Dict[str, dict]], out: str, metrics: Optional[Sequence[str]] = None,
-              title: Optional[str] = None) -> str:
+              title: Optional[str] = None, labels: Optional[Dict[str, str]] = None) -> str:
     """A dot-and-error-bar chart of seed-averaged results (:func:`mmloss_ext.experiment.summarise`):
-    one row per arm and one panel per metric, each seed a dot, the mean ± std a bar. Arms are drawn
-    in the order of ``summary``; the chart is written to the PNG ``out``. ``metrics`` default: the
-    mAP and mAP@0.75 of bbox, preceded by those of segm when the summary has them."""
+    one row per arm, labelled ``labels[arm]`` (default: the arm), sorted by the mean of the first
+    metric (best on top); one panel per metric, each seed a dot, the mean ± std a bar. A metric whose
+    arms fall into groups far apart gets a broken axis (:func:`axis_ranges`), so that the spread
+    within a group stays visible. Written to the PNG ``out``. ``metrics`` default: the mAP and
+    mAP@0.75 of bbox, preceded by those of segm when the summary has them."""
     from matplotlib.figure import Figure
 
-    arms = list(summary)
+    from .experiment import METRICS
+
+    def cell(arm, key):
+        c = summary[arm].get(key)
+        return c if c and c['n'] else None
+
     if metrics is None:
         metrics = [*(SEGM_MAP_KEYS[::2] if map_keys(summary.values()) == SEGM_MAP_KEYS else ()), *MAP_KEYS[::2]]
-    fig = Figure(figsize=(4.5 * len(metrics), 0.45 * len(arms) + 1.4))
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    for ax, key in zip(axes, metrics):
+    first = metrics[0]
+    arms = sorted(summary, key=lambda a: -(cell(a, first)['mean'] if cell(a, first) else float('-inf')))
+    names = [(labels or {}).get(a, a) for a in arms]
+    panels = []  # (metric, x range) per axis, left to right
+    for key in metrics:
+        intervals = []
+        for arm in arms:
+            c = cell(arm, key)
+            if c:
+                values = [v for v in c['values'] if v == v] + [c['mean'] - c['std'], c['mean'] + c['std']]
+                intervals.append((min(values), max(values)))
+        panels += [(key, r) for r in (axis_ranges(intervals) if intervals else [(0.0, 1.0)])]
+    widths = [max(hi - lo, 1e-9) for _, (lo, hi) in panels]
+    # a broken axis: each part as wide as its range (every part at least a fifth of its metric's width)
+    ratios = []
+    for key in metrics:
+        mine = [w for (k, _), w in zip(panels, widths) if k == key]
+        ratios += [max(w / sum(mine), 0.2) for w in mine]
+    fig = Figure(figsize=(4.8 * len(metrics) + 0.12 * max(len(n) for n in names), 0.42 * len(arms) + 1.5))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False, gridspec_kw=dict(width_ratios=ratios))[0]
+    for i, (ax, (key, (lo, hi))) in enumerate(zip(axes, panels)):
         for row, arm in enumerate(arms):
-            cell = summary[arm].get(key)
-            if not cell or not cell['n']:
+            c = cell(arm, key)
+            if not c:
                 continue
             y = len(arms) - 1 - row
-            values = [v for v in cell['values'] if v == v]
-            ax.plot(values, [y] * len(values), 'o', color='0.6', markersize=4, zorder=1)
-            ax.errorbar(cell['mean'], y, xerr=cell['std'], fmt='D', color='C0', capsize=3, markersize=5, zorder=2)
-        ax.set_xlabel(key.split('/')[-1].replace('bbox_', 'bbox ').replace('segm_', 'segm ').replace('_', '@0.')
-                      if key.startswith('coco/') else key)
+            values = [v for v in c['values'] if v == v]
+            ax.plot(values, [y] * len(values), 'o', color='0.55', markersize=4, zorder=1)
+            ax.errorbar(c['mean'], y, xerr=c['std'], fmt='D', color='C0', capsize=3, markersize=5, zorder=2)
+        ax.set_xlim(lo, hi)
         ax.grid(True, axis='x', alpha=0.3)
+        ax.tick_params(axis='x', labelsize=8)
+        same = [j for j, (k, _) in enumerate(panels) if k == key]
+        if len(same) > 1:  # the break: no spine between the parts, a pair of slashes on it
+            kw = dict(transform=ax.transAxes, color='k', clip_on=False, linewidth=1)
+            for y in (0, 1):
+                if i != same[-1]:
+                    ax.plot([1 - 0.02, 1 + 0.02], [y - 0.01, y + 0.01], **kw)
+                if i != same[0]:
+                    ax.plot([-0.02, 0.02], [y - 0.01, y + 0.01], **kw)
+            if i != same[-1]:
+                ax.spines['right'].set_visible(False)
+            if i != same[0]:
+                ax.spines['left'].set_visible(False)
+                ax.tick_params(axis='y', left=False)
+        if i == same[len(same) // 2]:
+            ax.set_xlabel(METRICS.get(key, key))
     axes[0].set_yticks(range(len(arms)))
-    axes[0].set_yticklabels(arms[::-1])
+    axes[0].set_yticklabels(names[::-1])
     return _save(fig, out, title, dpi=110)
 
 

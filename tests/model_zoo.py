@@ -172,3 +172,20 @@ def walk() -> Walk:
                 json.dump(data, f)
             os.replace(tmp, cache)
     return result
+
+
+@lru_cache(maxsize=None)
+def models() -> Tuple[Tuple[str, object], ...]:
+    """``(config, its model config)`` for every config of the zoo that parses and has a model (not
+    cached on disk: a model config holds what JSON cannot; half a minute)."""
+    found = []
+    with _base_files_parsed_once(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for rel in config_files():
+            try:
+                cfg = Config.fromfile(osp.join(CONFIG_ROOT, rel), import_custom_modules=False)
+            except Exception:  # noqa: BLE001  (walk() records why)
+                continue
+            if isinstance(cfg.get('model'), dict):
+                found.append((rel, cfg.model))
+    return tuple(found)

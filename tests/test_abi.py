@@ -54,7 +54,7 @@ def test_cpp_macros_cover_the_interface_and_read_back_exactly():
     assert len(macros) == n
     assert macros['MMLOSS_BOX_SIOU'] == str(int(BoxKind.SIOU))
     assert macros['MMLOSS_BOX_HP_IOU_LOG'] == '1' and macros['MMLOSS_ELEMENTWISE_HP_VARIFOCAL'] == '3'
-    for name in ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN'):
+    for name in ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS'):
         assert float(macros[f'MMLOSS_{name}']) == getattr(abi, name) == iface[name]
     assert all(re.fullmatch(r'[-+.0-9e]+', v) for v in macros.values())  # safe on any compiler command line
 
@@ -88,9 +88,12 @@ def test_functions_use_the_enums():
 def test_eager_losses_use_the_shared_constants():
     boxes = importlib.import_module('mmloss_ext.losses._boxes')
     segmentation = importlib.import_module('mmloss_ext.losses.segmentation')
-    assert boxes.SIOU_EXP_MAX is abi.SIOU_EXP_MAX
+    assert boxes.SIOU_EXP_MAX is abi.SIOU_EXP_MAX and boxes.SIOU_OFFSET2_MIN is abi.SIOU_OFFSET2_MIN
     assert 'SMOOTH_L1_MIN_BETA' in inspect.unwrap(smooth_l1_loss).__globals__
-    assert segmentation._TINY == abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
+    assert segmentation.DICE_DENOMINATOR_MIN is abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
+    heatmap = importlib.import_module('mmloss_ext.losses.classification.heatmap')
+    assert heatmap.GAUSSIAN_FOCAL_EPS is abi.GAUSSIAN_FOCAL_EPS
+    assert not hasattr(importlib.import_module('mmloss_ext.kernels.heatmap'), 'EPS')  # no copy beside the kernel
 
 
 def test_unknown_box_kind_is_a_clear_error():
@@ -194,7 +197,7 @@ def test_triton_kind_constants_are_the_enums():
     for kind in (*ElementwiseKind, *BoxKind):
         const = getattr(gpu, f'_{kind.name}')
         assert isinstance(const, tl.constexpr) and const.value == int(kind), kind
-    assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX
+    assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX and gpu._SIOU_OFFSET2_MIN.value == abi.SIOU_OFFSET2_MIN
 
 
 def test_triton_source_has_no_bare_kind_ids():

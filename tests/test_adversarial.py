@@ -20,7 +20,7 @@ import re
 import pytest
 import torch
 
-from helpers import BOX_NAMES, NAMES, PROBABILITY_NAMES, build_case as build, family_names, required_cfg
+from helpers import BOX_NAMES, NAMES, build_case as build, family_names, required_cfg
 from loss_cases import CASES
 from loss_cases.bbox import boxes
 from mmdet.registry import MODELS as MMDET_MODELS
@@ -28,21 +28,7 @@ from mmloss_ext.registry import MODELS
 
 REGRESSION_NAMES = family_names('regression')
 IMAGE_NAMES = family_names('image')
-LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES + PROBABILITY_NAMES]
-#: numeric hyper-parameters that take any value of their type (none today: add one with a reason)
-UNBOUNDED = {
-    ('NLLLoss', 'ignore_index'): 'any int may mark ignored labels (torch uses -100)',
-    ('L2Loss', 'neg_pos_ub'): 'any int: a value <= 0 switches negative sampling off (mmdet: -1)',
-    ('MarginL2Loss', 'neg_pos_ub'): 'any int: a value <= 0 switches negative sampling off (mmdet: -1)',
-}
-#: overlap losses bounded in an infinite logit in binary mode (sigmoid into a ratio; see base.py)
-BINARY_OVERLAP = ('DiceLoss', 'JaccardLoss', 'TverskyLoss', 'FocalTverskyLoss')
-
-
-def saturates(name):
-    """Whether the loss, as configured by its case, reads an infinite logit as a certain prediction."""
-    return (CASES[name].saturates or name == 'ZeroOneLoss'
-            or (name in BINARY_OVERLAP and CASES[name].cfg.get('mode', 'binary') == 'binary'))
+LOGIT_NAMES = [n for n in NAMES if n not in BOX_NAMES + REGRESSION_NAMES + IMAGE_NAMES and not CASES[n].probabilities]
 
 
 def make(name, n=4, dtype=torch.float32, seed=0):
@@ -99,7 +85,7 @@ CHOICES = [(n, k, c) for n in NAMES for k, c in MODELS.get(n).choices().items()
 @pytest.mark.parametrize('name, key, default', NUMERIC, ids=[f'{n}-{k}' for n, k, _ in NUMERIC])
 def test_every_numeric_hparam_has_a_declared_range(name, key, default):
     ranges = MODELS.get(name).spec().ranges()
-    assert key in ranges or (name, key) in UNBOUNDED, f'{name}.{key} declares no range'
+    assert key in ranges or key in CASES[name].unbounded, f'{name}.{key} declares no range'
     if key in ranges:  # the default is valid by its own declaration
         ranges[key].check(name, key, default)
 
@@ -120,10 +106,6 @@ def _outside(r):
     return r.high if r.high_open else r.high + 1
 
 
-#: a closed bound that another hyper-parameter's default rules out (d < u)
-_INSIDE = {('FocalerIoULoss', 'u'): 1.0}
-
-
 def _inside(r):
     """The closed bound itself when there is one (mmdet allows it), else a value just inside."""
     if r.low is not None and not r.low_open:
@@ -141,7 +123,7 @@ def test_out_of_range_hparam_fails_at_build_and_in_the_functional(name, key, spe
             continue  # an int hparam: a float is a type error, covered above
         with raises(ValueError, f'{name}: `{key}` expected ', f'got {value!r}'):
             build(name, **{key: value})
-    inside = _INSIDE.get((name, key), _inside(spec))
+    inside = CASES[name].inside.get(key, _inside(spec))
     loss = MMDET_MODELS.build(dict(type=f'mmloss_ext.{name}', **{**required_cfg(name), key: inside}))  # allowed
     assert getattr(loss, key) == inside
     loss = build(name)
@@ -457,10 +439,8 @@ def test_bad_avg_factor_and_reduction(name):
 
 # --- numerics --------------------------------------------------------------------------------------
 
-# the squared hinge of a 1e4 margin violation is 1e8: past float16's range (max 65504) as a value;
-# so is the pull loss (a squared distance) of corner embeddings of 1e4
 LOGIT_DTYPES = [(n, d) for n in LOGIT_NAMES for d in (torch.float32, torch.bfloat16, torch.float16)
-                if not (n in ('HingeLoss', 'AssociativeEmbeddingLoss') and d == torch.float16)]
+                if CASES[n].float16_at_1e4 or d != torch.float16]
 
 
 @pytest.mark.parametrize('name, dtype', LOGIT_DTYPES, ids=[f'{n}-{str(d)[6:]}' for n, d in LOGIT_DTYPES])
@@ -584,8 +564,9 @@ def _poison(args, value, which):
     return map_target(args, fn)
 
 
+# a float target the loss range-checks (DFL's distances) makes NaN an input error
 FLOAT_TARGET_NAMES = [n for n in NAMES if len(make(n)) > 1 and label_tensor(make(n)) is None
-                      and n != 'DistributionFocalLoss']  # DFL range-checks its float target: NaN is an error
+                      and not CASES[n].target_range]
 
 
 # integer labels cannot hold NaN: the target side runs on the losses with float targets
@@ -605,7 +586,7 @@ def test_nan_input_propagates(name, which):
 def test_inf_in_pred_propagates_unless_the_loss_saturates(name, value):
     args = make(name)
     out = build(name, reduction='sum')(*_poison(args, value, 'pred'))
-    if not saturates(name):
+    if not CASES[name].saturates:
         assert not torch.isfinite(out)
         return
     # bounded in the logit: +-inf is the limit of ever larger logits (here the cases' modes)

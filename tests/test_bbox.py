@@ -112,8 +112,10 @@ HAND = [
     # Wise-IoU v1: exp(rho^2 / c^2) * (1 - IoU); v3 with running mean = 1 - IoU: beta = 1,
     # r = 1 / (3 * 1.9^(1 - 3)) = 1.9^2 / 3; v2 with running mean 4/9: sqrt((8/9) / (4/9)) = sqrt(2)
     (wiou_loss, {'version': 'v1'}, math.exp(RHO2_C2) * (1 - IOU)),
-    (wiou_loss, {'running_mean': torch.tensor(8 / 9)}, 1.9 ** 2 / 3 * math.exp(RHO2_C2) * (1 - IOU)),
-    (wiou_loss, {'running_mean': torch.tensor(4 / 9), 'version': 'v2'}, 2 ** 0.5 * math.exp(RHO2_C2) * (1 - IOU)),
+    (wiou_loss, {'running_mean': torch.tensor(8 / 9, dtype=torch.float64)},
+     1.9 ** 2 / 3 * math.exp(RHO2_C2) * (1 - IOU)),
+    (wiou_loss, {'running_mean': torch.tensor(4 / 9, dtype=torch.float64), 'version': 'v2'},
+     2 ** 0.5 * math.exp(RHO2_C2) * (1 - IOU)),
     # MPDIoU: (5 + 10) / c^2 = 0.3, or / (10^2 + 20^2) with the image shape
     (mpdiou_loss, {}, 1 - IOU + 15 / 50),
     (mpdiou_loss, {'img_shape': (10, 20)}, 1 - IOU + 15 / 500),
@@ -138,8 +140,10 @@ HAND = [
 
 @pytest.mark.parametrize('fn,kwargs,expected', HAND, ids=[f'{f.__name__}-{i}' for i, (f, _, _) in enumerate(HAND)])
 def test_hand_derived_values(fn, kwargs, expected):
+    # exact up to float64 rounding: every denominator of this pair (2 and up) is far above eps,
+    # and the guard max(d, eps) leaves it as it is
     got = fn(P, T, **kwargs)
-    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
 def test_ciou_tradeoff_is_active_above_half_iou():
@@ -394,7 +398,7 @@ def test_wiou_focusing_is_not_monotonic_in_v3(gen):
     v1 = math.exp(0.25 / 8) * 0.5
     for beta in (0.5, 1 / math.log(1.9), 4.0, 12.0):
         got = wiou_loss(p, t, torch.tensor(0.5 / beta, dtype=torch.float64))
-        assert float(got) == pytest.approx(beta / (3.0 * 1.9 ** (beta - 3.0)) * v1, rel=1e-6)  # eps: 1e-7
+        assert float(got) == pytest.approx(beta / (3.0 * 1.9 ** (beta - 3.0)) * v1, rel=1e-12)  # max(d, eps): exact
     r = [float(wiou_loss(p, t, torch.tensor(0.5 / b, dtype=torch.float64))) for b in (1.0, 1 / math.log(1.9), 4.0)]
     assert r[1] > r[0] and r[1] > r[2]
 
@@ -417,7 +421,7 @@ def test_wiou_running_mean_is_averaged_across_ranks():
     results = dict(enumerate(gloo_ranks(_wiou_rank, world)))
     total = sum(r[1] for r in results.values()) / sum(r[2] for r in results.values())
     for rank in range(world):  # every rank holds the same mean: 0.5 * 1 + 0.5 * (mean over counted boxes)
-        assert results[rank][0] == pytest.approx(0.5 + 0.5 * total, rel=1e-6)  # eps placement
+        assert results[rank][0] == pytest.approx(0.5 + 0.5 * total, rel=1e-12)  # both guard as bbox_overlaps
 
 
 def test_box_pair_is_computed_once():

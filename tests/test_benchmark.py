@@ -114,11 +114,19 @@ def test_cpu_run_rows_ratios_and_json(bench, tmp_path):
         'ce': ['mmdet', 'torch', 'eager', FUSED], 'dice': ['mmdet', 'eager', FUSED]}
     assert [r['shape'] for r in results] == ['200x80', '1000x4', '200x81', '1x1x512x512']
     for result in results:
-        assert result['device'] == 'cpu' and result['sigmoid'] > 0
+        assert result['device'] == 'cpu' and result['sigmoid'] > 0 and result['others_cpu'] >= 0
         for row in result['rows']:
             assert row['time'] > 0 and row['first'] > 0 and row['peak'] >= 0
             assert row['ran_fused'] == {'eager': False, 'fused': fused_available()}.get(row['variant'])
-    assert json.loads((tmp_path / 'bench.json').read_text()) == results
+    saved = json.loads((tmp_path / 'bench.json').read_text())
+    assert saved['cases'] == results
+    env = saved['environment']
+    assert (env['device'], env['torch'], env['threads']) == ('cpu', torch.__version__, torch.get_num_threads())
+    assert env['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert env['fused_kernels'] == fused_available() and env['versions']['mmdet'] == '3.3.0'
+    assert (env['scale'], env['repeat'], env['min_time'], env['max_others'], env['retries'],
+            env['compile_backend']) == (TINY, 1, 0.0, None, 0, None)
+    assert [r['title'] for r in results] == ['sigmoid focal', 'GIoU', 'softmax cross-entropy', 'Dice']
 
 
 def test_cuda_code_path_on_the_cpu(bench):
@@ -169,7 +177,7 @@ def test_compile_rows(bench):
     assert [row['ran_fused'] for row in results[0]['rows']][-2:] == [None, None]  # not checked under compile
     assert "compile-* rows: torch.compile(backend='aot_eager') of the loss call" in out.getvalue()
     check_table(bench, results, out.getvalue())
-    c = bench.CASES['l1']
+    c = bench.BENCHMARKS['l1']
     x, target = bench.make_inputs(c, TINY)
     for variant in bench.COMPILE_VARIANTS:
         xx = x.detach().requires_grad_()
@@ -183,7 +191,7 @@ def test_compile_rows(bench):
 @pytest.mark.parametrize('case', ['focal', 'qfl', 'vfl', 'giou', 'wiou', 'smooth_l1', 'l1', 'ce', 'dice'])
 def test_every_row_of_a_case_computes_the_same_loss(bench, case):
     """The rows compare like with like: mmdet, the plain-torch reference and ours agree."""
-    c = bench.CASES[case]
+    c = bench.BENCHMARKS[case]
     x, target = bench.make_inputs(c, scale=TINY)
     if c.kind == 'boxes':  # mmdet and mmloss_ext treat inverted boxes differently (~9% of the inputs)
         valid = (x[:, 2] > x[:, 0]) & (x[:, 3] > x[:, 1])
@@ -201,7 +209,7 @@ def test_every_row_of_a_case_computes_the_same_loss(bench, case):
 
 
 def test_variant_selection_and_labels(bench):
-    focal, wiou = bench.CASES['focal'], bench.CASES['wiou']
+    focal, wiou = bench.BENCHMARKS['focal'], bench.BENCHMARKS['wiou']
     every = bench.VARIANTS
     assert bench.select_variants(focal, every) == ['mmdet', 'torchvision', 'eager', 'fused', 'compile-eager',
                                                    'compile-fused']
@@ -239,5 +247,77 @@ def test_command_line(tmp_path):
     assert list(tables['giou']) == ['mmdet', 'eager', FUSED]
     assert {'mmdet', 'eager', FUSED} <= set(tables['focal'])
     saved = json.loads((tmp_path / 'out.json').read_text())
-    assert [r['shape'] for r in saved] == ['200x80', '1000x4']
-    assert [len(r['rows']) for r in saved] == [len(t) for t in tables.values()]
+    assert [r['shape'] for r in saved['cases']] == ['200x80', '1000x4']
+    assert [len(r['rows']) for r in saved['cases']] == [len(t) for t in tables.values()]
+    assert saved['environment']['command'] == ('tools/benchmark.py --device cpu --quick --scale 0.001 --cases focal '
+                                               f'giou --json {tmp_path / "out.json"}')
+    assert (saved['environment']['repeat'], saved['environment']['min_time']) == (3, 0.2)
+    assert saved['environment']['max_others'] is None  # --quick: no second timing of a case
+
+
+class CountingMeter:
+    """A meter whose calls take the seconds their step returns: it records the order of the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def samples(self, fn, n):
+        return [fn() for _ in range(n)]
+
+
+def test_rows_are_timed_in_turns_for_at_least_min_time(bench):
+    meter = CountingMeter()
+
+    def step(name, seconds):
+        return lambda: meter.calls.append(name) or seconds
+
+    # a 1 ms row and a 250 ms row: 3 rounds, at least 0.6 s each -> 200 calls a round, and 1
+    medians = bench.time_in_turns(meter, [step('fast', 1e-3), step('slow', 0.25)], [1e-3, 0.25], repeat=3,
+                                  min_time=0.6)
+    assert medians == [1e-3, 0.25]
+    assert meter.calls.count('fast') == 3 * 200 and meter.calls.count('slow') == 3
+    rounds = ''.join('f' if c == 'fast' else 's' for c in meter.calls).split('s')
+    assert [len(r) for r in rounds] == [200, 200, 200, 0]  # in turns: each round, every row
+    meter.calls.clear()
+    bench.time_in_turns(meter, [step('fast', 1e-3)], [1e-3], repeat=5)  # no min_time: one call per round
+    assert meter.calls == ['fast'] * 5
+
+
+def test_the_clock_of_the_other_processes(bench):
+    """others_since: the CPU time of every process less this one's, over the wall time."""
+    readings = iter([(100.0, 20.0), (104.0, 21.0)])  # CPU seconds (all processes, this one): 4 and 1 more
+    clock = iter([50.0, 52.0])  # 2 s later
+    assert bench.others_since(lambda: next(readings), lambda: next(clock))() == 1.5  # (4 - 1) s over 2 s
+    # the readings: this process's CPU time is part of all processes'
+    busy0, own0 = bench._cpu_seconds()
+    deadline = time.perf_counter() + 30
+    while bench._cpu_seconds()[1] < own0 + 0.05 and time.perf_counter() < deadline:
+        sum(range(10_000))  # spin
+    busy1, own1 = bench._cpu_seconds()
+    assert own1 >= own0 + 0.05 and busy1 - busy0 >= own1 - own0 - 0.02  # (one tick of rounding each way)
+    assert 0 < own1 <= busy1
+
+
+def test_a_case_timed_while_others_were_busy_is_timed_again(bench, monkeypatch):
+    """bench_case keeps the quietest of up to 1 + retries timings, stopping at the first quiet one, or
+    when the others stayed busy through the pause before a timing (the clock is read for each timing
+    and each pause, in turn)."""
+    def fake_clock(readings):
+        readings = iter(readings)
+        return lambda: (lambda: next(readings))  # others_since() -> cores()
+
+    monkeypatch.setattr(bench, 'RETRY_WAIT', 0.0)
+    meter = bench.CudaMeter(device='cpu', cuda=FakeCuda())
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.1]))  # busy, a quiet pause, quiet
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (0.1, 2)
+    # busy in every timing, the pauses quiet: 1 + 2 retries, the quietest kept
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 0.0, 0.9, 0.1, 1.0]))
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (0.9, 3)
+    assert '; other processes: 0.90 cores, the quietest of 3 timings)' in bench.format_case(result).splitlines()[0]
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2, 1.5]))  # busy through the pause: no retiming
+    result = bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager', 'fused'), max_others=0.25)
+    assert (result['others_cpu'], result['timings']) == (1.2, 1)
+    monkeypatch.setattr(bench, 'others_since', fake_clock([1.2]))  # no bound: one timing
+    assert bench.bench_case(bench.BENCHMARKS['l1'], 'cpu', meter, TINY, 1, ('eager',))['timings'] == 1

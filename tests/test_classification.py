@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss as mmdet_reduce
 from mmdet.registry import MODELS as MMDET_MODELS
 
-from helpers import PROBABILITY_NAMES, build, build_case, family_names, value_and_pred_grad as value_and_grad
+from helpers import build, build_case, family_names, value_and_pred_grad as value_and_grad
 from loss_cases import CASES
 from mmloss_ext.losses.classification import (CrossEntropyLoss, FocalLoss, balanced_cross_entropy_loss,
                                               cross_entropy_loss, focal_loss, hinge_loss, zero_one_loss)
@@ -469,7 +469,7 @@ def test_zero_one_hand_values_and_no_gradient():
 
 # --- every classification loss --------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', [n for n in NAMES if n not in PROBABILITY_NAMES])
+@pytest.mark.parametrize('name', [n for n in NAMES if not CASES[n].probabilities])
 def test_extreme_logits_give_finite_values_and_gradients(name, g):
     c = CASES[name]
     args = c.make(8, torch.float32, g)

@@ -1,5 +1,6 @@
 """Every config under configs/ parses and builds its model with mmloss_ext losses; the COCO configs
-differ from mmdet's own only in the loss lines and custom_imports."""
+differ from mmdet's own only in the loss lines and custom_imports (and LD's teacher config, which
+points at mmdet's installed copy)."""
 import glob
 import os.path as osp
 
@@ -7,13 +8,17 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+import mmdet
 import mmloss_ext  # noqa: F401
 from mmdet.registry import MODELS
+from mmloss_ext.probe import no_checkpoint_loading
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 #: configs that re-use one of mmdet's and differ from it only in the losses (COCO, and LVIS for Seesaw)
 COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet', 'seesaw', 'ghm')]
+#: mmdet's installed package data: its configs are in configs/ below it, as in its source tree
+ZOO_ROOT = osp.join(osp.dirname(mmdet.__file__), '.mim')
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 
@@ -23,7 +28,6 @@ def _id(path):
 
 def _mmdet_counterpart(path):
     """The mmdet config a COCO config of ours re-uses (only the losses differ)."""
-    import mmdet
     name = osp.basename(path)
     if osp.basename(osp.dirname(path)) == 'ghm':  # named as mmdet's: configs/ghm/<name>
         rel = f'ghm/{name}'
@@ -41,7 +45,7 @@ def _mmdet_counterpart(path):
         rel = f'seesaw_loss/{name}'
     else:
         raise AssertionError(f'no mmdet counterpart known for {name}')
-    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
+    return osp.join(ZOO_ROOT, 'configs', rel)
 
 
 # mmdet 3.3.0's RPN-only Cascade RPN config does not build as shipped; ours repairs exactly this
@@ -64,23 +68,6 @@ def _flatten(node, prefix=''):
     return {prefix[:-1]: list(node) if isinstance(node, tuple) else node}
 
 
-def _without_downloads(cfg):
-    """What building a config's model needs that no test machine has.
-
-    LD's teacher: mmdet's config names its config by a path relative to an mmdet source checkout
-    (``configs/gfl/...``) and its checkpoint by a download URL. The test builds the same teacher from
-    mmdet's installed copy of that config, without weights (``teacher_ckpt=None``: the detector then
-    skips ``load_checkpoint``), as ``--cfg-options model.teacher_config=... model.teacher_ckpt=None``
-    would; the student and every loss are the config's own.
-    """
-    import mmdet
-    if 'teacher_config' in cfg.model:
-        rel = cfg.model.teacher_config.split('configs/', 1)[1]
-        cfg.model.teacher_config = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', rel)
-        cfg.model.teacher_ckpt = None
-    return cfg
-
-
 def _losses(model):
     return {name: mod for name, mod in model.named_modules() if name.split('.')[-1].startswith('loss_')}
 
@@ -99,11 +86,20 @@ def test_the_config_folders_are_populated():
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=_id)
-def test_config_builds_its_model_with_mmloss_ext_losses(path):
-    cfg = _without_downloads(Config.fromfile(path))
+def test_config_builds_its_model_as_written_with_mmloss_ext_losses(path, tmp_path, monkeypatch):
+    """From any directory, with no option: only the loading of checkpoints is intercepted (LD's detector
+    loads its teacher's weights from a URL in its constructor), and what would be loaded is recorded."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(path)
     assert 'mmloss_ext' in cfg.custom_imports['imports']
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
+    loaded = []
+    with no_checkpoint_loading(loaded):
+        model = MODELS.build(cfg.model)
+    # the only checkpoint a build loads is LD's teacher, from mmdet's own URL
+    teacher_ckpt = Config.fromfile(_mmdet_counterpart(path)).model.teacher_ckpt if 'teacher_config' in cfg.model else None
+    assert loaded == ([teacher_ckpt] if teacher_ckpt else [])
+    assert not teacher_ckpt or teacher_ckpt.startswith('https://download.openmmlab.com/')
     losses = _losses(model)
     assert losses, f'{_id(path)} builds no loss modules'
     # every loss the config names with the mmloss_ext prefix is an mmloss_ext class
@@ -123,6 +119,9 @@ def test_coco_config_differs_from_mmdet_only_in_the_losses(path):
     allowed = {k for k in differing
                if k.startswith('custom_imports') or any(p.startswith('loss_') for p in k.split('.'))
                or k.endswith('reg_decoded_bbox') or k in RPN_ONLY_REPAIRS}
+    if 'model.teacher_config' in differing:  # LD: the installed copy of the teacher config mmdet names
+        assert ours['model.teacher_config'] == osp.join(ZOO_ROOT, theirs['model.teacher_config'])
+        allowed.add('model.teacher_config')
     assert differing - allowed == set()
     # and the losses did change: every loss entry names an mmloss_ext class
     loss_types = [v for k, v in ours.items() if k.endswith('.type') and '.loss_' in k]

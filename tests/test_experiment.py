@@ -149,3 +149,43 @@ def test_segm_runs_are_summarised_by_their_segm_and_bbox_metrics(tmp_path):
     assert map_keys(s.values()) == SEGM_MAP_KEYS and map_keys(detection.values())[0] == 'coco/bbox_mAP'
     assert plot_runs([r.work_dir for r in runs], str(tmp_path / 'curves.png'), groups=['dice', 'dice'])
     assert open(plot_arms(s, str(tmp_path / 'arms.png')), 'rb').read()[:4] == b'\x89PNG'
+
+
+def _cell(values):
+    import statistics
+    return dict(mean=statistics.fmean(values), std=statistics.stdev(values), n=len(values), values=values)
+
+
+def test_arms_chart_rows_are_labelled_sorted_and_an_outlier_breaks_the_axis(monkeypatch, tmp_path):
+    from mmloss_ext import viz
+    figures = []
+    monkeypatch.setattr(viz, '_save', lambda fig, out, title, dpi: figures.append(fig) or out)
+    summary = {'a': {'coco/bbox_mAP': _cell([0.74, 0.75, 0.76])}, 'b': {'coco/bbox_mAP': _cell([0.22, 0.23, 0.22])},
+               'c': {'coco/bbox_mAP': _cell([0.75, 0.76, 0.77])}, 'd': {'coco/bbox_mAP': _cell([0.69, 0.70, 0.68])}}
+    viz.plot_arms(summary, str(tmp_path / 'x.png'), metrics=('coco/bbox_mAP',), labels={'c': 'Focal + CIoU'})
+    (fig,) = figures
+    low, high = fig.axes  # the outlier's part and the others', side by side
+    assert [t.get_text() for t in low.get_yticklabels()][::-1] == ['Focal + CIoU', 'a', 'd', 'b']  # best on top
+    assert low.get_xlim()[1] < 0.3 and high.get_xlim()[0] > 0.6  # the others' spread is not squeezed
+    assert high.get_xlim()[1] - high.get_xlim()[0] < 0.15
+    figures.clear()
+    del summary['b']  # no outlier: one axis
+    viz.plot_arms(summary, str(tmp_path / 'y.png'), metrics=('coco/bbox_mAP',))
+    (fig,) = figures
+    assert len(fig.axes) == 1 and fig.axes[0].get_xlim()[0] > 0.6
+
+
+def test_the_ablation_chart_reads_the_published_table():
+    """tools/plot_ablation.py draws docs/img/ablation.png from docs/ablation.md: every variant of the
+    table, its seeds, and the mean ± std the table prints."""
+    import re
+    tool = runpy.run_path(osp.join(ROOT, 'tools', 'plot_ablation.py'))
+    doc = osp.join(ROOT, 'docs', 'ablation.md')
+    summary = tool['read_table'](doc)
+    rows = [line for line in open(doc) if line.startswith('| ') and 'retinanet_r18s' in line]
+    assert len(summary) == len(rows) >= 9
+    for row in rows:
+        variant, _, bbox = [c.strip() for c in row.strip('|\n').split('|')][:3]
+        mean, std = map(float, re.match(r'([\d.]+) ± ([\d.]+)', bbox).groups())
+        cell = summary[variant]['coco/bbox_mAP']
+        assert cell['n'] == 3 and round(cell['mean'], 3) == mean and abs(cell['std'] - std) <= 0.0006

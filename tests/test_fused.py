@@ -32,6 +32,14 @@ def _boxes(n, gen, dtype):
     p[8:12, 0] = t[8:12, 0]       # ties in max/min
     p[12:14, 3] = p[12:14, 1]     # zero height
     p[14:16] += 100.0             # far apart
+    # boxes of ~1e-4 (dyadic: exact in every dtype) whose union, enclosing area, diagonal and sides^2
+    # are below eps = 1e-7: the guards' branches (max(d, eps), no gradient through d; or mmdet's
+    # d + eps); and two boxes of zero width side by side (SIoU's width term, 0 / max(0, eps))
+    a, b, c = 2.0 ** -13, 2.0 ** -14, 2.0 ** -15
+    edge = torch.tensor([[[0.0, 0.0, b, a], [c, c, c + b, c + a]],
+                         [[0.0, 0.0, a, b], [c, c, c + a, c + b]],
+                         [[1.0, 1.0, 1.0, 3.0], [2.0, 1.0, 2.0, 3.0]]], dtype=torch.float64)[:max(0, n - 16)]
+    p[16:19], t[16:19] = edge[:, 0], edge[:, 1]
     return p.to(dtype), t.to(dtype)
 
 
@@ -83,13 +91,14 @@ def _cases():
                                           alpha=1.5, delta=2.0), ('boxes',), ('full',)
 
 
-CASES = {name: (fn, kw, make, weights) for name, fn, kw, make, weights in _cases()}
+FUSED_CASES = {name: (fn, kw, make, weights) for name, fn, kw, make, weights in _cases()}
 NEW_BOX_KINDS = ['eiou_loss', 'eiou-smooth0.5', 'siou_loss', 'siou-neg_gamma', 'efficient_iou_loss',
                  'efficient-focal0.5', 'wiou-v1', 'wiou-v3-batch', 'wiou-v2-train', 'wiou-v3-train']
 # SIoU's gradient at inverted boxes is ~1/eps (a clamped enclosure of width eps, as in the eager
-# spec), and the other coordinates of such a box are differences of terms of that size: compared
-# relative to the largest gradient of their box
-ROW_SCALED = {'siou_loss', 'siou-neg_gamma'}
+# spec), and the other coordinates of such a box are differences of terms of that size; so are
+# Extended-IoU's at the boxes below eps (partials ~1e2, of its signed intersection over a union of
+# ~eps, that cancel to ~0.3): compared relative to the largest gradient of their box (when above 1)
+ROW_SCALED = {'siou_loss', 'siou-neg_gamma', 'eiou_loss', 'eiou-smooth0.5'}
 
 
 def _kw(kw):
@@ -99,7 +108,7 @@ def _kw(kw):
 
 def _inputs(name, gen, dtype, rows=N, cols=C):
     """``(pred, target)`` of case ``name``: ``rows`` samples (logits: of ``cols`` classes; boxes)."""
-    make = CASES[name][2]
+    make = FUSED_CASES[name][2]
     if make[0] == 'logits':
         return _logits_and_targets(make[1], gen, dtype, n=rows, c=cols)
     if make[0] == 'residual':
@@ -132,10 +141,10 @@ def _to(obj, device):
 
 def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None, device='cpu'):
     """fused == eager for case ``name`` on ``device`` (test_triton runs it on the Triton backend)."""
-    fn, kw, _, _ = CASES[name]
+    fn, kw, _, _ = FUSED_CASES[name]
     pred, target = _inputs(name, gen, dtype)
     w = None if weight_kind is None else _weight(weight_kind, pred, gen)
-    if w is not None and CASES[name][2][0] == 'boxes' and weight_kind == 'full':
+    if w is not None and FUSED_CASES[name][2][0] == 'boxes' and weight_kind == 'full':
         w = torch.rand(pred.shape, generator=gen, dtype=torch.float64).to(dtype)  # (N, 4): mmdet averages it
     pred, target, w = _to((pred, target, w), device)
     v_e, g_e = _run(fn, kw, pred, target, 'eager', reduction, w, avg_factor)
@@ -163,14 +172,14 @@ def test_extension_is_built_and_used():
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_fused_equals_eager(name, dtype, reduction, gen):
     _assert_same(name, gen, dtype, reduction)
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_fused_equals_eager_with_weights_and_avg_factor(name, gen):
-    for weight_kind in CASES[name][3]:
+    for weight_kind in FUSED_CASES[name][3]:
         _assert_same(name, gen, torch.float64, 'none', weight_kind)
         _assert_same(name, gen, torch.float64, 'mean', weight_kind, avg_factor=7.5)
         _assert_same(name, gen, torch.float32, 'sum', weight_kind)
@@ -180,7 +189,7 @@ def test_fused_equals_eager_with_weights_and_avg_factor(name, gen):
 @pytest.mark.parametrize('name', ['smooth_l1', 'balanced_l1'])
 def test_fused_narrow_rows_regrouped(name, weight_kind, gen):
     # (160, 4): 640 elements, regrouped into rows of 64 by the kernel wrapper (N=37 above gives one flat row)
-    fn, kw, _, _ = CASES[name]
+    fn, kw, _, _ = FUSED_CASES[name]
     x = torch.randn(160, 4, generator=gen, dtype=torch.float64)
     t = x + torch.randn(160, 4, generator=gen, dtype=torch.float64)
     w = _weight(weight_kind, x, gen)
@@ -198,7 +207,7 @@ def test_fused_large_inputs_split_across_threads(name, gen):
     # totals accumulated over thousands of vectors (smooth L1: 50001 x 4 does not regroup, one long
     # row); float32 gradients of single boxes can cancel catastrophically, in eager as in fused:
     # those are compared in float64
-    fn, kw, make, _ = CASES[name]
+    fn, kw, make, _ = FUSED_CASES[name]
     rows = {'logits': 1201, 'residual': 50001, 'boxes': 9001}[make[0]]
     pred, target = _inputs(name, gen, torch.float64, rows=rows, cols=80)
     w = _weight('row', pred, gen)
@@ -229,9 +238,9 @@ def test_fused_half_precision(name, dtype, gen):
 
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_fused_empty_input_is_connected(name, reduction, gen):
-    fn, kw, make, _ = CASES[name]
+    fn, kw, make, _ = FUSED_CASES[name]
     pred, target = _inputs(name, gen, torch.float32)
     target = tuple(t[:0] for t in target) if isinstance(target, tuple) else target[:0]
     x = pred[:0].detach().requires_grad_()
@@ -297,7 +306,7 @@ def test_fused_errors_match_eager(gen):
 @pytest.mark.parametrize('name', ['giou_loss'] + NEW_BOX_KINDS)
 def test_fused_boxes_with_leading_dims(name, gen):
     # (B, N, 4) boxes; per-sample (B,), per-box (B, N) and per-coordinate (B, N, 4) weights
-    fn, kw, _, _ = CASES[name]
+    fn, kw, _, _ = FUSED_CASES[name]
     pred, target = (b.view(2, 20, 4) for b in _boxes(40, gen, torch.float64))
     full = torch.rand(2, 20, 4, generator=gen, dtype=torch.float64)
     for w in (full[:, 0, 0], full[..., 0], full):

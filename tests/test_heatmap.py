@@ -14,7 +14,8 @@ from helpers import FUSED_TOL, build, value_and_pred_grad
 from mmloss_ext.kernels import dispatch
 from mmloss_ext.kernels import heatmap as fused_heatmap
 from mmloss_ext.kernels.functions import ran_fused
-from mmloss_ext.losses.classification.heatmap import EPS, GaussianFocalLoss, gaussian_focal_loss
+from mmloss_ext.core.abi import GAUSSIAN_FOCAL_EPS as EPS
+from mmloss_ext.losses.classification.heatmap import GaussianFocalLoss, gaussian_focal_loss
 
 F64 = torch.float64
 #: (reduction_override, avg_factor) combinations every parity test runs through

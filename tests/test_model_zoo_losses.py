@@ -5,8 +5,8 @@ distinct ``(type, keywords)`` configurations are each built twice through mmdet'
 mmdet's ``X`` and as ``mmloss_ext.X`` with the same keywords, and called on the same random inputs
 of the kind that loss type takes (one input maker per type, in :data:`MAKERS`). Values and the
 gradient w.r.t. the prediction must agree: in float64 where mmdet's loss computes in float64, else
-in float32 with float32 tolerances (:func:`compute_dtype`). Two documented differences are
-allowed for, and only they (:data:`DOCUMENTED_TOL`, :func:`as_documented`).
+in float32 with float32 tolerances (:func:`compute_dtype`). One documented difference is
+allowed for, and only it (:func:`as_documented`).
 
 Keywords a head removes before it builds its loss are removed here too (:func:`built_kwargs`):
 ``DETRHead`` pops ``bg_cls_weight`` from ``loss_cls`` and folds it into a per-class
@@ -34,14 +34,9 @@ from model_zoo import walk
 N = 6  # rows of every input: small, so that the whole walk compares in seconds
 TOL = {torch.float64: dict(rtol=1e-7, atol=1e-9), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 
-#: the documented differences from mmdet (README, "Differences from mmdet") the comparison allows
-#: for, with ours: IoULoss and GIoULoss add ``eps`` to the union where mmdet's ``bbox_overlaps``
-#: takes ``max(union, eps)``, a relative difference of ``eps / union`` (equal at ``eps=0``) ...
-DOCUMENTED_TOL = {'IoULoss': dict(rtol=1e-5, atol=1e-8), 'GIoULoss': dict(rtol=1e-5, atol=1e-8)}
-
-
 def as_documented(kwargs, outputs):
-    """... and mmdet's ``use_mask`` cross-entropy returns shape ``(1,)``, ours a 0-d tensor."""
+    """The documented difference from mmdet (README, "Differences from mmdet") the comparison allows
+    for: mmdet's ``use_mask`` cross-entropy returns shape ``(1,)``, ours a 0-d tensor."""
     if kwargs.get('use_mask'):
         return [(k, v.reshape(())) for k, v in outputs]
     return outputs
@@ -371,7 +366,6 @@ def compare(impl, loss_type, kwargs):
     tol = TOL[dtype]
     if impl == 'mmloss_ext':
         want = as_documented(kwargs, want)
-        tol = DOCUMENTED_TOL.get(loss_type, tol) if dtype == torch.float64 else tol
     assert [k for k, _ in got] == [k for k, _ in want], 'the loss returns other parts than mmdet\'s'
     for (k, g), (_, w) in zip(got, want):
         torch.testing.assert_close(g, w, **tol, msg=lambda m: f'{k}: {m}')

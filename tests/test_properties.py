@@ -12,11 +12,6 @@ from hypothesis import strategies as st
 from helpers import BOX_NAMES, NAMES, build_case as build
 from loss_cases import CASES
 EPS32 = torch.finfo(torch.float32).eps
-#: losses whose value may legitimately be negative: -PSNR is negative for an error below max_val
-SIGNED = {'PSNRLoss'}
-#: box losses with an absolute length scale: NWD's constant C and BoundedIoU's eps=1e-3 (pixels,
-#: added to the widths as mmdet does)
-NOT_SCALE_INVARIANT = {'NWDLoss', 'BoundedIoULoss'}
 
 CI = settings(max_examples=10, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -41,7 +36,7 @@ def test_reductions_weights_and_avg_factor(name, seed, n, avg):
     total = build(name, reduction='sum')(*args, weight=w)
     for out in (none, mean, total):
         assert torch.isfinite(out).all()
-    if name not in SIGNED:
+    if not c.signed:
         assert (none >= -1e-7).all() and total >= -1e-7
     if c.additive:
         torch.testing.assert_close(total, none.sum())
@@ -89,7 +84,7 @@ def test_box_losses_are_invariant_to_translation_scale_and_axis_swap(name, seed,
     ref = _sum(name, pred, target, **kw)
     offset = torch.tensor([shift[0], shift[1], shift[0], shift[1]], dtype=pred.dtype)
     torch.testing.assert_close(_sum(name, pred + offset, target + offset, **kw), ref, rtol=1e-6, atol=1e-8)
-    if name not in NOT_SCALE_INVARIANT:
+    if CASES[name].scale_invariant:
         torch.testing.assert_close(_sum(name, pred * scale, target * scale, **kw), ref, rtol=1e-5, atol=1e-8)
     swap = [1, 0, 3, 2]  # (x1, y1, x2, y2) -> (y1, x1, y2, x2)
     torch.testing.assert_close(_sum(name, pred[:, swap], target[:, swap], **kw), ref, rtol=1e-6, atol=1e-8)

@@ -23,6 +23,9 @@ def test_mean_with_avg_factor_is_sum_over_avg_factor_plus_float32_eps():
     eps = torch.finfo(torch.float32).eps
     assert float(weight_reduce_loss(loss, avg_factor=2.0)) == pytest.approx(6.0 / (2.0 + eps), rel=1e-15)
     assert float(weight_reduce_loss(loss, avg_factor=0)) == pytest.approx(6.0 / eps, rel=1e-12)
+    # avg_factor=0, as mmdet: an all-zero loss (an image without objects) stays 0, any other explodes
+    assert float(weight_reduce_loss(torch.zeros(3), avg_factor=0)) == 0.0
+    torch.testing.assert_close(weight_reduce_loss(loss, avg_factor=0), mmdet_weight_reduce_loss(loss, avg_factor=0))
 
 
 def test_sum_with_avg_factor_and_unknown_reduction_raise():

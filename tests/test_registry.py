@@ -53,6 +53,23 @@ def test_mmdet_names_are_not_overridden():
     assert MMDET_MODELS.get('CharbonnierLoss') is mmloss_ext.losses.regression.CharbonnierLoss
 
 
+def test_a_loss_is_registered_under_the_name_its_functional_declares():
+    """The name is written once, in ``@declare``: every registered class bears it, its errors use
+    it, and a class named otherwise is refused before anything is registered."""
+    import mmloss_ext  # noqa: F401
+    from mmloss_ext.registry import LOSSES, register_loss
+    from mmloss_ext.losses.regression import RegressionLoss, charbonnier_loss
+    assert all(cls.loss_fn.spec.loss == name for name, cls in LOSSES.items())
+    with pytest.raises(ValueError, match='^CharbonnierLoss: `eps` expected'):
+        charbonnier_loss(torch.zeros(2), torch.zeros(2), eps=-1.0)
+    before = dict(LOSSES)
+    with pytest.raises(TypeError, match="class Charbonnier registers .* expected the name 'CharbonnierLoss'"):
+        register_loss(type('Charbonnier', (RegressionLoss,), {'loss_fn': staticmethod(charbonnier_loss)}))
+    with pytest.raises(TypeError, match="class Undeclared .* expected the name None"):
+        register_loss(type('Undeclared', (RegressionLoss,), {}))
+    assert LOSSES == before and 'Charbonnier' not in MMDET_MODELS.module_dict
+
+
 def test_a_mmdet_head_trains_with_a_scoped_loss_exactly_like_mmdets_own():
     """RetinaHead's box loss swapped for mmloss_ext.L1Loss gives mmdet's L1Loss numbers."""
     import mmloss_ext  # noqa: F401

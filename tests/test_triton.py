@@ -26,7 +26,7 @@ from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa:
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
 from mmloss_ext.losses.regression import smooth_l1_loss  # noqa: E402
 import test_fused  # noqa: E402
-from test_fused import CASES, TOL, _boxes  # noqa: E402
+from test_fused import FUSED_CASES, TOL, _boxes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
@@ -58,16 +58,16 @@ def _assert_same(name, gen, dtype, reduction, weight_kind=None, avg_factor=None)
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_triton_equals_eager(name, dtype, reduction, gen, on_triton):
     _assert_same(name, gen, dtype, reduction)
     assert {'box_forward', 'box_backward'} <= set(on_triton) or {
         'elementwise_forward', 'elementwise_backward'} <= set(on_triton)
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', sorted(FUSED_CASES))
 def test_triton_weights_and_avg_factor(name, gen, on_triton):
-    for weight_kind in CASES[name][3]:
+    for weight_kind in FUSED_CASES[name][3]:
         _assert_same(name, gen, torch.float64, 'none', weight_kind)
         _assert_same(name, gen, torch.float64, 'mean', weight_kind, avg_factor=7.5)
         _assert_same(name, gen, torch.float32, 'sum', weight_kind)
@@ -87,7 +87,7 @@ def test_triton_half_precision(name, dtype, gen, on_triton):
                                   'ciou_loss'])
 def test_triton_several_programs(name, gen, on_triton):
     # more rows / boxes than one program holds: masked tails, partial sums over programs, QFL's row tiles
-    fn, kw, make, _ = CASES[name]
+    fn, kw, make, _ = FUSED_CASES[name]
     rows = 301 if make[0] == 'logits' else 700
     pred, target = _to_device(test_fused._inputs(name, gen, torch.float64, rows=rows, cols=11))
     w = torch.rand(pred.shape[0], generator=gen, dtype=torch.float64).to(DEVICE)
@@ -106,7 +106,7 @@ def test_triton_several_programs(name, gen, on_triton):
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('name', ['focal-labels', 'qfl-pair', 'vfl', 'smooth_l1', 'iou-log', 'ciou_loss'])
 def test_triton_empty_input_is_connected(name, reduction, gen, on_triton):
-    fn, kw, _, _ = CASES[name]
+    fn, kw, _, _ = FUSED_CASES[name]
     pred, target = _to_device(test_fused._inputs(name, gen, torch.float32))
     target = tuple(t[:0] for t in target) if isinstance(target, tuple) else target[:0]
     x = pred[:0].detach().requires_grad_()
@@ -305,13 +305,14 @@ def test_kernels_compile_for_sm90_without_a_gpu():
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from mmloss_ext.core.abi import BOX_EPS_ADDED, BoxKind
 from mmloss_ext.kernels import gpu
-consts = dict(KIND=5, GRAD=True, FLAG=False, HAS_W=True, HAS_GOUT=True, OUT_ELEM=True, F64=False, I64=False,
-              BLOCK=256)
+consts = dict(KIND=5, GRAD=True, FLAG=False, ADD=True, HAS_W=True, HAS_GOUT=True, OUT_ELEM=True, F64=False,
+              I64=False, BLOCK=256)
 sig = dict(p_ptr='*fp32', t_ptr='*fp32', w_ptr='*fp32', hp_ptr='*fp32', scale_ptr='*fp32', gout_ptr='*fp32',
            out_ptr='*fp32', n='i32')
-for kind in (5, 7):
-    c = dict(consts, KIND=kind, FLAG=kind == 7)
+for kind in (BoxKind.CIOU, BoxKind.SIOU, BoxKind.EFFICIENT_IOU):  # eps added; added; clamped
+    c = dict(consts, KIND=int(kind), FLAG=kind == BoxKind.SIOU, ADD=kind in BOX_EPS_ADDED)
     triton.compile(ASTSource(fn=gpu._box_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
                    target=GPUTarget('cuda', 90, 32))
 p = '*fp64'

@@ -18,23 +18,32 @@ For each case (detector-scale inputs) the table has one row per variant:
   the graph that calls the fused kernel as one custom operator (compiled ahead of time: the first
   call compiles Inductor's part only).
 
-Columns: the median forward+backward time over ``--repeat`` runs after two warm-up calls, its ratio
-to mmdet's in the same run (``—`` without an mmdet row), its ratio to one ``torch.sigmoid`` pass over
+Columns: the median time of one forward+backward call after two warm-up calls, its ratio to
+mmdet's in the same run (``—`` without an mmdet row), its ratio to one ``torch.sigmoid`` pass over
 the same ``pred`` (the memory-bandwidth floor), the extra peak memory of one forward+backward call
-(inputs already allocated), and the time of the first call in a process.
+(inputs already allocated), and the time of the first call in a process. The rows of a case are
+timed in turns, ``--repeat`` rounds, a row running as many calls per round as make up
+``--min-time`` seconds in all (a loss of a few ms: hundreds of calls), so that a short case's
+figures hold from one run to the next. The title line of a case says how many CPU cores other
+processes used on average while its rows were timed: figures taken while another job ran are
+that job's as much as the loss's, so a case timed while others used more than ``--max-others``
+cores is timed again after a pause (unless they stayed busy during it; at most ``--retries`` times),
+and the quietest timing kept: ``--json`` records the cores others used for each case. With ``--compile``, Inductor
+caches in a new directory: the compiled rows' first call compiles.
 
     python tools/benchmark.py            # full sizes (a few minutes on 2 cores)
     python tools/benchmark.py --quick    # 1/10 sizes, fewer repeats
     python tools/benchmark.py --quick --scale 0.001   # tiny sizes: checks that every row runs
-    python tools/benchmark.py --cases focal giou --json results.json
+    python tools/benchmark.py --cases focal giou --json results.json   # with the environment and settings
     python tools/benchmark.py --device cuda --compile   # on a GPU, with the torch.compile rows
 
 One code path serves both devices; only the measuring differs:
 
 * CPU: times by ``time.perf_counter``; the extra peak memory and the first call in a fresh process
   per row, forked from a helper process that has imported torch, mmloss_ext and mmdet but run
-  nothing (peak reset with ``/proc/self/clear_refs``, read from ``VmHWM``; the extra is ``VmHWM``
-  after the call minus the resident size before it).
+  nothing; the child makes the inputs, starts torch's threads with one tiny backward (what any
+  program has done before its loss runs) and measures (peak reset with ``/proc/self/clear_refs``,
+  read from ``VmHWM``; the extra is ``VmHWM`` after the call minus the resident size before it).
 * CUDA: times by CUDA events; the first call is the first one in this process (including Triton's
   and torch.compile's compilation for its shapes), the extra peak memory is
   ``torch.cuda.max_memory_allocated`` over one later call minus what was allocated before it. The
@@ -45,7 +54,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,32 +107,41 @@ class Case:
     extra: Mapping[str, Any] = field(default_factory=dict)  # config given to both losses
     torch_ref: Optional[Reference] = None  # the 'torch' row
     torchvision_ref: Optional[Reference] = None  # the 'torchvision' row
+    title: str = ''  # what the documentation calls it (default: the name)
 
 
-CASES: Dict[str, Case] = {c.name: c for c in (
-    Case('focal', 'FocalLoss', 'FocalLoss', 'labels', (200_000, 80), torchvision_ref=_torchvision_focal),
-    Case('qfl', 'QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80)),
-    Case('vfl', 'VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80)),
-    Case('iou', 'IoULoss', 'IoULoss', 'boxes', (1_000_000,)),
-    Case('giou', 'GIoULoss', 'GIoULoss', 'boxes', (1_000_000,)),
-    Case('diou', 'DIoULoss', 'DIoULoss', 'boxes', (1_000_000,)),
-    Case('ciou', 'CIoULoss', 'CIoULoss', 'boxes', (1_000_000,)),
-    Case('eiou', 'EIoULoss', 'EIoULoss', 'boxes', (1_000_000,)),
-    Case('siou', 'SIoULoss', 'SIoULoss', 'boxes', (1_000_000,)),
-    Case('efficient_iou', None, 'EfficientIoULoss', 'boxes', (1_000_000,)),
-    Case('wiou', None, 'WIoULoss', 'boxes', (1_000_000,)),  # v3, training: the running mean updated
-    Case('smooth_l1', 'SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_smooth_l1),
-    Case('l1', 'L1Loss', 'L1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_l1),
-    Case('balanced_l1', 'BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4)),
-    Case('ce', 'CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), torch_ref=_torch_cross_entropy),
-    Case('dice', 'DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512)),
+BENCHMARKS: Dict[str, Case] = {c.name: c for c in (
+    Case('focal', 'FocalLoss', 'FocalLoss', 'labels', (200_000, 80), torchvision_ref=_torchvision_focal,
+         title='sigmoid focal'),
+    Case('qfl', 'QualityFocalLoss', 'QualityFocalLoss', 'pair', (200_000, 80), title='quality focal'),
+    Case('vfl', 'VarifocalLoss', 'VarifocalLoss', 'soft', (200_000, 80), title='varifocal'),
+    Case('iou', 'IoULoss', 'IoULoss', 'boxes', (1_000_000,), title='IoU'),
+    Case('giou', 'GIoULoss', 'GIoULoss', 'boxes', (1_000_000,), title='GIoU'),
+    Case('diou', 'DIoULoss', 'DIoULoss', 'boxes', (1_000_000,), title='DIoU'),
+    Case('ciou', 'CIoULoss', 'CIoULoss', 'boxes', (1_000_000,), title='CIoU'),
+    Case('eiou', 'EIoULoss', 'EIoULoss', 'boxes', (1_000_000,), title='EIoU'),
+    Case('siou', 'SIoULoss', 'SIoULoss', 'boxes', (1_000_000,), title='SIoU'),
+    Case('efficient_iou', None, 'EfficientIoULoss', 'boxes', (1_000_000,), title='Efficient-IoU'),
+    # v3, training: the running mean updated
+    Case('wiou', None, 'WIoULoss', 'boxes', (1_000_000,), title='Wise-IoU v3'),
+    Case('smooth_l1', 'SmoothL1Loss', 'SmoothL1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_smooth_l1,
+         title='SmoothL1'),
+    Case('l1', 'L1Loss', 'L1Loss', 'residual', (1_000_000, 4), torch_ref=_torch_l1, title='L1'),
+    Case('balanced_l1', 'BalancedL1Loss', 'BalancedL1Loss', 'residual', (1_000_000, 4), title='BalancedL1'),
+    Case('ce', 'CrossEntropyLoss', 'CrossEntropyLoss', 'ce', (200_000, 81), torch_ref=_torch_cross_entropy,
+         title='softmax cross-entropy'),
+    Case('dice', 'DiceLoss', 'DiceLoss', 'dice', (8, 1, 512, 512), title='Dice'),
     # CenterNet's heatmaps (batch 16, 80 classes, 512 px images at stride 4)
-    Case('gaussian_focal', 'GaussianFocalLoss', 'GaussianFocalLoss', 'heatmap', (16, 80, 128, 128)),
+    Case('gaussian_focal', 'GaussianFocalLoss', 'GaussianFocalLoss', 'heatmap', (16, 80, 128, 128),
+         title='Gaussian focal (CenterNet)'),
     # RetinaNet's anchors with mmdet's GHM config (labels and label weights, as RetinaHead passes them)
-    Case('ghmc', 'GHMC', 'GHMC', 'weighted_labels', (200_000, 80), extra=dict(bins=30, momentum=0.75)),
+    Case('ghmc', 'GHMC', 'GHMC', 'weighted_labels', (200_000, 80), extra=dict(bins=30, momentum=0.75),
+         title='GHM-C (RetinaNet)'),
     # LVIS RoIs of a Mask R-CNN (1203 classes): Seesaw's scores have 2 objectness columns, EQLv2's 1
-    Case('seesaw', 'SeesawLoss', 'SeesawLoss', 'rois', (1024, 1205), fused=False, extra=dict(num_classes=1203)),
-    Case('eqlv2', 'EQLV2Loss', 'EQLV2Loss', 'rois', (1024, 1204), fused=False, extra=dict(num_classes=1203)),
+    Case('seesaw', 'SeesawLoss', 'SeesawLoss', 'rois', (1024, 1205), fused=False, extra=dict(num_classes=1203),
+         title='Seesaw (LVIS RoIs)'),
+    Case('eqlv2', 'EQLV2Loss', 'EQLV2Loss', 'rois', (1024, 1204), fused=False, extra=dict(num_classes=1203),
+         title='EQLv2 (LVIS RoIs)'),
 )}
 
 
@@ -273,26 +293,25 @@ def build_variant(case: Case, variant: str, x: torch.Tensor, target,
         return as_tensor(call_loss(loss, xx, target))
 
     if variant.startswith('compile-'):
-        torch.compiler.reset()  # each compiled row starts from empty caches (and no recompilation limit)
         return torch.compile(call, backend=compile_backend)
     return call
 
 
 # ---------------------------------------------------------------------------------------------------
-# measuring: one strategy per device. A meter has ``device`` (where the inputs go), ``header()`` (the
-# first line of the printout), ``time(fn, repeat)`` (median seconds of ``fn()``),
+# measuring: one strategy per device. A meter has ``device`` (where the inputs go), ``environment()``
+# (what the figures were measured on, stored with them), ``header()`` (the first line of the
+# printout), ``samples(fn, n)`` (the seconds of ``n`` calls of ``fn()``, one by one),
 # ``first_and_peak(cell, step)`` (seconds of the first call and bytes of extra peak memory of one
 # call; called before the row's warm-up, ``cell`` naming the row, ``step()`` running it once) and
 # ``close()``.
 
 
-def _median_seconds(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), 'unknown')
+    except OSError:
+        return 'unknown'
 
 
 class CpuMeter:
@@ -302,17 +321,31 @@ class CpuMeter:
     def __init__(self):
         self._helper = _ForkHelper()  # started now: its imports overlap with this process's
 
-    def header(self) -> str:
+    def environment(self) -> dict:
         from mmloss_ext.kernels import fused_available
-        return (f'torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, CPU capability '
-                f'{torch.backends.cpu.get_cpu_capability()}, fused C++ kernels available: {fused_available()}')
+        return dict(device='cpu', torch=torch.__version__, cpu=_cpu_model(), threads=torch.get_num_threads(),
+                    cpu_capability=torch.backends.cpu.get_cpu_capability(), fused_kernels=fused_available())
 
-    def time(self, fn: Callable[[], Any], repeat: int) -> float:
-        return _median_seconds(fn, repeat)
+    def header(self) -> str:
+        e = self.environment()
+        return (f'torch {e["torch"]}, CPU, {e["threads"]} threads, CPU capability {e["cpu_capability"]}, '
+                f'fused C++ kernels available: {e["fused_kernels"]}')
+
+    def samples(self, fn: Callable[[], Any], n: int) -> List[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def fresh(self, cell: Mapping[str, Any]) -> dict:
+        """:func:`measure_fresh` of ``cell`` (its arguments) in a fresh process."""
+        return self._helper.measure(cell)
 
     def first_and_peak(self, cell: Mapping[str, Any], step: Callable[[], Any]) -> Tuple[float, int]:
         """In a fresh process: ``cell`` holds :func:`measure_fresh`'s arguments (``step`` is unused)."""
-        r = self._helper.measure(cell)
+        r = self.fresh(cell)
         return r['first'], r['peak']
 
     def close(self) -> None:
@@ -329,26 +362,32 @@ class CudaMeter:
     def __init__(self, device='cuda', cuda=torch.cuda):
         self.device, self.cuda = device, cuda
 
-    def header(self) -> str:
+    def environment(self) -> dict:
         from mmloss_ext.kernels.dispatch import triton_available
         try:
             from mmcv.ops import sigmoid_focal_loss  # noqa: F401
-            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss imports (mmdet focal uses it)'
+            mmcv_focal = True
         except Exception:  # noqa: BLE001 - no mmcv, or one built without ops
-            mmcv_focal = 'mmcv.ops.sigmoid_focal_loss missing'
-        return (f'torch {torch.__version__}, {self.cuda.get_device_name()}, triton available: {triton_available()}, '
-                f'{mmcv_focal}')
+            mmcv_focal = False
+        return dict(device='cuda', torch=torch.__version__, gpu=self.cuda.get_device_name(),
+                    triton=triton_available(), mmcv_focal=mmcv_focal)
 
-    def time(self, fn: Callable[[], Any], repeat: int) -> float:
+    def header(self) -> str:
+        e = self.environment()
+        mmcv_focal = ('mmcv.ops.sigmoid_focal_loss imports (mmdet focal uses it)' if e['mmcv_focal']
+                      else 'mmcv.ops.sigmoid_focal_loss missing')
+        return f'torch {e["torch"]}, {e["gpu"]}, triton available: {e["triton"]}, {mmcv_focal}'
+
+    def samples(self, fn: Callable[[], Any], n: int) -> List[float]:
         times = []
-        for _ in range(repeat):
+        for _ in range(n):
             start, end = self.cuda.Event(enable_timing=True), self.cuda.Event(enable_timing=True)
             start.record()
             fn()
             end.record()
             self.cuda.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
+        return times
 
     def first_and_peak(self, cell: Mapping[str, Any], step: Callable[[], Any]) -> Tuple[float, int]:
         """Called before the row's warm-up: the first ``step()``, then the extra peak of a second one."""
@@ -378,19 +417,32 @@ def _vm(field_name):
     return 0
 
 
+def _start_torch() -> None:
+    """What a program has done before its loss first runs: torch's thread pool started and one
+    backward run (a few MB of thread stacks and autograd state that belong to no loss)."""
+    y = torch.ones(1 << 17, requires_grad=True)  # above at::parallel_for's grain: every thread starts
+    (y * 2).sum().backward()
+
+
 def measure_fresh(case: str, variant: str, scale: float, compile_backend: str = 'inductor') -> dict:
-    """In a process that has run no loss: first-call time and extra peak memory of one fwd+bwd."""
-    c = CASES[case]
+    """In a process that has run no loss (only :func:`_start_torch`): first-call time and extra peak
+    memory of one fwd+bwd, and for the eager and fused rows whether the fused kernel ran."""
+    from mmloss_ext.kernels.functions import ran_fused
+
+    c = BENCHMARKS[case]
     x, target = make_inputs(c, scale)
     fn = build_variant(c, variant, x, target, compile_backend)
     x = x.detach().requires_grad_()
+    _start_torch()
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset VmHWM to the current resident size
     before = _vm('VmRSS')
     t0 = time.perf_counter()
-    fn(x).backward()
+    out = fn(x)
+    out.backward()
     first = time.perf_counter() - t0
-    return dict(first=first, peak=_vm('VmHWM') - before)
+    peak = _vm('VmHWM') - before
+    return dict(first=first, peak=peak, ran_fused=ran_fused(out) if variant in ('eager', 'fused') else None)
 
 
 class _ForkHelper:
@@ -454,9 +506,61 @@ def fork_helper_main() -> None:
 # the benchmark
 
 
+def _cpu_seconds() -> Tuple[float, float]:
+    """(CPU seconds all processes have used, of which this process's), from ``/proc``."""
+    with open('/proc/stat') as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    with open('/proc/self/stat') as f:
+        utime, stime = map(int, f.read().rsplit(')', 1)[1].split()[11:13])
+    tick = os.sysconf('SC_CLK_TCK')
+    return (user + nice + system + irq + softirq + steal) / tick, (utime + stime) / tick
+
+
+def others_since(cpu_seconds: Callable[[], Tuple[float, float]] = _cpu_seconds,
+                 clock: Callable[[], float] = time.perf_counter) -> Callable[[], Optional[float]]:
+    """A clock of the other processes: calling the result gives the CPU cores they used on average
+    since (``None`` without ``/proc``). A timing taken while they used a large share of the cores
+    measures them too. (``cpu_seconds`` and ``clock``: :func:`_cpu_seconds` and the wall clock.)"""
+    try:
+        start, t0 = cpu_seconds(), clock()
+    except OSError:
+        return lambda: None
+
+    def cores() -> float:
+        (busy, own), wall = cpu_seconds(), clock() - t0
+        return max(0.0, (busy - start[0]) - (own - start[1])) / max(wall, 1e-9)
+
+    return cores
+
+
+def time_in_turns(meter, steps: Sequence[Callable[[], Any]], estimates: Sequence[float], repeat: int,
+                  min_time: float = 0.0) -> List[float]:
+    """The median seconds of one call of each of ``steps`` (warmed up; ``estimates``: the seconds of
+    one call), timed in turns: ``repeat`` rounds, in each of which every step runs the calls that
+    bring its total to at least ``min_time`` seconds over the rounds (hundreds for a loss of a few
+    ms). Taking turns, a slowdown of the machine while a case runs (another process) falls on all
+    its rows alike, and the ratios between them hold."""
+    calls = [max(1, math.ceil(min_time / (repeat * max(t, 1e-9)))) for t in estimates]
+    samples: List[List[float]] = [[] for _ in steps]
+    for _ in range(repeat):
+        for step, n, times in zip(steps, calls, samples):
+            times += meter.samples(step, n)
+    return [statistics.median(times) for times in samples]
+
+
+#: seconds to wait before timing a case again because other processes were busy
+RETRY_WAIT = 30.0
+
+
 def bench_case(case: Case, device: str, meter, scale: float, repeat: int, variants: Sequence[str],
-               missing: Mapping[str, str] = (), compile_backend: str = 'inductor') -> dict:
-    """Time the rows of one case; return its result (what the table prints and ``--json`` stores)."""
+               missing: Mapping[str, str] = (), compile_backend: str = 'inductor', min_time: float = 0.0,
+               max_others: Optional[float] = None, retries: int = 2) -> dict:
+    """Time the rows of one case (see :func:`time_in_turns`); return its result (what the table prints
+    and ``--json`` stores). When other processes used more than ``max_others`` CPU cores meanwhile
+    (:func:`others_since`), the rows are timed again after :data:`RETRY_WAIT` seconds, up to
+    ``retries`` times, and the quietest timing is kept (``timings``: how many were taken). A pause
+    during which the others stayed busy ends the retries: a long job (a training run) would be
+    measured again with the loss."""
     from mmloss_ext.kernels.functions import ran_fused
 
     x, target = make_inputs(case, scale, meter.device)
@@ -465,9 +569,12 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
         return torch.sigmoid(x)
 
     floor_step()
-    floor = meter.time(floor_step, repeat)
+    steps, estimates = [floor_step], meter.samples(floor_step, 1)
+    selected = select_variants(case, variants, missing)
+    if any(v in COMPILE_VARIANTS for v in selected):
+        torch.compiler.reset()  # each case's compiled rows start from empty caches (and recompilation counts)
     rows = []
-    for variant in select_variants(case, variants, missing):
+    for variant in selected:
         fn = build_variant(case, variant, x, target, compile_backend)
 
         def step(fn=fn):
@@ -478,12 +585,28 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
         cell = dict(case=case.name, variant=variant, scale=scale, compile_backend=compile_backend)
         first, peak = meter.first_and_peak(cell, step)
         out = step()  # warm-up
-        step()
-        seconds = meter.time(step, repeat)
+        estimates += meter.samples(step, 1)  # the second warm-up call
+        steps.append(step)
         ran = ran_fused(out) if variant in ('eager', 'fused') else None
-        rows.append(dict(variant=variant, label=label(variant, device, ran), time=seconds, peak=peak, first=first,
-                         ran_fused=ran))
-    return dict(case=case.name, device=device, shape='x'.join(map(str, x.shape)), sigmoid=floor, rows=rows)
+        rows.append(dict(variant=variant, label=label(variant, device, ran), peak=peak, first=first, ran_fused=ran))
+    timings = []
+    for attempt in range(1 + (retries if max_others is not None else 0)):
+        if attempt:
+            waited = others_since()
+            time.sleep(RETRY_WAIT)
+            if (waited() or 0.0) > max_others:
+                break  # still busy while this process slept: another timing would measure them again
+        others = others_since()
+        medians = time_in_turns(meter, steps, estimates, repeat, min_time)
+        timings.append((others(), medians))
+        if max_others is None or timings[-1][0] is None or timings[-1][0] <= max_others:
+            break
+    others_cpu, (floor, *seconds) = min(timings, key=lambda t: t[0] or 0.0)
+    for row, t in zip(rows, seconds):
+        row['time'] = t
+    return dict(case=case.name, title=case.title or case.name, kind=case.kind, device=device,
+                shape='x'.join(map(str, x.shape)), sigmoid=floor, others_cpu=others_cpu, timings=len(timings),
+                rows=rows)
 
 
 def _ms(seconds: float) -> str:
@@ -496,7 +619,10 @@ def format_case(result: dict) -> str:
     rows = result['rows']
     mmdet = next((r for r in rows if r['variant'] == 'mmdet'), None)
     width = max([6] + [len(r['label']) for r in rows])
-    lines = [f'{result["case"]} ({result["shape"]}; one sigmoid pass {_ms(result["sigmoid"])} ms)',
+    others = '' if result['others_cpu'] is None else f'; other processes: {result["others_cpu"]:.2f} cores'
+    if result['timings'] > 1:
+        others += f', the quietest of {result["timings"]} timings'
+    lines = [f'{result["case"]} ({result["shape"]}; one sigmoid pass {_ms(result["sigmoid"])} ms{others})',
              f'  {"impl":<{width}} {"fwd+bwd ms":>11} {"vs mmdet":>9} {"/sigmoid":>9} {"extra peak MB":>14} '
              f'{"1st call ms":>12}']
     for r in rows:
@@ -517,21 +643,38 @@ def header(meter, cases: Sequence[Case], variants: Sequence[str], missing: Mappi
     return '\n'.join(lines)
 
 
+def _versions() -> Dict[str, str]:
+    """The versions of the libraries whose rows the benchmark has (those that import)."""
+    found = {}
+    for name in ('mmdet', 'mmcv', 'mmengine', 'torchvision'):
+        try:
+            found[name] = importlib.import_module(name).__version__
+        except Exception:  # noqa: BLE001 - missing or broken: its rows say so
+            pass
+    return found
+
+
 def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: int = 7,
         variants: Sequence[str] = DEFAULT_VARIANTS, out: Optional[TextIO] = sys.stdout,
         json_path: Optional[str] = None, *, meter=None, missing: Optional[Mapping[str, str]] = None,
-        compile_backend: str = 'inductor') -> List[dict]:
-    """Benchmark ``cases`` (names of :data:`CASES`, or :class:`Case` objects) on ``device`` ('cpu' or
-    'cuda'), print the tables to ``out`` and return the results (also written to ``json_path``).
+        compile_backend: str = 'inductor', min_time: float = 0.0, max_others: Optional[float] = None,
+        retries: int = 2, command: Optional[str] = None) -> List[dict]:
+    """Benchmark ``cases`` (names of :data:`BENCHMARKS`, or :class:`Case` objects) on ``device`` ('cpu' or
+    'cuda'), print the tables to ``out`` and return the results.
 
+    ``json_path``: also write them there, as ``{"environment": ..., "cases": results}``, the
+    environment being the meter's (torch, the CPU or GPU, threads, ...) with the libraries'
+    versions, the date, the settings and ``command`` (the command line, when given).
     ``meter`` measures (default: :data:`METERS`\\ [device]); ``missing`` names the optional libraries
     to leave out, with why (default: :func:`probe_missing`); ``compile_backend`` is the
-    ``torch.compile`` backend of the compile rows.
+    ``torch.compile`` backend of the compile rows; ``min_time``: the least total seconds of the
+    timed calls of a row (:func:`time_in_turns`); ``max_others`` and ``retries``: a case timed while
+    other processes used more cores than that is timed again (:func:`bench_case`).
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f'unknown variants {sorted(unknown)}; known: {VARIANTS}')
-    selected = [c if isinstance(c, Case) else CASES[c] for c in cases]
+    selected = [c if isinstance(c, Case) else BENCHMARKS[c] for c in cases]
     missing = probe_missing() if missing is None else dict(missing)
     own_meter = meter is None
     meter = METERS[device]() if own_meter else meter
@@ -540,16 +683,22 @@ def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: i
         if out is not None:
             out.write(header(meter, selected, variants, missing, compile_backend) + '\n')
         for case in selected:
-            results.append(bench_case(case, device, meter, scale, repeat, variants, missing, compile_backend))
+            results.append(bench_case(case, device, meter, scale, repeat, variants, missing, compile_backend,
+                                      min_time, max_others, retries))
             if out is not None:
                 out.write('\n' + format_case(results[-1]) + '\n')
                 out.flush()
+        environment = dict(meter.environment(), versions=_versions(), date=time.strftime('%Y-%m-%d'),
+                           command=command, scale=scale, repeat=repeat, min_time=min_time, max_others=max_others,
+                           retries=retries if max_others is not None else 0,
+                           compile_backend=compile_backend if any(v in variants for v in COMPILE_VARIANTS) else None)
     finally:
         if own_meter:
             meter.close()
     if json_path:
         with open(json_path, 'w') as f:
-            json.dump(results, f, indent=1)
+            json.dump(dict(environment=environment, cases=results), f, indent=1)
+            f.write('\n')
     return results
 
 
@@ -558,8 +707,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     parser.add_argument('--quick', action='store_true', help='1/10 of the sizes, 3 repeats')
     parser.add_argument('--scale', type=float, default=None,
                         help='fraction of the full sizes (default 1, or 0.1 with --quick)')
-    parser.add_argument('--repeat', type=int, default=None, help='timed runs per row (default 7)')
-    parser.add_argument('--cases', nargs='*', default=list(CASES), choices=list(CASES))
+    parser.add_argument('--repeat', type=int, default=None,
+                        help='rounds of timed calls per row (default 7, or 3 with --quick)')
+    parser.add_argument('--min-time', type=float, default=None,
+                        help='least total seconds of the timed calls of a row: a fast row runs several calls '
+                             'per round (default 1, or 0.2 with --quick)')
+    parser.add_argument('--cases', nargs='*', default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument('--max-others', type=float, default=None,
+                        help=f'time a case again (after {RETRY_WAIT:g} s, if others were quiet then; at most '
+                             '--retries times) when other processes used more CPU cores than this meanwhile '
+                             '(default 0.25; none with --quick)')
+    parser.add_argument('--retries', type=int, default=2, help='see --max-others (default 2)')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--device', choices=tuple(METERS), default='cpu',
                         help='cuda: the same rows on the GPU, the fused row running the Triton kernels')
@@ -574,9 +732,22 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available to torch')
     variants = DEFAULT_VARIANTS + (COMPILE_VARIANTS if args.compile else ())
-    return run(args.cases, args.device, scale=args.scale or (0.1 if args.quick else 1.0),
-               repeat=args.repeat or (3 if args.quick else 7), variants=variants, out=sys.stdout,
-               json_path=args.json, compile_backend=args.compile_backend)
+    min_time = args.min_time if args.min_time is not None else 0.2 if args.quick else 1.0
+    command = ' '.join(['tools/benchmark.py', *(sys.argv[1:] if argv is None else argv)])
+    cache = None
+    if args.compile and 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
+        # the compiled rows' first call compiles, rather than read what an earlier run left in the cache
+        cache = os.environ['TORCHINDUCTOR_CACHE_DIR'] = tempfile.mkdtemp(prefix='mmloss_inductor_')
+    try:
+        return run(args.cases, args.device, scale=args.scale or (0.1 if args.quick else 1.0),
+                   repeat=args.repeat or (3 if args.quick else 7), variants=variants, out=sys.stdout,
+                   json_path=args.json, compile_backend=args.compile_backend, min_time=min_time,
+                   max_others=args.max_others if args.max_others is not None else None if args.quick else 0.25,
+                   retries=args.retries, command=command)
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
+            del os.environ['TORCHINDUCTOR_CACHE_DIR']
 
 
 if __name__ == '__main__':

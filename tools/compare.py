@@ -19,9 +19,9 @@ mAP@0.75 (for instance segmentation: segm mAP, mAP@0.5, mAP@0.75 and those of bb
 iteration and the final training losses; against mmdet it adds the difference
 of the arms' means with Welch's 95% confidence interval. Written into the work dir: ``NAME.md``,
 ``NAME.json`` (every run), ``NAME.png`` (the curves of every run, one colour per arm) and, for
-variants, ``NAME_arms.png`` (a dot-and-error-bar chart of the arms). ``--epochs`` shortens the
-shapes configs' schedule (cosine decay and validation follow); without it each config's own
-schedule runs.
+variants, ``NAME_arms.png`` (a dot-and-error-bar chart of the arms, each named by its losses, sorted
+by bbox mAP). ``--epochs`` shortens the shapes configs' schedule (cosine decay and validation
+follow); without it each config's own schedule runs.
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
-from mmloss_ext.experiment import METRICS, Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise
+from mmloss_ext.experiment import (METRICS, Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise,
+                                   variant_labels)
+from mmloss_ext.quiet import quiet_pkg_resources
 from mmloss_ext.viz import plot_arms, plot_runs
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))  # each run is tools/train.py in its own process
@@ -121,8 +123,9 @@ def train_arms(arms: Sequence[tuple], seeds: Sequence[int], work_dir: str, *, ep
 
 
 def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: Optional[Sequence[str]] = None,
-           command: str = '') -> dict:
-    """Write ``out``.md / .json / .png (and ``out``_arms.png for more than two arms); return the summary."""
+           command: str = '', labels: Optional[dict] = None) -> dict:
+    """Write ``out``.md / .json / .png (and ``out``_arms.png for more than two arms, its rows labelled by
+    ``labels[arm]``); return the summary."""
     summary = summarise(runs)
     arms = [a for a in arms if a in summary]
     lines = [f'# {title}', '', f'Command: `{command}`' if command else '', '', markdown_table(summary, arms), '']
@@ -147,11 +150,12 @@ def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: 
     if ok:
         plot_runs([r.work_dir for r in ok], out + '.png', groups=[r.arm for r in ok], title=title)
     if len(arms) > 2:
-        plot_arms({a: summary[a] for a in arms}, out + '_arms.png', title=title)
+        plot_arms({a: summary[a] for a in arms}, out + '_arms.png', title=title, labels=labels)
     print('\n'.join(lines), flush=True)
     return dict(summary=summary, differences=diffs)
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('configs', nargs='*', help='configs to compare (default: configs/shapes/retinanet_*.py)')
@@ -196,7 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
         arms = [variant_name(c) for c in configs]
         runs += train_arms([(arm, config, args.cfg_options) for arm, config in zip(arms, configs)], seeds,
                            args.work_dir, **common)
-        report(runs, arms, out, f'{len(arms)} variants, {len(seeds)} seeds each', command=command)
+        labels = variant_labels({arm: Config.fromfile(config).model for arm, config in zip(arms, configs)})
+        report(runs, arms, out, f'{len(arms)} variants, {len(seeds)} seeds each', command=command, labels=labels)
     return runs
 
 

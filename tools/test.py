@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence
 
 from mmengine.runner import Runner
 
+from mmloss_ext.quiet import quiet_pkg_resources
 from mmloss_ext.runner import add_runner_args, build_config, parse_runner_args
 
 
@@ -24,6 +25,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parse_runner_args(parser, argv)
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """Run the test loop; return its metrics dict."""
     args = parse_args(argv)

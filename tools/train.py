@@ -23,6 +23,7 @@ import sys
 from mmengine.runner import Runner
 
 from mmloss_ext.check import check_config
+from mmloss_ext.quiet import quiet_pkg_resources
 from mmloss_ext.runner import add_runner_args, build_config, parse_runner_args, write_curves
 
 
@@ -46,6 +47,7 @@ def build_runner(args: argparse.Namespace) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> Runner:
     """Train; return the Runner (its ``message_hub`` holds the last val metrics)."""
     args = parse_args(argv)

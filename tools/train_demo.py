@@ -20,6 +20,7 @@ import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+from mmloss_ext.quiet import quiet_pkg_resources
 from mmloss_ext.runner import build_config, write_curves
 from mmloss_ext.viz import load_scalars
 
@@ -27,6 +28,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'shapes', 'retinanet_r18s_fpn_shapes_giou.py')
 
 
+@quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG)

@@ -4,6 +4,7 @@
 * :mod:`.inputs` -- input checks with messages that name the loss and the argument, the float32 policy;
 * :mod:`.hparams` -- hyper-parameters declared once on the functional (:func:`~.hparams.declare`);
 * :mod:`.impl` -- the ``impl='auto'|'eager'|'fused'`` switch;
+* :mod:`.selfcheck` -- a fused kernel's first result on a new device against the eager spec's;
 * :mod:`.abi` -- the fused kernels' ids, constants and interface version (read by setup.py too);
 * :mod:`.errors` -- ``LossValueError``, the error of every bad value, and its kin;
 * :mod:`.compat` -- what differs between the supported torch releases, detected by feature.

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Dict, FrozenSet, List, Mapping, Tuple, Union
 
-__all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'SMOOTH_L1_MIN_BETA',
-           'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN', 'box_kind', 'interface', 'cpp_macros']
+__all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'BOX_EPS_ADDED',
+           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS',
+           'box_kind', 'interface', 'cpp_macros']
 
 #: the interface version of the compiled kernels, bumped whenever a kernel's signature, an id or
 #: the meaning of a constant changes
-ABI = 4
+ABI = 6
 
 
 @enum.unique
@@ -98,6 +99,11 @@ BOX_HP: Mapping[BoxKind, Tuple[str, ...]] = MappingProxyType({
     BoxKind.WIOU: (),
 })
 
+#: the box kinds whose denominators add ``eps`` (``d + eps``), as mmdet's own code of those losses
+#: does (DIoU, CIoU, SIoU, Extended-IoU); every other kind guards a denominator ``d`` as mmdet's
+#: ``bbox_overlaps`` guards the union, ``max(d, eps)`` (the rule: :mod:`mmloss_ext.losses._boxes`)
+BOX_EPS_ADDED: FrozenSet[BoxKind] = frozenset({BoxKind.DIOU, BoxKind.CIOU, BoxKind.SIOU, BoxKind.EXTENDED_IOU})
+
 #: smooth L1 with ``beta`` below this is computed as plain L1, ``|d|``: the quadratic branch
 #: ``0.5 d^2 / beta`` would divide by ~0, and its ``inf``, even where ``torch.where`` does not
 #: select it, reaches the gradient as ``0 * inf = nan``
@@ -108,11 +114,20 @@ SMOOTH_L1_MIN_BETA = 1e-5
 #: uncapped, ``expm1`` overflows and the clamp's zero gradient times ``inf`` is ``nan``
 SIOU_EXP_MAX = 50.0
 
-#: the floor of the binary Dice denominator (the fused Dice; the eager Dice clamps at the same value)
+#: the floor of SIoU's squared centre offset ``sx^2 + sy^2`` under its angle cost
+#: ``2 |sx sy| / (sx^2 + sy^2)`` (at most 1): float32's smallest normal number, so the cost is
+#: mmdet's wherever mmdet's is finite (a non-zero offset) and finite, with a finite gradient, at 0
+SIOU_OFFSET2_MIN = 2.0 ** -126
+
+#: the floor of the binary Dice denominator, eager and fused
 DICE_DENOMINATOR_MIN = 1e-12
 
+#: added inside both logs of the Gaussian focal loss, ``log(p + eps)`` and ``log(1 - p + eps)``,
+#: as mmdet's ``gaussian_focal_loss`` (a probability of exactly 0 or 1 gives a finite loss)
+GAUSSIAN_FOCAL_EPS = 1e-12
+
 #: the float constants above, by name (what :func:`interface` and :func:`cpp_macros` report)
-_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'DICE_DENOMINATOR_MIN')
+_FLOATS = ('SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS')
 
 
 def box_kind(name: Union[str, BoxKind]) -> BoxKind:
@@ -140,7 +155,8 @@ _check()
 
 def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
     """What a build of ``kernels/csrc/`` must report as ``_fused.interface``: the ids of every
-    enum, the hyper-parameter count of every kind, the constants and :data:`ABI`.
+    enum, the hyper-parameter count of every kind, which box kinds add ``eps`` (1) rather than
+    clamp at it (0), the constants and :data:`ABI`.
 
     Example:
         >>> interface()['BoxKind']['SIOU'], interface()['BoxHp']['SIOU'], interface()['abi'] == ABI
@@ -151,6 +167,7 @@ def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
         out[enum_cls.__name__] = {k.name: int(k) for k in enum_cls}
     out['ElementwiseHp'] = {k.name: len(v) for k, v in ELEMENTWISE_HP.items()}
     out['BoxHp'] = {k.name: len(v) for k, v in BOX_HP.items()}
+    out['BoxEpsAdded'] = {k.name: int(k in BOX_EPS_ADDED) for k in BoxKind}
     for name in _FLOATS:
         out[name] = float(globals()[name])
     return out
@@ -158,7 +175,8 @@ def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
 
 #: the macro prefix of each enum and hyper-parameter count in :func:`cpp_macros`
 _MACRO_PREFIX = {'ElementwiseKind': 'MMLOSS_ELEMENTWISE_', 'BoxKind': 'MMLOSS_BOX_', 'OutMode': 'MMLOSS_OUT_',
-                 'ElementwiseHp': 'MMLOSS_ELEMENTWISE_HP_', 'BoxHp': 'MMLOSS_BOX_HP_'}
+                 'ElementwiseHp': 'MMLOSS_ELEMENTWISE_HP_', 'BoxHp': 'MMLOSS_BOX_HP_',
+                 'BoxEpsAdded': 'MMLOSS_BOX_EPS_ADDED_'}
 
 
 def cpp_macros() -> List[Tuple[str, str]]:

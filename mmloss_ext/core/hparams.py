@@ -183,6 +183,8 @@ class Spec:
     reduction: str = 'mean'
     #: the functional's signature (annotations for the classes' signatures)
     signature: Optional[inspect.Signature] = None
+    #: the fixed input of the fused path's self-check (:mod:`mmloss_ext.core.selfcheck`), or None
+    probe: Optional[Callable] = None
 
     def required(self) -> Tuple[str, ...]:
         """The hyper-parameters without a default (:data:`REQUIRED`)."""
@@ -230,13 +232,20 @@ class Spec:
         return found
 
 
-def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **params) -> Callable:
+def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, probe: Optional[Callable] = None,
+            **params) -> Callable:
     """Declare a loss functional's hyper-parameters: ranges, choices and a cross-parameter check.
 
     Args:
-        loss: the loss's name (its registered class name), used in every error message.
+        loss: the loss's name, written only here: every error message of the functional uses it
+            (``fn.spec.loss``), and :func:`~mmloss_ext.registry.register_loss` checks that the
+            loss's class bears it.
         relation: ``relation(loss, **hparams)`` raising ``ValueError`` for a combination of
             hyper-parameters that is invalid although each value is in range (e.g. ``d < u``).
+        probe: for a functional with a fused path (an ``impl`` keyword; required there),
+            ``probe(pred, target, hparams)``: the small fixed ``(pred, target)`` on which the first
+            fused call of a configuration on a device is checked against the eager path
+            (:mod:`~mmloss_ext.core.selfcheck`, :mod:`mmloss_ext.losses.probes`).
         **params: per hyper-parameter, a :class:`Range`, :class:`Choice` or :class:`OptionalInt`.
             ``impl`` (the fused-path switch) is declared for every functional that takes it.
 
@@ -257,8 +266,12 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
         declared = dict(params)
         if 'impl' in defaults:
             declared.setdefault('impl', Choice(*IMPLS))
-        spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig)
         fallback = 'impl' in defaults  # a loss with a fused path: a failing kernel falls back to eager
+        if fallback != (probe is not None):
+            raise TypeError(f'declare({loss!r}): a probe is for a functional with an impl keyword, and every such '
+                            f'functional needs one')
+        hparams = {k: v for k, v in defaults.items() if k != 'impl'}
+        spec = Spec(loss, defaults, declared, relation, kw_only.get('reduction', 'mean'), sig, probe)
         args = sig.parameters.values()
         known = frozenset(p.name for p in args if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
         if any(p.kind is p.VAR_KEYWORD for p in args):
@@ -275,7 +288,7 @@ def declare(loss: str, *, relation: Optional[Callable[..., None]] = None, **para
                 found += [unexpected(loss, 'keyword argument', k, keywords, where) for k in kwargs if k not in known]
             raise_problems(loss, found)
             if fallback:
-                return run_with_fallback(loss, fn, args, kwargs)
+                return run_with_fallback(loss, fn, args, kwargs, probe=probe, defaults=hparams)
             return fn(*args, **kwargs)
 
         if not HAS_CUSTOM_OP:  # a compiled model runs the loss eagerly, outside its graph

@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..core.abi import BOX_HP, ELEMENTWISE_HP, SIOU_EXP_MAX, SMOOTH_L1_MIN_BETA, BoxKind, ElementwiseKind, OutMode
+from ..core.abi import (BOX_EPS_ADDED, BOX_HP, ELEMENTWISE_HP, SIOU_EXP_MAX, SIOU_OFFSET2_MIN, SMOOTH_L1_MIN_BETA,
+                        BoxKind, ElementwiseKind, OutMode)
 
 __all__ = ['elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward']
 
@@ -44,6 +45,7 @@ _HALF_PI = tl.constexpr(math.pi / 2)
 _QUARTER_PI = tl.constexpr(math.pi / 4)
 _ASPECT = tl.constexpr(4.0 / math.pi ** 2)  # CIoU's 4 / pi^2
 _SIOU_EXP_MAX = tl.constexpr(SIOU_EXP_MAX)
+_SIOU_OFFSET2_MIN = tl.constexpr(SIOU_OFFSET2_MIN)
 
 # the kind ids (core/abi.py) as compile-time constants of the kernels
 _FOCAL = tl.constexpr(int(ElementwiseKind.FOCAL))
@@ -369,6 +371,24 @@ def _in_unit(s):  # d clamp(s, -1, 1) / d s
 
 
 @triton.jit
+def _guard(d, eps, ADD: tl.constexpr):
+    """A denominator guarded as the eager ``_boxes.guard``: ``d + eps`` (ADD: the kinds of
+    ``BOX_EPS_ADDED``) or ``max(d, eps)``."""
+    if ADD:
+        return d + eps
+    else:
+        return tl.maximum(d, eps)
+
+
+@triton.jit
+def _guard_pass(d, eps, ADD: tl.constexpr):  # d _guard(d) / d d: 1, or 0 below eps
+    if ADD:
+        return tl.zeros_like(d) + 1.0
+    else:
+        return _ge(d, eps)
+
+
+@triton.jit
 def _iou_loss(iou, h0, KIND: tl.constexpr):
     """IoU linear / square / log, the IoU clamped below at ``h0``: ``(loss, d iou)``."""
     c = tl.maximum(iou, h0)
@@ -386,11 +406,11 @@ def _iou_loss(iou, h0, KIND: tl.constexpr):
 
 
 @triton.jit
-def _giou_loss(iou, uni, cw, ch, eps, GRAD: tl.constexpr):
-    """GIoU, ``1 - (iou - (area - union) / area)``, ``area = cw ch + eps``:
+def _giou_loss(iou, uni, cw, ch, eps, ADD: tl.constexpr, GRAD: tl.constexpr):
+    """GIoU, ``1 - (iou - (area - union) / area)``, ``area = guard(cw ch)``:
     ``(loss, d iou, d union, d cw, d ch)``."""
     zero = tl.zeros_like(iou)
-    area = cw * ch + eps
+    area = _guard(cw * ch, eps, ADD)
     loss = 1.0 - (iou - (area - uni) / area)
     d_iou = zero - 1.0
     d_uni = zero
@@ -398,7 +418,7 @@ def _giou_loss(iou, uni, cw, ch, eps, GRAD: tl.constexpr):
     d_ch = zero
     if GRAD:
         inv = 1.0 / area
-        d_area = uni * inv * inv
+        d_area = uni * inv * inv * _guard_pass(cw * ch, eps, ADD)
         d_uni = -inv
         d_cw = d_area * ch
         d_ch = d_area * cw
@@ -406,9 +426,10 @@ def _giou_loss(iou, uni, cw, ch, eps, GRAD: tl.constexpr):
 
 
 @triton.jit
-def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, eps, KIND: tl.constexpr,
-                    GRAD: tl.constexpr, F64: tl.constexpr):
-    """DIoU, CIoU, Efficient-IoU: ``1 - (iou - rho^2 / diag)`` and their terms beyond it:
+def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, diag_pass, eps,
+                 KIND: tl.constexpr, ADD: tl.constexpr, GRAD: tl.constexpr, F64: tl.constexpr):
+    """DIoU, CIoU, Efficient-IoU: ``1 - (iou - rho^2 / diag)`` and their terms beyond it, ``diag``
+    guarded (``diag_pass``: its guard's derivative):
     ``(loss, d iou, d cw, d ch, d dx, d dy, d pw, d ph, d pwr, d phr)``."""
     zero = tl.zeros_like(iou)
     d_cw = zero
@@ -425,11 +446,13 @@ def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, 
         loss = 1.0 - (iou - pen)
         d_iou = zero - 1.0
     elif KIND == _CIOU:  # 1 - clamp(iou - (pen + alpha v), -1, 1), alpha without gradient
-        hpe = ph + eps
+        hpe = _guard(ph, eps, ADD)
         a = pw / hpe
-        da = _atan_pos(tw / (th + eps), F64) - _atan_pos(a, F64)
+        da = _atan_pos(tw / _guard(th, eps, ADD), F64) - _atan_pos(a, F64)
         v = _ASPECT * (da * da)
-        alpha = (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + eps)
+        den = 1.0 - iou + v
+        # no eps (mmdet): 0 where den = 0 (then v = 0), else v / den <= 1
+        alpha = tl.where((iou > 0.5) & (den > 0.0), v / den, 0.0)
         score = iou - (pen + alpha * v)
         loss = 1.0 - tl.minimum(tl.maximum(score, -1.0), 1.0)
         d_iou = -_in_unit(score)
@@ -437,10 +460,10 @@ def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, 
         if GRAD:
             k = d_pen * alpha * _ASPECT * 2.0 * da / ((1.0 + a * a) * hpe)
             d_pw = -k
-            d_ph = k * a
-    else:  # Efficient-IoU: + (w_p - w_t)^2 / (C_w^2 + eps) + (h_p - h_t)^2 / (C_h^2 + eps), raw sizes
-        cw2 = cw * cw + eps
-        ch2 = ch * ch + eps
+            d_ph = k * a * _guard_pass(ph, eps, ADD)
+    else:  # Efficient-IoU: + (w_p - w_t)^2 / guard(C_w^2) + (h_p - h_t)^2 / guard(C_h^2), raw sizes
+        cw2 = _guard(cw * cw, eps, ADD)
+        ch2 = _guard(ch * ch, eps, ADD)
         dw = pwr - twr
         dh = phr - thr
         tw_ = dw * dw / cw2
@@ -450,20 +473,20 @@ def _centre_loss(iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, 
         if GRAD:
             d_pwr = 2.0 * dw / cw2
             d_phr = 2.0 * dh / ch2
-            d_cw = -tw_ * 2.0 * cw / cw2
-            d_ch = -th_ * 2.0 * ch / ch2
+            d_cw = -tw_ * 2.0 * cw / cw2 * _guard_pass(cw * cw, eps, ADD)
+            d_ch = -th_ * 2.0 * ch / ch2 * _guard_pass(ch * ch, eps, ADD)
     if GRAD:
         d_dx = d_pen * 2.0 * dx / diag
         d_dy = d_pen * 2.0 * dy / diag
-        d_diag = -d_pen * pen / diag
+        d_diag = -d_pen * pen / diag * diag_pass
         d_cw += d_diag * 2.0 * cw
         d_ch += d_diag * 2.0 * ch
     return loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph, d_pwr, d_phr
 
 
 @triton.jit
-def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr, GRAD: tl.constexpr,
-          F64: tl.constexpr):
+def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr, ADD: tl.constexpr,
+               GRAD: tl.constexpr, F64: tl.constexpr):
     """SIoU (mmdet), ``1 - clamp(iou - (distance + shape) / 2, -1, 1)``:
     ``(loss, d iou, d cw, d ch, d dx, d dy, d pw, d ph)``."""
     zero = tl.zeros_like(iou)
@@ -476,7 +499,7 @@ def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr
     sx = dx + eps
     sy = dy + eps
     ss = sx * sx + sy * sy
-    den = tl.maximum(ss, eps * eps)
+    den = tl.maximum(ss, _SIOU_OFFSET2_MIN)
     pp = sx * sy
     angle = 2.0 * tl.abs(pp) / den
     if NEG_GAMMA:
@@ -495,8 +518,11 @@ def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr
     mx = _expm1(tl.minimum(ax, _SIOU_EXP_MAX), F64)
     my = _expm1(tl.minimum(ay, _SIOU_EXP_MAX), F64)
     distance = -mx - my
-    ow = tl.abs(pw - tw) / (tl.maximum(pw, tw) + eps)
-    oh = tl.abs(ph - th) / (tl.maximum(ph, th) + eps)
+    # the larger width clamped at eps (mmdet: no eps), the larger height guarded (mmdet: + eps)
+    denw = tl.maximum(tl.maximum(pw, tw), eps)
+    denh = _guard(tl.maximum(ph, th), eps, ADD)
+    ow = tl.abs(pw - tw) / denw
+    oh = tl.abs(ph - th) / denh
     mw = -_expm1(-ow, F64)
     mh = -_expm1(-oh, F64)
     shape = mw * mw * mw * mw + mh * mh * mh * mh
@@ -521,15 +547,15 @@ def _siou_loss(iou, pw, ph, tw, th, cw, ch, dx, dy, eps, NEG_GAMMA: tl.constexpr
         else:
             d_angle = -d_gam
         d_pp = d_angle * 2.0 / den * _sign(pp)
-        d_ss = -d_angle * angle / den * _ge(ss, eps * eps)
+        d_ss = -d_angle * angle / den * _ge(ss, _SIOU_OFFSET2_MIN)
         d_dx = d_sx + d_pp * sy + d_ss * 2.0 * sx
         d_dy = d_sy + d_pp * sx + d_ss * 2.0 * sy
         d_ow = d_half * 4.0 * mw * mw * mw * (1.0 - mw)
         d_oh = d_half * 4.0 * mh * mh * mh * (1.0 - mh)
-        denw = tl.maximum(pw, tw) + eps
-        denh = tl.maximum(ph, th) + eps
-        d_pw = d_ow / denw * _sign(pw - tw) - d_ow * ow / denw * _max_share(pw, tw)
-        d_ph = d_oh / denh * _sign(ph - th) - d_oh * oh / denh * _max_share(ph, th)
+        d_pw = (d_ow / denw * _sign(pw - tw)
+                - d_ow * ow / denw * _ge(tl.maximum(pw, tw), eps) * _max_share(pw, tw))
+        d_ph = (d_oh / denh * _sign(ph - th)
+                - d_oh * oh / denh * _guard_pass(tl.maximum(ph, th), eps, ADD) * _max_share(ph, th))
     return loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph
 
 
@@ -550,9 +576,11 @@ def _wiou_loss(iou, dx, dy, rho2, diag, GRAD: tl.constexpr):
 
 
 @triton.jit
-def _extended_iou_loss(px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, GRAD: tl.constexpr):
+def _extended_iou_loss(px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, ADD: tl.constexpr,
+                       GRAD: tl.constexpr):
     """mmdet's Extended-IoU: a signed intersection ``inter`` from the intersection's corners ``ix1..iy2``
-    and the enclosure's top-left ``(ex1, ey1)``, then smooth L1 (knee ``h0``) of ``1 - inter / union``:
+    and the enclosure's top-left ``(ex1, ey1)``, then smooth L1 (knee ``h0``) of ``1 - inter / union``
+    (the union guarded):
     ``(loss, d ix1, d iy1, d ix2, d iy2, d ex1, d ey1, d pw, d ph)``."""
     zero = tl.zeros_like(px1)
     d_ix1 = zero
@@ -578,13 +606,14 @@ def _extended_iou_loss(px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, e
     g_ = xmax - ex1
     h_ = iy1 - ey1
     inter = a_ * b_ + c_ * d_ - e_ * f_ - g_ * h_
-    uni = pw * ph + tw * th - inter + eps
+    unr = pw * ph + tw * th - inter
+    uni = _guard(unr, eps, ADD)
     q = inter / uni
     l0 = 1.0 - q
     loss = tl.where(l0 < h0, 0.5 * l0 * l0 / h0, l0 - 0.5 * h0)
     if GRAD:
         d_q = -tl.where(l0 < h0, l0 / h0, 1.0)
-        d_uni = -d_q * q / uni
+        d_uni = -d_q * q / uni * _guard_pass(unr, eps, ADD)  # d loss / d unr
         d_inter = d_q / uni - d_uni
         d_pw = d_uni * ph
         d_ph = d_uni * pw
@@ -606,11 +635,11 @@ def _extended_iou_loss(px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, e
 
 
 @triton.jit
-def _iou_adjoints(d_iou, d_uni, d_pw, d_ph, iou, uni, pw, ph, iw, ih, iwr, ihr):
-    """Through ``iou = inter / union``, ``union = pw ph + tw th - inter + eps``, ``inter = iw ih``,
-    ``iw = max(ix2 - ix1, 0)``: ``(d pw, d ph, d ix1, d iy1, d ix2, d iy2)`` (with the given ``d pw``,
-    ``d ph`` of the other terms)."""
-    d_u = d_uni - d_iou * iou / uni
+def _iou_adjoints(d_iou, d_uni, d_pw, d_ph, iou, uni, uni_pass, pw, ph, iw, ih, iwr, ihr):
+    """Through ``iou = inter / union``, ``union = guard(pw ph + tw th - inter)`` (``uni_pass``: the
+    guard's derivative), ``inter = iw ih``, ``iw = max(ix2 - ix1, 0)``:
+    ``(d pw, d ph, d ix1, d iy1, d ix2, d iy2)`` (with the given ``d pw``, ``d ph`` of the other terms)."""
+    d_u = (d_uni - d_iou * iou / uni) * uni_pass
     d_inter = d_iou / uni - d_u
     d_iwr = d_inter * ih * _ge(iwr, 0.0)
     d_ihr = d_inter * iw * _ge(ihr, 0.0)
@@ -640,9 +669,10 @@ def _box_grad(px1, py1, px2, py2, tx1, ty1, tx2, ty2, pwr, phr, cwr, chr_, d_ix1
 
 @triton.jit
 def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexpr, GRAD: tl.constexpr,
-              FLAG: tl.constexpr, F64: tl.constexpr):
+              FLAG: tl.constexpr, ADD: tl.constexpr, F64: tl.constexpr):
     """``(loss, d/dx1, d/dy1, d/dx2, d/dy2)`` of pred boxes against target boxes (zeros if not GRAD):
-    the shared geometry, the kind's loss and adjoints (a helper per kind or group), the chain rule."""
+    the shared geometry, the kind's loss and adjoints (a helper per kind or group), the chain rule.
+    ``ADD``: the kind's denominators add ``eps`` rather than clamp at it (:func:`_guard`)."""
     zero = tl.zeros_like(px1)
     pwr = px2 - px1
     phr = py2 - py1
@@ -671,14 +701,15 @@ def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexp
     chr_ = zero
     if KIND == _EXTENDED_IOU:  # a signed intersection of its own; no enclosure size, no centre
         loss, d_ix1, d_iy1, d_ix2, d_iy2, d_ex1, d_ey1, d_pw, d_ph = _extended_iou_loss(
-            px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, GRAD)
+            px1, py1, tx1, ty1, ix1, iy1, ix2, iy2, pw, ph, tw, th, eps, h0, ADD, GRAD)
     else:
         iwr = ix2 - ix1
         ihr = iy2 - iy1
         iw = tl.maximum(iwr, 0.0)
         ih = tl.maximum(ihr, 0.0)
         inter = iw * ih
-        uni = pw * ph + tw * th - inter + eps
+        unr = pw * ph + tw * th - inter
+        uni = _guard(unr, eps, ADD)
         iou = inter / uni
         cwr = tl.maximum(px2, tx2) - tl.minimum(px1, tx1)
         chr_ = tl.maximum(py2, ty2) - tl.minimum(py1, ty1)
@@ -687,23 +718,25 @@ def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexp
         dx = ((tx1 - px1) + (tx2 - px2)) * 0.5
         dy = ((ty1 - py1) + (ty2 - py2)) * 0.5
         rho2 = dx * dx + dy * dy
-        diag = cw * cw + ch * ch + eps
+        dgr = cw * cw + ch * ch
+        diag = _guard(dgr, eps, ADD)
         d_uni = zero
         if KIND == _IOU_LINEAR or KIND == _IOU_SQUARE or KIND == _IOU_LOG:
             loss, d_iou = _iou_loss(iou, h0, KIND)
         elif KIND == _GIOU:
-            loss, d_iou, d_uni, d_cw, d_ch = _giou_loss(iou, uni, cw, ch, eps, GRAD)
+            loss, d_iou, d_uni, d_cw, d_ch = _giou_loss(iou, uni, cw, ch, eps, ADD, GRAD)
         elif KIND == _DIOU or KIND == _CIOU or KIND == _EFFICIENT_IOU:
             loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph, d_pwr, d_phr = _centre_loss(
-                iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, eps, KIND, GRAD, F64)
+                iou, pw, ph, tw, th, pwr, phr, twr, thr, cw, ch, dx, dy, rho2, diag, _guard_pass(dgr, eps, ADD), eps,
+                KIND, ADD, GRAD, F64)
         elif KIND == _SIOU:
             loss, d_iou, d_cw, d_ch, d_dx, d_dy, d_pw, d_ph = _siou_loss(
-                iou, pw, ph, tw, th, cw, ch, dx, dy, eps, FLAG, GRAD, F64)
+                iou, pw, ph, tw, th, cw, ch, dx, dy, eps, FLAG, ADD, GRAD, F64)
         else:  # Wise-IoU v1 (the host checked the kind)
             loss, d_iou, d_dx, d_dy = _wiou_loss(iou, dx, dy, rho2, diag, GRAD)
         if GRAD:
-            d_pw, d_ph, d_ix1, d_iy1, d_ix2, d_iy2 = _iou_adjoints(d_iou, d_uni, d_pw, d_ph, iou, uni, pw, ph, iw,
-                                                                   ih, iwr, ihr)
+            d_pw, d_ph, d_ix1, d_iy1, d_ix2, d_iy2 = _iou_adjoints(
+                d_iou, d_uni, d_pw, d_ph, iou, uni, _guard_pass(unr, eps, ADD), pw, ph, iw, ih, iwr, ihr)
     if GRAD:
         g0, g1, g2, g3 = _box_grad(px1, py1, px2, py2, tx1, ty1, tx2, ty2, pwr, phr, cwr, chr_, d_ix1, d_iy1, d_ix2,
                                    d_iy2, d_ex1, d_ey1, d_pw, d_ph, d_pwr, d_phr, d_dx, d_dy, d_cw, d_ch)
@@ -717,7 +750,7 @@ def _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND: tl.constexp
 
 @triton.jit
 def _box_kernel(p_ptr, t_ptr, w_ptr, hp_ptr, scale_ptr, gout_ptr, out_ptr, n,
-                KIND: tl.constexpr, GRAD: tl.constexpr, FLAG: tl.constexpr, HAS_W: tl.constexpr,
+                KIND: tl.constexpr, GRAD: tl.constexpr, FLAG: tl.constexpr, ADD: tl.constexpr, HAS_W: tl.constexpr,
                 HAS_GOUT: tl.constexpr, OUT_ELEM: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr,
                 BLOCK: tl.constexpr):
     """Forward: the weighted loss per box (OUT_ELEM) or per-program partial sums; backward:
@@ -737,7 +770,7 @@ def _box_kernel(p_ptr, t_ptr, w_ptr, hp_ptr, scale_ptr, gout_ptr, out_ptr, n,
     ty2 = tl.load(t_ptr + 4 * i + 3, mask=mask, other=1.0)
     eps = tl.load(hp_ptr)
     h0 = tl.load(hp_ptr + 1)
-    loss, g0, g1, g2, g3 = _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND, GRAD, FLAG, F64)
+    loss, g0, g1, g2, g3 = _box_eval(px1, py1, px2, py2, tx1, ty1, tx2, ty2, eps, h0, KIND, GRAD, FLAG, ADD, F64)
     if GRAD:
         f = tl.zeros_like(px1) + tl.load(scale_ptr)
         if HAS_W:
@@ -900,14 +933,16 @@ def elementwise_backward(kind: int, hp: Sequence[float], x: Tensor, target: Opti
 
 
 def _box_config(kind: int, eps: float, hp: Sequence[float]):
-    """``(KIND, [eps, h0] for the kernel, FLAG)`` of a box kind: the kernel reads its one
+    """``(KIND, [eps, h0] for the kernel, FLAG, ADD)`` of a box kind: the kernel reads its one
     hyper-parameter as ``h0`` (the IoU floor, Extended-IoU's smooth point), except SIoU's
-    ``neg_gamma``, which is the compile-time FLAG."""
+    ``neg_gamma``, which is the compile-time FLAG; ADD: whether the kind adds ``eps`` to its
+    denominators (:data:`~mmloss_ext.core.abi.BOX_EPS_ADDED`) rather than clamping them at it."""
     kind = _kind(BoxKind, kind)
     hp = _hp(kind, BOX_HP[kind], hp)
+    added = kind in BOX_EPS_ADDED
     if kind == BoxKind.SIOU:
-        return int(kind), [float(eps), 0.0], hp[0] != 0.0
-    return int(kind), [float(eps), hp[0] if hp else 0.0], False
+        return int(kind), [float(eps), 0.0], hp[0] != 0.0, added
+    return int(kind), [float(eps), hp[0] if hp else 0.0], False, added
 
 
 def box_forward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Tensor,
@@ -916,13 +951,13 @@ def box_forward(kind: int, eps: float, hp: List[float], pred: Tensor, target: Te
     loss per box (N,)."""
     _check(pred, target, w)
     out_mode = _out_mode(out_mode, rows=False)
-    kind, vals, flag = _box_config(kind, eps, hp)
+    kind, vals, flag, added = _box_config(kind, eps, hp)
     n = pred.shape[0]
     grid = (triton.cdiv(n, _BLOCK_BOX),)
     out = torch.empty(n if out_mode == OutMode.ELEMENTS else grid[0], dtype=pred.dtype, device=pred.device)
     if n > 0:
         _box_kernel[grid](pred, target, _opt(w, pred), _const(vals, pred.dtype, pred.device), pred, pred, out, n,
-                          KIND=kind, GRAD=False, FLAG=flag, HAS_W=w is not None, HAS_GOUT=False,
+                          KIND=kind, GRAD=False, FLAG=flag, ADD=added, HAS_W=w is not None, HAS_GOUT=False,
                           OUT_ELEM=out_mode == OutMode.ELEMENTS, F64=pred.dtype == torch.float64,
                           I64=4 * n + 4 * _BLOCK_BOX >= 2 ** 31, BLOCK=_BLOCK_BOX)
     return out if out_mode == OutMode.ELEMENTS else out.sum(dtype=torch.float64)
@@ -932,13 +967,13 @@ def box_backward(kind: int, eps: float, hp: List[float], pred: Tensor, target: T
                  w: Optional[Tensor], scale: Union[float, Tensor], per_box: Optional[Tensor]) -> Tensor:
     """d pred (N, 4) = scale * w[i] * per_box[i] * d loss_i / d pred_i."""
     _check(pred, target, w, per_box)
-    kind, vals, flag = _box_config(kind, eps, hp)
+    kind, vals, flag, added = _box_config(kind, eps, hp)
     n = pred.shape[0]
     dp = torch.empty_like(pred)
     if n > 0:
         _box_kernel[(triton.cdiv(n, _BLOCK_BOX),)](
             pred, target, _opt(w, pred), _const(vals, pred.dtype, pred.device), _scale(scale, pred.dtype, pred.device),
-            _opt(per_box, pred), dp, n, KIND=kind, GRAD=True, FLAG=flag, HAS_W=w is not None,
+            _opt(per_box, pred), dp, n, KIND=kind, GRAD=True, FLAG=flag, ADD=added, HAS_W=w is not None,
             HAS_GOUT=per_box is not None, OUT_ELEM=True, F64=pred.dtype == torch.float64,
             I64=4 * n + 4 * _BLOCK_BOX >= 2 ** 31, BLOCK=_BLOCK_BOX)
     return dp

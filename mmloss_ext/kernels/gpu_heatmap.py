@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..core.abi import GAUSSIAN_FOCAL_EPS
+
 __all__ = ['heatmap_forward', 'heatmap_backward']
 
 _BLOCK = 1024  # elements per program
@@ -125,8 +127,8 @@ def _whole(g: float) -> int:
 
 
 def _setup(hp: Sequence[float], x: Tensor, *others: Optional[Tensor]):
-    if len(hp) != 5:
-        raise ValueError(f'mmloss_ext fused heatmap (triton): expects [alpha, gamma, pos_weight, neg_weight, eps], '
+    if len(hp) != 4:
+        raise ValueError(f'mmloss_ext fused heatmap (triton): expects [alpha, gamma, pos_weight, neg_weight], '
                          f'got {len(hp)} values')
     if not x.is_contiguous():
         raise ValueError('mmloss_ext fused heatmap (triton): bad pred')
@@ -134,7 +136,7 @@ def _setup(hp: Sequence[float], x: Tensor, *others: Optional[Tensor]):
         if t is not None and (t.device != x.device or not t.is_contiguous() or t.dtype != x.dtype):
             raise ValueError("mmloss_ext fused heatmap (triton): inputs must be contiguous, on pred's device, "
                              'of its dtype')
-    hp = [float(h) for h in hp]
+    hp = [float(h) for h in hp] + [GAUSSIAN_FOCAL_EPS]  # the kernel reads eps as the fifth, in x's dtype
     numel = x.numel()
     rows = x.shape[0] if x.dim() else 1
     cols = max(numel // rows, 1) if rows else 1

@@ -7,7 +7,8 @@ backward, saving only the inputs. The kernels are those of the tensors' device
 (:func:`backend`): ``heatmap_forward`` / ``heatmap_backward`` of the C++ extension
 (``csrc/heatmap.cpp``) on the CPU, of the Triton module :mod:`.gpu_heatmap` on CUDA; both take
 
-* ``hp = [alpha, gamma, pos_weight, neg_weight, eps]``;
+* ``hp = [alpha, gamma, pos_weight, neg_weight]`` (the ``eps`` inside the logs:
+  :data:`~mmloss_ext.core.abi.GAUSSIAN_FOCAL_EPS`);
 * ``x`` (pred, probabilities) and ``target``, contiguous, of one dtype (float32 or float64), any
   shape, seen flat;
 * an optional per-row weight ``wrow`` (``x.shape[0]`` values, each for ``x.numel() / x.shape[0]``
@@ -30,10 +31,7 @@ from .dispatch import cpu_kernels
 from . import ops
 from .functions import _ELEMENTS, _compute_dtype, _prepare, _reduce, split_weight
 
-__all__ = ['EPS', 'available', 'backend', 'gaussian_focal']
-
-#: added inside both logs, as mmdet's ``gaussian_focal_loss``
-EPS = 1e-12
+__all__ = ['available', 'backend', 'gaussian_focal']
 
 
 def backend(device) -> ModuleType:
@@ -62,7 +60,7 @@ def gaussian_focal(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *,
     x = _prepare(x, dtype)
     t = _prepare(target.detach(), dtype)
     wrow, wfull = split_weight(name, weight, shape, dtype)
-    hp = [float(h) for h in hp] + [EPS]
+    hp = [float(h) for h in hp]
 
     def run(out_mode: int = _ELEMENTS) -> Tensor:
         return ops.gaussian_focal(x, t, hp, wrow, wfull, out_mode)

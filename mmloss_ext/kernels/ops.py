@@ -73,6 +73,14 @@ def upstream(out_mode: int, grad: Tensor) -> Tuple[object, Optional[Tensor], Opt
     return 1.0, None, grad.contiguous()
 
 
+def _traced(x) -> bool:
+    """Whether a call with first argument ``x`` is being traced (``torch.compile``, ``torch.export``:
+    a fake or functional tensor), when it must go through the operator; an eager call calls the
+    kernel directly, since the dispatcher's first call of a custom operator in a process imports
+    ``torch._dynamo`` (about a second, and 100 MB of resident memory)."""
+    return is_compiling() or type(x) not in (Tensor, torch.nn.Parameter)
+
+
 def _fake_out(x: Tensor, out_mode: int, elements: Sequence[int]) -> Tensor:
     if out_mode == _TOTAL:
         return x.new_empty((), dtype=torch.float64)
@@ -165,7 +173,7 @@ def _define(name: str, args: str, forward: Callable, backward: Callable, fake: C
     _EAGER_FUNCTIONS.add(Eager)
 
     def call(*a):
-        if is_compiling() or type(a[0]) not in (Tensor, torch.nn.Parameter):
+        if _traced(a[0]):
             return fwd(*a)  # traced (torch.compile, torch.export): the operator, one node
         return Eager.apply(*a)
 
@@ -288,13 +296,20 @@ def _ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor
         raise KernelError('ghmc_histogram', err) from err
 
 
-if HAS_CUSTOM_OP:
-    ghmc_histogram = torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', _ghmc_histogram, mutates_args=())
+def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
+                   wfull: Optional[Tensor], edges: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(counts, sums)``: valid elements and BCE summed per bin (``bins + 1`` slots each); the
+    operator ``mmloss_ext::ghmc_histogram`` when traced, the kernel itself when called eagerly."""
+    return (_ghmc_histogram_op if _traced(x) else _ghmc_histogram)(x, target, labels, wrow, wfull, edges)
 
-    @ghmc_histogram.register_fake
+
+if HAS_CUSTOM_OP:
+    _ghmc_histogram_op = torch.library.custom_op(f'{NAMESPACE}::ghmc_histogram', _ghmc_histogram, mutates_args=())
+
+    @_ghmc_histogram_op.register_fake
     def _(x, target, labels, wrow, wfull, edges):
         return edges.new_empty(edges.shape, dtype=torch.long), edges.new_empty(edges.shape, dtype=torch.float64)
-else:  # no gradient, no autograd Function needed: outside a compiled graph
+else:  # no custom operators (torch < 2.4); no gradient, no autograd Function needed: outside a compiled graph
     ghmc_histogram = outside_graph(_ghmc_histogram)
 
 

@@ -2,7 +2,7 @@
 
 One module per family; each exports its functionals (snake case) and registered classes.
 """
-from .base import BaseLoss
+from .base import BaseLoss, StatefulLoss
 from ..core.reduction import REDUCTIONS, weight_reduce_loss
 from .regression import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403

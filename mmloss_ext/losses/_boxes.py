@@ -11,8 +11,21 @@ Numerics (shared by every loss):
 * half-precision boxes are computed in float32 (the caller casts the loss back);
 * widths and heights are clamped at 0 before they make an area, so an untrained head's
   ``x2 < x1`` prediction has zero area instead of a negative one that could cancel the union;
-* every denominator carries ``eps`` (union, enclosing area, enclosing diagonal, aspect ratios);
 * no ``sqrt``/``asin``/``atan(w/h)`` is evaluated where its derivative is infinite.
+
+Denominators (the rule, :func:`guard`): a denominator ``d`` -- a union, an enclosing area or
+squared diagonal, a squared enclosing side, the height under an aspect ratio, the larger of two
+sizes -- is guarded as mmdet's ``bbox_overlaps`` guards its union, ``max(d, eps)``: exact
+whenever ``d`` exceeds ``eps`` (so the loss does not depend on ``eps`` at any scale the boxes
+resolve: pixels, normalised ``[0, 1]`` coordinates, 1e-3-pixel boxes), finite for degenerate
+boxes, and without gradient below ``eps``. The drop-ins of mmdet losses whose own code adds
+``eps`` instead (DIoU, CIoU, SIoU, Extended-IoU) add it where mmdet adds it, for parity: their
+kernel kinds are :data:`~mmloss_ext.core.abi.BOX_EPS_ADDED`, and :class:`BoxPair` takes
+``eps_added`` from the kind (:func:`box_loss`). Two ratios bounded by 1 need only to be finite
+where their denominator is 0, and are exact wherever mmdet's are finite: CIoU's trade-off
+:math:`v / (1 - IoU + v)` is 0 there (:func:`ciou_tradeoff`), and SIoU's angle cost
+:math:`2|s_x s_y| / (s_x^2 + s_y^2)` clamps its denominator at float32's smallest normal number
+(:func:`siou_penalty`).
 """
 from __future__ import annotations
 
@@ -31,14 +44,21 @@ from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import functions as fused
 from .base import BaseLoss
 
-__all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost']
+__all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'guard', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost']
 
 #: the IoU variants a composable loss (Alpha/Inner/Focaler) can be built on
 IOU_MODES = ('iou', 'giou', 'diou', 'ciou', 'eiou', 'siou')
 
 _ASPECT = 4.0 / math.pi ** 2
-# the cap of SIoU's distance exponent (see siou_penalty), the fused kernels' too: core/abi.py
-from ..core.abi import SIOU_EXP_MAX  # noqa: E402
+# the cap of SIoU's distance exponent and the floor of its squared centre offset (see siou_penalty),
+# the fused kernels' too: core/abi.py
+from ..core.abi import BOX_EPS_ADDED, SIOU_EXP_MAX, SIOU_OFFSET2_MIN, box_kind  # noqa: E402
+
+
+def guard(d: Tensor, eps: float, added: bool = False) -> Tensor:
+    """The denominator ``d`` guarded by the rule of this module: ``max(d, eps)`` (its gradient 0
+    below ``eps``), or ``d + eps`` where ``added`` (the mmdet drop-ins whose mmdet code adds it)."""
+    return d + eps if added else d.clamp(min=eps)
 
 
 class BoxLoss(BaseLoss):
@@ -98,7 +118,8 @@ class BoxPair:
 
     Args:
         pred, target: boxes (float16/bfloat16 are computed in float32).
-        eps: added to every denominator.
+        eps: the guard of every denominator, ``max(d, eps)`` (see :func:`guard`).
+        eps_added: guard by ``d + eps`` instead (the mmdet drop-ins whose mmdet code does).
 
     Example:
         >>> g = BoxPair(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]]), eps=0.0)
@@ -106,9 +127,14 @@ class BoxPair:
         (tensor([2.]), tensor([6.]), tensor([0.3333]), tensor([6.]), tensor([1.]))
     """
 
-    def __init__(self, pred: Tensor, target: Tensor, eps: float) -> None:
+    def __init__(self, pred: Tensor, target: Tensor, eps: float, eps_added: bool = False) -> None:
         self.pred, self.target = upcast(pred, target)
         self.eps = eps
+        self.eps_added = eps_added
+
+    def guard(self, d: Tensor) -> Tensor:
+        """The denominator ``d`` guarded as this pair's losses guard theirs (:func:`guard`)."""
+        return guard(d, self.eps, self.eps_added)
 
     # --- sizes and areas -------------------------------------------------------------------------
     @cached_property
@@ -143,9 +169,9 @@ class BoxPair:
 
     @cached_property
     def union(self) -> Tensor:
-        """``area_p + area_t - inter + eps`` (at least ``eps``)."""
+        """``area_p + area_t - inter``, guarded (at least ``eps``)."""
         ap, at = self.areas
-        return ap + at - self.inter + self.eps
+        return self.guard(ap + at - self.inter)
 
     @cached_property
     def iou(self) -> Tensor:
@@ -166,15 +192,15 @@ class BoxPair:
 
     @cached_property
     def enclose_area(self) -> Tensor:
-        """``C_w * C_h + eps``."""
+        """``C_w * C_h``, guarded."""
         cw, ch = self.enclose_wh
-        return cw * ch + self.eps
+        return self.guard(cw * ch)
 
     @cached_property
     def enclose_diag2(self) -> Tensor:
-        """``C_w^2 + C_h^2 + eps``: the squared diagonal of the enclosing box."""
+        """``C_w^2 + C_h^2``, guarded: the squared diagonal of the enclosing box."""
         cw, ch = self.enclose_wh
-        return cw * cw + ch * ch + self.eps
+        return self.guard(cw * cw + ch * ch)
 
     # --- centres and shapes ----------------------------------------------------------------------
     @cached_property
@@ -196,13 +222,13 @@ class BoxPair:
 
     @cached_property
     def aspect_v(self) -> Tensor:
-        r"""CIoU's :math:`v = \frac{4}{\pi^2}(\arctan\frac{w_t}{h_t+\epsilon} - \arctan\frac{w_p}{h_p+\epsilon})^2`.
+        r"""CIoU's :math:`v = \frac{4}{\pi^2}(\arctan\frac{w_t}{h_t} - \arctan\frac{w_p}{h_p})^2`.
 
-        On clamped sizes with ``eps`` in the denominator: ``atan(w/h)`` at ``h = 0`` would be
+        On clamped sizes with the heights guarded: ``atan(w/h)`` at ``h = 0`` would be
         ``atan(inf)`` forward and ``nan`` backward.
         """
         pw, ph, tw, th = self.wh
-        return _ASPECT * (torch.atan(tw / (th + self.eps)) - torch.atan(pw / (ph + self.eps))) ** 2
+        return _ASPECT * (torch.atan(tw / self.guard(th)) - torch.atan(pw / self.guard(ph))) ** 2
 
 
 # --- penalty terms of the IoU variants -------------------------------------------------------------
@@ -212,10 +238,14 @@ def shape_cost(omega_w: Tensor, omega_h: Tensor, theta: float = 4.0) -> Tensor:
     return (-torch.expm1(-omega_w)) ** theta + (-torch.expm1(-omega_h)) ** theta
 
 
-def size_mismatch(g: BoxPair, eps: float) -> Tuple[Tensor, Tensor]:
-    r""":math:`\omega_w = |w_p - w_t| / \max(w_p, w_t)` and :math:`\omega_h`, on clamped sizes."""
+def size_mismatch(g: BoxPair) -> Tuple[Tensor, Tensor]:
+    r""":math:`\omega_w = |w_p - w_t| / \max(w_p, w_t)` and :math:`\omega_h`, on clamped sizes.
+
+    The larger height is guarded as the pair guards (mmdet's SIoU adds ``eps`` to both heights);
+    the larger width always by ``max(., eps)`` (mmdet's SIoU has no ``eps`` there).
+    """
     pw, ph, tw, th = g.wh
-    return (pw - tw).abs() / (torch.maximum(pw, tw) + eps), (ph - th).abs() / (torch.maximum(ph, th) + eps)
+    return (pw - tw).abs() / guard(torch.maximum(pw, tw), g.eps), (ph - th).abs() / g.guard(torch.maximum(ph, th))
 
 
 def giou_penalty(g: BoxPair) -> Tensor:
@@ -231,11 +261,14 @@ def diou_penalty(g: BoxPair) -> Tensor:
 def ciou_tradeoff(g: BoxPair) -> Tensor:
     r"""mmdet's CIoU trade-off :math:`\alpha = [IoU > 0.5]\, v / (1 - IoU + v)`, without gradient.
 
-    ``eps`` in the denominator: for identical boxes ``1 - IoU`` and ``v`` are both 0. (The cached
-    terms are read outside ``no_grad``: a first access inside it would cache them without graph.)
+    As mmdet's (no ``eps``) wherever that is finite; 0 where the denominator is 0 (``1 - IoU``
+    and ``v`` both 0: identical boxes at ``eps = 0``), where mmdet's is ``nan``. Since
+    :math:`0 \le v \le 1 - IoU + v`, it is at most 1 and needs no other guard. (The cached terms
+    are read outside ``no_grad``: a first access inside it would cache them without graph.)
     """
     iou, v = g.iou.detach(), g.aspect_v.detach()
-    return (iou > 0.5).to(v.dtype) * v / (1.0 - iou + v + g.eps)
+    den = 1.0 - iou + v
+    return torch.where((iou > 0.5) & (den > 0), v / den, torch.zeros_like(v))
 
 
 def efficient_penalties(g: BoxPair) -> Tuple[Tensor, Tensor, Tensor]:
@@ -245,7 +278,7 @@ def efficient_penalties(g: BoxPair) -> Tuple[Tensor, Tensor, Tensor]:
     """
     pw, ph, tw, th = g.raw_wh
     cw, ch = g.enclose_wh
-    return (diou_penalty(g), (pw - tw) ** 2 / (cw * cw + g.eps), (ph - th) ** 2 / (ch * ch + g.eps))
+    return (diou_penalty(g), (pw - tw) ** 2 / g.guard(cw * cw), (ph - th) ** 2 / g.guard(ch * ch))
 
 
 def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
@@ -257,22 +290,25 @@ def siou_penalty(g: BoxPair, neg_gamma: bool) -> Tensor:
     avoids ``asin`` (infinite slope at 1) and the ``sqrt`` at 0. Distance cost
     :math:`\Delta = \sum_{t=x,y} (1 - e^{\gamma \rho_t})`, :math:`\rho_t = (s_t / C_t)^2`, with
     :math:`\gamma = \Lambda - 2` (the paper, ``neg_gamma=True``) or :math:`2 - \Lambda` (mmdet's
-    default). Shape cost :math:`\Omega` from :func:`shape_cost`.
+    default). Shape cost :math:`\Omega` from :func:`shape_cost` of :func:`size_mismatch`. As mmdet,
+    the offsets carry ``+ eps`` and the enclosing sides are clamped at ``eps``.
     """
     eps = g.eps
     dx, dy = g.centre_delta
     sx, sy = dx + eps, dy + eps  # mmdet's offsets
-    angle = 2.0 * (sx * sy).abs() / (sx * sx + sy * sy).clamp(min=eps * eps)
+    # at most 1 (2|ab| <= a^2 + b^2): the denominator floored at SIOU_OFFSET2_MIN, so the cost is
+    # mmdet's for every offset but ~0 (|s| < 1e-19), and 0 with no gradient at 0
+    angle = 2.0 * (sx * sy).abs() / (sx * sx + sy * sy).clamp(min=SIOU_OFFSET2_MIN)
     gamma = angle - 2.0 if neg_gamma else 2.0 - angle
     cw, ch = g.enclose_wh
-    rho_x = (sx / cw.clamp(min=eps)) ** 2
-    rho_y = (sy / ch.clamp(min=eps)) ** 2
+    rho_x = (sx / guard(cw, eps)) ** 2
+    rho_y = (sy / guard(ch, eps)) ** 2
     # the exponent capped at SIOU_EXP_MAX: beyond it (gamma > 0, an inverted box far outside a tiny
     # enclosure) the penalty is below -1e21 and the loss's clamp saturates anyway; uncapped, expm1
     # overflows and the clamp's zero gradient times inf is nan
     distance = (-torch.expm1((gamma * rho_x).clamp(max=SIOU_EXP_MAX))
                 - torch.expm1((gamma * rho_y).clamp(max=SIOU_EXP_MAX)))
-    return 0.5 * (distance + shape_cost(*size_mismatch(g, eps)))
+    return 0.5 * (distance + shape_cost(*size_mismatch(g)))
 
 
 def iou_penalties(g: BoxPair, mode: str) -> Tuple[Tensor, Tuple[Tensor, ...]]:
@@ -318,7 +354,9 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
     per-box loss of shape ``(...)``. ``kernel``: ``(kind, hp)`` of the fused kernel of ``fn``
-    (:func:`mmloss_ext.kernels.functions.box_family`), taken when ``use_fused`` says so for ``impl``.
+    (:func:`mmloss_ext.kernels.functions.box_family`), taken when ``use_fused`` says so for ``impl``;
+    the eager :class:`BoxPair` adds ``eps`` where that kind does
+    (:data:`~mmloss_ext.core.abi.BOX_EPS_ADDED`), and clamps at it otherwise (and without a kernel).
     ``focus`` (fused path only): ``focus(per-box weight or None)`` returns the per-box weight with
     the loss's gradient-free factor folded in (Focal-EIoU's ``IoU^gamma``, Wise-IoU v2/v3's
     focusing coefficient), so that the kernel computes ``factor * kernel loss``, as ``fn`` does.
@@ -334,5 +372,6 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
             weight = focus(weight)
         return fused.box_family(name, kernel[0], pred, target, eps=eps, hp=kernel[1], weight=weight,
                                 reduction=reduction, avg_factor=avg_factor)
-    loss = fn(BoxPair(pred, target, eps))
+    eps_added = kernel is not None and box_kind(kernel[0]) in BOX_EPS_ADDED
+    loss = fn(BoxPair(pred, target, eps, eps_added))
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)

@@ -43,6 +43,7 @@ import inspect
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core.compat import is_compiling
@@ -200,7 +201,7 @@ class BaseLoss(nn.Module):
         check_tensor(name, 'pred', pred)  # floating: every loss takes float predictions
         if reduction != 'none' and (pred.numel() == 0 or _all_zero_on_host(weight)):
             # Nothing to average: a zero that keeps pred's graph (and dtype) alive.
-            self.on_shortcut()
+            self.on_shortcut(pred, target, kwargs)
             parts = self.parts()
             return {k: pred.sum() * 0.0 for k in parts} if parts else pred.sum() * 0.0
         if self.takes_target:
@@ -240,17 +241,82 @@ class BaseLoss(nn.Module):
         ``()`` for a loss that returns a tensor (every other loss)."""
         return ()
 
-    def on_shortcut(self) -> None:
-        """Called when the empty-input / zero-weight shortcut answers a call without the functional.
-
-        Stateless losses do nothing; a stateful loss overrides it to do what its functional would
-        have done for an empty batch (e.g. join a cross-rank all-reduce of its running statistics).
-        """
+    def on_shortcut(self, pred: Tensor, target, kwargs: dict) -> None:
+        """Called with the call's inputs when the empty-input / zero-weight shortcut answers it
+        without the functional. Stateless losses do nothing (:class:`StatefulLoss` does)."""
 
     def extra_repr(self) -> str:
         items = [f'{k}={v!r}' for k, v in self.hparams().items()]
         items += [f'reduction={self.reduction!r}', f'loss_weight={self.loss_weight}']
         return ', '.join(items)
+
+
+class StatefulLoss(BaseLoss):
+    """Base of a loss with running statistics: buffers that every training-mode call updates
+    (Wise-IoU's running mean, Seesaw's class counts, EQLv2's gradient statistics, GHM's histogram).
+
+    The protocol, written here once:
+
+    * the buffers are :meth:`initial_state` (name -> initial value), registered by the constructor:
+      saved in the ``state_dict``, moved by ``.to()``, restored with a checkpoint;
+    * a call passes each buffer to the functional (under its :attr:`state_keywords` name, else its
+      own) with ``training=self.training``, unless the call gives them; the functional updates the
+      buffers in place in training mode, summing its increments over the ranks with
+      :func:`sum_over_ranks` under ``torch.distributed``, and only reads them in eval mode;
+    * where BaseLoss's empty-input / zero-weight shortcut answers a training-mode call, the
+      functional still runs, on no samples of the same inputs: the update adds nothing, yet joins
+      the ranks' all-reduce exactly as a call with samples does (as with ``SyncBatchNorm``, every
+      rank must then call the loss in every training step; a rank that skipped it would hang the
+      others).
+    """
+
+    #: the functional's keyword of a buffer whose name differs from it (buffer -> keyword)
+    state_keywords: ClassVar[Dict[str, str]] = {}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        state = self.initial_state()
+        self._state_names = tuple(state)
+        for key, value in state.items():
+            self.register_buffer(key, value)
+
+    def initial_state(self) -> Dict[str, Tensor]:
+        """The buffers and their initial values, from the hyper-parameters (e.g. ``num_classes``)."""
+        raise NotImplementedError(f'{type(self).__name__}.initial_state')
+
+    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
+                reduction_override: Optional[str] = None, **kwargs) -> Union[Tensor, Dict[str, Tensor]]:
+        for key in self._state_names:
+            kwargs.setdefault(self.state_keywords.get(key, key), getattr(self, key))
+        kwargs.setdefault('training', self.training)
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
+
+    def on_shortcut(self, pred: Tensor, target, kwargs: dict) -> None:
+        if not self.training:
+            return
+        with torch.no_grad():
+            self.loss_fn(*_no_samples(pred, target, self.takes_target), reduction='none',
+                         **{**self.hparams(), **kwargs})
+
+
+def _no_samples(pred: Tensor, target, takes_target: bool) -> tuple:
+    """``(pred, target)`` cut to no samples (the first dim), for an update that counts nothing."""
+    def cut(t):
+        return t[:0] if isinstance(t, Tensor) and t.dim() > 0 else t
+    return (cut(pred), cut(target)) if takes_target else (cut(pred),)
+
+
+def distributed() -> bool:
+    """Whether ``torch.distributed`` is available and initialised (the losses' state is then shared)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def sum_over_ranks(t: Tensor) -> Tensor:
+    """``t`` summed over the ranks in place under ``torch.distributed`` (every rank must call, with
+    the same shape and dtype), else as it is; returns ``t``."""
+    if distributed():
+        dist.all_reduce(t)
+    return t
 
 
 def _all_zero_on_host(weight: Optional[Tensor]) -> bool:

@@ -159,8 +159,8 @@ def margin_l2_loss(pred: Tensor, target: Tensor, generator: Optional[torch.Gener
         >>> int((random > 0).sum())   # the positive and one negative drawn at random
         2
     """
-    return _sampled_l2('MarginL2Loss', pred, target, generator, neg_pos_ub, pos_margin, neg_margin, hard_mining,
-                       weight, reduction, avg_factor)
+    return _sampled_l2(margin_l2_loss.spec.loss, pred, target, generator, neg_pos_ub, pos_margin, neg_margin,
+                       hard_mining, weight, reduction, avg_factor)
 
 
 @declare('L2Loss', pos_margin=OFF_OR_NON_NEGATIVE, neg_margin=OFF_OR_NON_NEGATIVE)
@@ -184,7 +184,7 @@ def l2_loss(pred: Tensor, target: Tensor, generator: Optional[torch.Generator] =
         tensor([[0.0100, 0.0900, 0.0400],
                 [0.0100, 0.0400, 0.4900]])
     """
-    return _sampled_l2('L2Loss', pred, target, generator, neg_pos_ub, pos_margin, neg_margin, hard_mining,
+    return _sampled_l2(l2_loss.spec.loss, pred, target, generator, neg_pos_ub, pos_margin, neg_margin, hard_mining,
                        weight, reduction, avg_factor)
 
 
@@ -229,7 +229,7 @@ def multi_pos_cross_entropy_loss(pred: Tensor, target: Tensor, *, weight: Option
         >>> multi_pos_cross_entropy_loss(scores, torch.tensor([[1, 1, 0], [1, 0, 0]]), reduction='none')
         tensor([0.4076, 1.0986])
     """
-    name = 'MultiPosCrossEntropyLoss'
+    name = multi_pos_cross_entropy_loss.spec.loss
     check_tensor(name, 'pred', pred, floating=False)
     x = upcast(_float_scores(pred))[0]
     check_ndim(name, 'pred', x, 2)
@@ -268,7 +268,7 @@ def triplet_loss(pred: Tensor, target: Tensor, *, margin: float = 0.3, hard_mini
         >>> triplet_loss(emb, torch.tensor([0, 0, 1, 1]), margin=1.0, reduction='none')
         tensor([0.1000, 0.2000, 0.3000, 0.2780])
     """
-    name = 'TripletLoss'
+    name = triplet_loss.spec.loss
     check_tensor(name, 'pred', pred)
     x = upcast(pred)[0]
     check_ndim(name, 'pred', x, 2)
@@ -379,7 +379,7 @@ def associative_embedding_loss(pred: Tensor, target: Tensor, match: CornerMatch,
         >>> pull, push
         (tensor(0.2500), tensor(0.5000))
     """
-    name = 'AssociativeEmbeddingLoss'
+    name = associative_embedding_loss.spec.loss
     check_tensor(name, 'pred', pred)
     check_tensor(name, 'target', target)
     check_ndim(name, 'pred', pred, 4)

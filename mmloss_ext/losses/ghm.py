@@ -37,10 +37,9 @@ The classes keep the running histogram in the buffer ``acc_sum`` (see :class:`GH
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from ..core.errors import LossValueError
@@ -50,10 +49,11 @@ from ..core.reduction import AvgFactor, adapt_weight, check_reduction, count_avg
 from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import ghm as fused_ghm
 from ..registry import register_loss
-from .base import BaseLoss
+from .base import StatefulLoss, distributed, sum_over_ranks
 from .classification._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits,
                                      check_target_like, class_mask, finish)
 from .regression import RegressionLoss
+from . import probes
 
 __all__ = ['ghmc_loss', 'ghmr_loss', 'ghm_edges', 'GHMC', 'GHMR']
 
@@ -110,10 +110,6 @@ def bin_counts(idx: Tensor, bins: int) -> Tensor:
     return torch.zeros(bins + 1, dtype=torch.long, device=idx.device).scatter_add_(0, flat, flat.new_ones(()).expand_as(flat))
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def harmonize(counts: Tensor, tot: Tensor, dtype: torch.dtype, acc_sum: Optional[Tensor] = None,
               training: bool = False, momentum: float = 0.0) -> Tensor:
     r"""The weight of an element of each bin, :math:`tot / (n \cdot count)` (0 for empty bins), in
@@ -138,9 +134,8 @@ def harmonize(counts: Tensor, tot: Tensor, dtype: torch.dtype, acc_sum: Optional
     counts = counts.to(torch.float64)
     tot = tot.to(torch.float64).reshape(())
     stateful = momentum > 0 and acc_sum is not None and training
-    if stateful and _distributed():
-        stats = torch.cat([counts, tot.reshape(1)])
-        dist.all_reduce(stats)
+    if stateful and distributed():
+        stats = sum_over_ranks(torch.cat([counts, tot.reshape(1)]))
         counts, tot = stats[:-1], stats[-1]
     tot = tot.clamp(min=1.0)
     filled = counts > 0
@@ -198,7 +193,7 @@ def _ghmc_target(name: str, x: Tensor, target) -> Tuple[Optional[Tensor], Option
     return None, t
 
 
-@declare('GHMC', bins=POSITIVE_INT, momentum=MOMENTUM, use_sigmoid=SIGMOID_ONLY)
+@declare('GHMC', probe=probes.logits, bins=POSITIVE_INT, momentum=MOMENTUM, use_sigmoid=SIGMOID_ONLY)
 def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, training: bool = False, *,
               bins: int = 10, momentum: float = 0.0, use_sigmoid: bool = True, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -238,7 +233,7 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         tensor([[0.1269, 0.3133],
                 [0.6931, 3.0486]])
     """
-    name = 'GHMC'
+    name = ghmc_loss.spec.loss
     check_reduction(name, reduction, avg_factor)
     x = check_logits(name, pred)
     labels, dense = _ghmc_target(name, x, target)
@@ -286,7 +281,7 @@ def ghmr_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
         ...           reduction='none')  # g = 0, 0.447 | 0.999, 0.9998: two elements per bin
         tensor([[0.0000, 0.0024, 0.4804, 0.9802]])
     """
-    name = 'GHMR'
+    name = ghmr_loss.spec.loss
     check_reduction(name, reduction, avg_factor)
     check_tensor(name, 'pred', pred)
     check_tensor(name, 'target', target)
@@ -307,13 +302,13 @@ def ghmr_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
 
 # --- registered modules ---------------------------------------------------------------------------
 
-class _Harmonized:
+class _Harmonized(StatefulLoss):
     """What GHMC and GHMR share: mmdet's ``label_weight`` argument, the running histogram
     ``acc_sum`` and loading mmdet's checkpoints."""
 
-    def _init_state(self) -> None:
+    def initial_state(self) -> Dict[str, Tensor]:
         # always registered (also for momentum=0, when it stays zero): one checkpoint layout per loss
-        self.register_buffer('acc_sum', torch.zeros(self.bins))
+        return {'acc_sum': torch.zeros(self.bins)}
 
     @staticmethod
     def _one_weight(name: str, label_weight: Optional[Tensor], weight: Optional[Tensor]) -> Optional[Tensor]:
@@ -321,18 +316,6 @@ class _Harmonized:
             raise TypeError(f'{name}: got both `label_weight` and `weight` (the same argument, mmdet\'s name '
                             'and mmloss_ext\'s): pass one')
         return weight if label_weight is None else label_weight
-
-    def _harmonized_forward(self, pred, target, weight, avg_factor, reduction_override, kwargs):
-        kwargs.setdefault('acc_sum', self.acc_sum)
-        kwargs.setdefault('training', self.training)
-        return BaseLoss.forward(self, pred, target, weight, avg_factor, reduction_override, **kwargs)
-
-    def on_shortcut(self) -> None:
-        # BaseLoss answered an empty or all-ignored batch without the functional: the running
-        # histogram still joins the ranks' update (counting nothing here)
-        if self.training and self.momentum > 0:
-            zero = self.acc_sum.new_zeros((), dtype=torch.long)
-            harmonize(zero.expand(self.bins), zero, self.acc_sum.dtype, self.acc_sum, True, self.momentum)
 
     def _apply(self, fn, *args, **kwargs):
         # the histogram counts up to N * C elements: `.half()` must not round it to float16 (max 65504)
@@ -382,15 +365,11 @@ class GHMC(_Harmonized, ClassificationLoss):
     inputs = 'pred: (N, C) logits; target: (N,) labels in [0, C] or (N, C) binary targets; label_weight: (N,) or (N, C)'
     reference = 'mmdet GHMC'
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_state()
-
     def forward(self, pred: Tensor, target=None, label_weight: Optional[Tensor] = None,
                 reduction_override: Optional[str] = None, *, weight: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, **kwargs) -> Tensor:
         weight = self._one_weight(type(self).__name__, label_weight, weight)
-        return self._harmonized_forward(pred, target, weight, avg_factor, reduction_override, kwargs)
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
 
 
 @register_loss
@@ -406,11 +385,7 @@ class GHMR(_Harmonized, RegressionLoss):
     inputs = 'pred, target: same shape (box deltas, e.g. (N, 4)); label_weight: same shape'
     reference = 'mmdet GHMR'
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_state()
-
     def forward(self, pred: Tensor, target=None, label_weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, *, weight: Optional[Tensor] = None, **kwargs) -> Tensor:
         weight = self._one_weight(type(self).__name__, label_weight, weight)
-        return self._harmonized_forward(pred, target, weight, avg_factor, reduction_override, kwargs)
+        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)

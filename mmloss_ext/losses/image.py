@@ -82,7 +82,7 @@ def tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction: str = '
         >>> tv_loss(img)  # 6 / 4
         tensor(1.5000)
     """
-    name = 'TVLoss'
+    name = tv_loss.spec.loss
     dh, dw = _abs_diffs(_image(name, pred))
     return weight_reduce_loss(dh + dw, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
@@ -125,7 +125,7 @@ def weighted_tv_loss(pred: Tensor, *, weight: Optional[Tensor] = None, reduction
         >>> weighted_tv_loss(img, weight=w)
         tensor(4.7500)
     """
-    name = 'WeightedTVLoss'
+    name = weighted_tv_loss.spec.loss
     x = _image(name, pred)
     dh, dw = _abs_diffs(x)
     w = torch.ones_like(x) if weight is None else adapt_weight(name, weight, x).to(x.dtype).expand_as(x)
@@ -173,7 +173,7 @@ def psnr_loss(pred: Tensor, target: Tensor, *, max_val: float = 1.0, eps: float 
         >>> psnr_loss(pred, target, eps=0.0)  # 10 * log10(0.01)
         tensor(-20.)
     """
-    name = 'PSNRLoss'
+    name = psnr_loss.spec.loss
     p, t = _image_pair(name, pred, target)
     if to_y:
         p, t = _rgb_to_y(p, name), _rgb_to_y(t, name)
@@ -246,7 +246,7 @@ def ssim_loss(pred: Tensor, target: Tensor, *, window_size: int = 11, sigma: flo
         >>> ssim_loss(img, img).abs() < 1e-6  # identical images
         tensor(True)
     """
-    name = 'SSIMLoss'
+    name = ssim_loss.spec.loss
     x, y = _image_pair(name, pred, target)
     if padding == 'valid' and min(x.shape[-2:]) < window_size:
         raise LossValueError(f"{name}: padding='valid' expected H and W >= window_size={window_size}, "

@@ -20,6 +20,7 @@ from ..kernels import CPU_AND_CUDA, use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
+from . import probes
 
 __all__ = [
     'l1_loss', 'mse_loss', 'sse_loss', 'rmse_loss', 'smooth_l1_loss', 'huber_loss', 'log_cosh_loss',
@@ -59,7 +60,7 @@ def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor],
     return weight_reduce_loss(loss, weight, reduction, avg_factor, name=name).to(pred.dtype)
 
 
-@declare('L1Loss')
+@declare('L1Loss', probe=probes.residuals)
 def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optional[Tensor] = None,
             reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""L1 loss.
@@ -79,7 +80,7 @@ def l1_loss(pred: Tensor, target: Tensor, *, impl: str = 'auto', weight: Optiona
         >>> l1_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
         tensor(1.5000)
     """
-    return _elementwise('L1Loss', pred, target, torch.abs, weight, reduction, avg_factor,
+    return _elementwise(l1_loss.spec.loss, pred, target, torch.abs, weight, reduction, avg_factor,
                         kernel=(fused.SMOOTH_L1, (0.0,)), impl=impl)
 
 
@@ -96,7 +97,7 @@ def mse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, r
         >>> mse_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
         tensor(2.5000)
     """
-    return _elementwise('MSELoss', pred, target, torch.square, weight, reduction, avg_factor)
+    return _elementwise(mse_loss.spec.loss, pred, target, torch.square, weight, reduction, avg_factor)
 
 
 @declare('SSELoss')
@@ -110,7 +111,7 @@ def sse_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = None, r
         >>> sse_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
         tensor(5.)
     """
-    return _elementwise('SSELoss', pred, target, torch.square, weight, reduction, avg_factor)
+    return _elementwise(sse_loss.spec.loss, pred, target, torch.square, weight, reduction, avg_factor)
 
 
 @declare('RMSELoss', eps=NON_NEGATIVE)
@@ -127,12 +128,12 @@ def rmse_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8, weight: Option
         >>> rmse_loss(torch.tensor([3.0, 5.0]), torch.tensor([0.0, 0.0]), eps=0.0)  # sqrt((9+25)/2)
         tensor(4.1231)
     """
-    name = 'RMSELoss'
+    name = rmse_loss.spec.loss
     squared = torch.square(_residual(name, pred, target))
     return torch.sqrt(weight_reduce_loss(squared, weight, reduction, avg_factor, name=name) + eps).to(pred.dtype)
 
 
-@declare('SmoothL1Loss', beta=NON_NEGATIVE)  # mmdet asserts beta > 0; 0 is the L1 limit here
+@declare('SmoothL1Loss', probe=probes.residuals, beta=NON_NEGATIVE)  # mmdet asserts beta > 0; 0 is the L1 limit here
 def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str = 'auto',
                    weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Smooth L1 loss (Fast R-CNN, Girshick 2015).
@@ -148,7 +149,7 @@ def smooth_l1_loss(pred: Tensor, target: Tensor, *, beta: float = 1.0, impl: str
         >>> smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction='none')
         tensor([0.1250, 2.5000])
     """
-    name = 'SmoothL1Loss'
+    name = smooth_l1_loss.spec.loss
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -172,7 +173,7 @@ def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0, weight: Opti
         >>> huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction='none')
         tensor([0.1250, 2.5000])
     """
-    name = 'HuberLoss'
+    name = huber_loss.spec.loss
 
     def fn(d: Tensor) -> Tensor:
         ad = d.abs()
@@ -200,7 +201,7 @@ def log_cosh_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
         ad = d.abs()
         return ad + torch.log1p(torch.exp(-2.0 * ad)) - math.log(2.0)
 
-    return _elementwise('LogCoshLoss', pred, target, fn, weight, reduction, avg_factor)
+    return _elementwise(log_cosh_loss.spec.loss, pred, target, fn, weight, reduction, avg_factor)
 
 
 @declare('QuantileLoss', quantile=UNIT_INTERVAL)
@@ -217,7 +218,7 @@ def quantile_loss(pred: Tensor, target: Tensor, *, quantile: float = 0.5, weight
         ...               reduction='none')
         tensor([0.9000, 0.1000])
     """
-    name = 'QuantileLoss'
+    name = quantile_loss.spec.loss
 
     def fn(d: Tensor) -> Tensor:
         e = -d
@@ -237,11 +238,11 @@ def charbonnier_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, weight:
         >>> charbonnier_loss(torch.tensor([3.0]), torch.tensor([0.0]), eps=16.0)
         tensor(5.)
     """
-    name = 'CharbonnierLoss'
+    name = charbonnier_loss.spec.loss
     return _elementwise(name, pred, target, lambda d: torch.sqrt(d * d + eps), weight, reduction, avg_factor)
 
 
-@declare('BalancedL1Loss', alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE)
+@declare('BalancedL1Loss', probe=probes.residuals, alpha=POSITIVE, gamma=POSITIVE, beta=POSITIVE)
 def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma: float = 1.5,
                      beta: float = 1.0, impl: str = 'auto', weight: Optional[Tensor] = None,
                      reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -260,7 +261,7 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, gamma:
         >>> balanced_l1_loss(torch.tensor([0.0, 2.0]), torch.zeros(2), reduction='none')
         tensor([0.0000, 2.5786])
     """
-    name = 'BalancedL1Loss'
+    name = balanced_l1_loss.spec.loss
     b = math.exp(gamma / alpha) - 1.0
 
     def fn(d: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.abi import DICE_DENOMINATOR_MIN
 from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, OPTIONAL_INT, POSITIVE, Choice, declare
 from ..core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
@@ -34,6 +35,7 @@ from ..kernels import use_fused
 from ..kernels import functions as fused
 from ..registry import register_loss
 from .base import BaseLoss
+from . import probes
 
 __all__ = [
     'dice_loss', 'jaccard_loss', 'tversky_loss', 'focal_tversky_loss', 'lovasz_loss',
@@ -41,7 +43,8 @@ __all__ = [
 ]
 
 MODES = ('binary', 'multiclass')
-#: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0)
+#: floor of the ratio denominators that have no user eps of their own (empty masks with smooth=0);
+#: the Dice loss's, which its kernel shares, is :data:`~mmloss_ext.core.abi.DICE_DENOMINATOR_MIN`
 _TINY = 1e-12
 #: the declarations every loss of the family shares
 _LAYOUT = dict(mode=Choice(*MODES), ignore_index=OPTIONAL_INT)
@@ -132,7 +135,7 @@ def _tversky_index(name: str, pred: Tensor, target: Tensor, alpha: float, beta: 
 
 # --- overlap losses -------------------------------------------------------------------------------
 
-@declare('DiceLoss', eps=NON_NEGATIVE, **_LAYOUT)
+@declare('DiceLoss', probe=probes.dice, eps=NON_NEGATIVE, **_LAYOUT)
 def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activate: bool = True,
               naive_dice: bool = False, eps: float = 1e-3, mode: str = 'binary',
               ignore_index: Optional[int] = None, impl: str = 'auto', weight: Optional[Tensor] = None,
@@ -175,7 +178,7 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
         >>> dice_loss(torch.tensor([[0.5, 0.5]]), target, activate=False, naive_dice=True, eps=0.0)  # 1 - 1/2
         tensor(0.5000)
     """
-    name = 'DiceLoss'
+    name = dice_loss.spec.loss
     activation = None
     if activate:
         activation = 'sigmoid' if use_sigmoid and mode == 'binary' else 'softmax'
@@ -186,10 +189,10 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
     if naive_dice:
-        coeff = (2.0 * inter + eps) / (prob.sum(-1) + onehot.sum(-1) + eps).clamp_min(_TINY)
+        coeff = (2.0 * inter + eps) / (prob.sum(-1) + onehot.sum(-1) + eps).clamp_min(DICE_DENOMINATOR_MIN)
     else:
         den = (prob * prob).sum(-1) + eps + (onehot * onehot).sum(-1) + eps
-        coeff = 2.0 * inter / den.clamp_min(_TINY)
+        coeff = 2.0 * inter / den.clamp_min(DICE_DENOMINATOR_MIN)
     return _reduce(name, 1.0 - coeff, mode, pred, weight, reduction, avg_factor)
 
 
@@ -222,7 +225,7 @@ def jaccard_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', smooth: 
         >>> jaccard_loss(pred, target, from_logits=False)  # I = 1, U = 3
         tensor(0.6667)
     """
-    name = 'JaccardLoss'
+    name = jaccard_loss.spec.loss
     activation = ('sigmoid' if mode == 'binary' else 'softmax') if from_logits else None
     _, prob, onehot, _ = _prepare(name, pred, target, mode, ignore_index, activation)
     inter = (prob * onehot).sum(-1)
@@ -261,7 +264,7 @@ def tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta: floa
         >>> tversky_loss(logits, target, alpha=0.3, beta=0.7, smooth=0.0)  # 1 - 1 / 2
         tensor(0.5000)
     """
-    name = 'TverskyLoss'
+    name = tversky_loss.spec.loss
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, 1.0 - index, mode, pred, weight, reduction, avg_factor)
 
@@ -294,7 +297,7 @@ def focal_tversky_loss(pred: Tensor, target: Tensor, *, alpha: float = 0.5, beta
         >>> focal_tversky_loss(logits, target, gamma=2.0, smooth=0.0)  # (1 - 1/2) ** 2
         tensor(0.2500)
     """
-    name = 'FocalTverskyLoss'
+    name = focal_tversky_loss.spec.loss
     index = _tversky_index(name, pred, target, alpha, beta, smooth, mode, ignore_index)
     return _reduce(name, (1.0 - index).clamp_min(_TINY) ** gamma, mode, pred, weight, reduction, avg_factor)
 
@@ -369,7 +372,7 @@ def lovasz_loss(pred: Tensor, target: Tensor, *, mode: str = 'binary', per_image
         >>> lovasz_loss(logits, target)  # errors [-1, 0, 1.5] -> 1.5 * (1 - 1/2)
         tensor(0.7500)
     """
-    name = 'LovaszLoss'
+    name = lovasz_loss.spec.loss
     activation = None if mode == 'binary' else 'softmax'
     scores, prob, fg, valid = _prepare(name, pred, target, mode, ignore_index, activation)
     if mode == 'binary':

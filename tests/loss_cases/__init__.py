@@ -4,6 +4,10 @@ Each family module calls :func:`case` once per registered loss. ``make(n, dtype,
 the positional forward arguments ``(pred, target, ...)`` for a batch of ``n`` samples (``n=0`` must
 work: the empty batch). Everything else has a default that fits elementwise losses.
 
+What a generic test needs to know about a loss (it saturates, it takes probabilities, a
+hyper-parameter takes any value, ...) is a field of its :class:`Case`, set here next to its inputs,
+never a list of names in a test file.
+
 Two kinds of loss need more than inputs, and ``tests/helpers.build_case`` (which every generic
 test builds through) handles both:
 
@@ -44,8 +48,20 @@ class Case:
     additive: bool = True
     #: whether the loss has a gradient w.r.t. pred (float64 gradcheck)
     differentiable: bool = True
-    #: whether the loss reads an infinite pred as its limit (a bounded loss), instead of propagating it
+    #: whether the loss, as configured by ``cfg``, reads an infinite pred as its limit (a certain
+    #: prediction, e.g. a sigmoid into a bounded ratio), instead of propagating it
     saturates: bool = False
+    #: whether pred holds probabilities, not logits (a logit of 1e4 is outside their domain)
+    probabilities: bool = False
+    #: whether an infinite logit of 1e4 keeps the loss's value inside float16's range (a squared
+    #: violation of 1e4 is 1e8, past float16's largest finite value)
+    float16_at_1e4: bool = True
+    #: whether the loss range-checks a float target (a NaN there is an input error, not propagated)
+    target_range: bool = False
+    #: whether the loss may legitimately be negative
+    signed: bool = False
+    #: for a box loss: whether scaling both boxes leaves it unchanged (no absolute length scale)
+    scale_invariant: bool = True
     #: whether integer targets are class indices the loss range-checks (identity labels are any ints)
     label_range: bool = True
     #: whether the loss also takes what mmdet's own tests pass it: float 0/1 targets, integer scores
@@ -56,6 +72,12 @@ class Case:
 
     #: whether every training-mode call moves statistics the loss keeps: built in eval mode
     stateful: bool = False
+    #: numeric hyper-parameters that take any value of their type, each with the reason (every other
+    #: one declares a range)
+    unbounded: Dict[str, str] = field(default_factory=dict)
+    #: values to build with inside a declared range, where the range's own closed bound is ruled out
+    #: by another hyper-parameter's default (e.g. ``d < u``)
+    inside: Dict[str, object] = field(default_factory=dict)
 
     def read(self, out) -> Tensor:
         """The loss's result as the one tensor the generic checks compare: through ``combine``, a

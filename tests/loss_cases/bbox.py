@@ -60,7 +60,8 @@ def box_case(name, make, **kw):
 
 
 box_case('IoULoss', pair, cfg={'mode': 'square'})
-case('BoundedIoULoss', pair, cfg={'beta': 0.3}, none_shape=lambda args: tuple(args[0].shape))
+# eps=1e-3 is added to the widths in pixels, as mmdet does: an absolute length scale
+case('BoundedIoULoss', pair, cfg={'beta': 0.3}, none_shape=lambda args: tuple(args[0].shape), scale_invariant=False)
 box_case('GIoULoss', pair, weight=per_coordinate_weight)
 box_case('DIoULoss', pair)
 box_case('CIoULoss', pair, weight=per_coordinate_weight)
@@ -71,6 +72,8 @@ box_case('AlphaIoULoss', pair, cfg={'alpha': 2.0, 'mode': 'diou'})
 box_case('WIoULoss', nested, cfg={'version': 'v1'})
 box_case('MPDIoULoss', pair, cfg={'img_shape': (32, 24)})
 box_case('InnerIoULoss', pair, cfg={'ratio': 1.25, 'iou_mode': 'giou'})
-box_case('FocalerIoULoss', pair, cfg={'d': 0.05, 'u': 0.9, 'iou_mode': 'eiou'})
+# u's closed bound 0 is ruled out by d's default (d < u)
+box_case('FocalerIoULoss', pair, cfg={'d': 0.05, 'u': 0.9, 'iou_mode': 'eiou'}, inside={'u': 1.0})
 box_case('ShapeIoULoss', pair, cfg={'scale': 0.5})
-box_case('NWDLoss', pair, cfg={'constant': 4.0})
+# the constant C is a length (pixels)
+box_case('NWDLoss', pair, cfg={'constant': 4.0}, scale_invariant=False)

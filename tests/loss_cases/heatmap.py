@@ -14,4 +14,6 @@ def heatmap(n, dtype, gen, c=2, h=3, w=3):
     return pred, target.to(dtype)
 
 
-case('GaussianFocalLoss', heatmap, cfg={'alpha': 2.0, 'gamma': 3.5, 'pos_weight': 1.5, 'neg_weight': 0.75})
+# probabilities: their extremes, 0 and 1, are tested with the loss (tests/test_heatmap.py)
+case('GaussianFocalLoss', heatmap, cfg={'alpha': 2.0, 'gamma': 3.5, 'pos_weight': 1.5, 'neg_weight': 0.75},
+     probabilities=True)

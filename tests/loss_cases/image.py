@@ -29,5 +29,6 @@ case('TVLoss', alone, mismatch=wrong_rank)
 # the weight normalises per direction; 'none' is the map whose plain mean is the weighted mean,
 # so 'sum' and avg_factor stay additive over it (see weighted_tv_loss)
 case('WeightedTVLoss', alone, mismatch=wrong_rank)
-case('PSNRLoss', pair, cfg={'to_y': True, 'max_val': 2.0}, none_shape=per_image)
+# -PSNR is negative for an error below max_val
+case('PSNRLoss', pair, cfg={'to_y': True, 'max_val': 2.0}, none_shape=per_image, signed=True)
 case('SSIMLoss', pair, cfg={'window_size': 5, 'sigma': 1.2})

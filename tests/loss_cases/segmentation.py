@@ -31,9 +31,10 @@ def per_sample_and_class(args):
     return tuple(args[0].shape[:2])
 
 
-case('DiceLoss', binary, cfg={'eps': 1e-2}, none_shape=per_sample)
+# binary mode (the default): a sigmoid into a bounded ratio, where an infinite logit is its limit
+case('DiceLoss', binary, cfg={'eps': 1e-2}, none_shape=per_sample, saturates=True)
 case('JaccardLoss', multiclass, cfg={'mode': 'multiclass', 'smooth': 1.0}, none_shape=per_sample_and_class)
-case('TverskyLoss', binary, cfg={'alpha': 0.3, 'beta': 0.7}, none_shape=per_sample)
+case('TverskyLoss', binary, cfg={'alpha': 0.3, 'beta': 0.7}, none_shape=per_sample, saturates=True)
 case('FocalTverskyLoss', multiclass, cfg={'mode': 'multiclass', 'alpha': 0.7, 'beta': 0.3, 'gamma': 0.8},
      none_shape=per_sample_and_class)
 case('LovaszLoss', multiclass, cfg={'mode': 'multiclass', 'per_image': True}, none_shape=per_sample)

@@ -43,7 +43,9 @@ enum OutMode : int64_t {
 
 constexpr double kSmoothL1MinBeta = MMLOSS_SMOOTH_L1_MIN_BETA;
 constexpr double kSIoUExpMax = MMLOSS_SIOU_EXP_MAX;
+constexpr double kSIoUOffset2Min = MMLOSS_SIOU_OFFSET2_MIN;
 constexpr double kDiceDenominatorMin = MMLOSS_DICE_DENOMINATOR_MIN;
+constexpr double kGaussianFocalEps = MMLOSS_GAUSSIAN_FOCAL_EPS;
 
 // the number of hyper-parameters of a kind, -1 for an unknown kind (a switch: a repeated id does not compile)
 inline int64_t elementwise_hp_size(int64_t kind) {
@@ -73,6 +75,24 @@ inline int64_t box_hp_size(int64_t kind) {
   }
 }
 
+// whether a box kind adds eps to its denominators (d + eps, as mmdet's own code of that loss) rather than
+// clamping them at eps (max(d, eps), as mmdet's bbox_overlaps): core/abi.py's BOX_EPS_ADDED
+constexpr bool box_eps_added(int64_t kind) {
+  switch (kind) {
+    case kIoULinear: return MMLOSS_BOX_EPS_ADDED_IOU_LINEAR;
+    case kIoUSquare: return MMLOSS_BOX_EPS_ADDED_IOU_SQUARE;
+    case kIoULog: return MMLOSS_BOX_EPS_ADDED_IOU_LOG;
+    case kGIoU: return MMLOSS_BOX_EPS_ADDED_GIOU;
+    case kDIoU: return MMLOSS_BOX_EPS_ADDED_DIOU;
+    case kCIoU: return MMLOSS_BOX_EPS_ADDED_CIOU;
+    case kExtendedIoU: return MMLOSS_BOX_EPS_ADDED_EXTENDED_IOU;
+    case kSIoU: return MMLOSS_BOX_EPS_ADDED_SIOU;
+    case kEfficientIoU: return MMLOSS_BOX_EPS_ADDED_EFFICIENT_IOU;
+    case kWIoU: return MMLOSS_BOX_EPS_ADDED_WIOU;
+    default: return false;
+  }
+}
+
 // a forward's out_mode: kOutTotal, kOutElements, or (`rows`: the elementwise kernels) kOutRows
 inline void check_out_mode(int64_t out_mode, bool rows) {
   TORCH_CHECK(out_mode == kOutTotal || out_mode == kOutElements || (rows && out_mode == kOutRows),
@@ -82,7 +102,7 @@ inline void check_out_mode(int64_t out_mode, bool rows) {
 // What the module was built with, in the layout of core/abi.py's interface(), from the enumerators
 // and constants the kernels use: kernels/dispatch.py refuses a build whose report differs.
 inline pybind11::dict interface_report() {
-  pybind11::dict ek, ek_hp, box, box_hp, out, d;
+  pybind11::dict ek, ek_hp, box, box_hp, box_added, out, d;
   const std::pair<const char*, int64_t> elementwise[] = {{"FOCAL", kFocal}, {"QUALITY_FOCAL", kQualityFocal},
                                                          {"VARIFOCAL", kVarifocal}, {"SMOOTH_L1", kSmoothL1},
                                                          {"BALANCED_L1", kBalancedL1}};
@@ -98,6 +118,7 @@ inline pybind11::dict interface_report() {
   for (const auto& [name, id] : boxes) {
     box[name] = id;
     box_hp[name] = box_hp_size(id);
+    box_added[name] = int64_t(box_eps_added(id));
   }
   out["TOTAL"] = int64_t(kOutTotal);
   out["ELEMENTS"] = int64_t(kOutElements);
@@ -108,9 +129,12 @@ inline pybind11::dict interface_report() {
   d["OutMode"] = out;
   d["ElementwiseHp"] = ek_hp;
   d["BoxHp"] = box_hp;
+  d["BoxEpsAdded"] = box_added;
   d["SMOOTH_L1_MIN_BETA"] = kSmoothL1MinBeta;
   d["SIOU_EXP_MAX"] = kSIoUExpMax;
+  d["SIOU_OFFSET2_MIN"] = kSIoUOffset2Min;
   d["DICE_DENOMINATOR_MIN"] = kDiceDenominatorMin;
+  d["GAUSSIAN_FOCAL_EPS"] = kGaussianFocalEps;
   return d;
 }
 

@@ -426,12 +426,24 @@ inline void store_boxes(T* p, int64_t cnt, const Vectorized<T> in[4]) {
 template <typename V> inline V max_share(const V& a, const V& b) { return a.gt(b) + V(0.5) * a.eq(b); }
 template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b) + V(0.5) * a.eq(b); }
 
+// A denominator d guarded as _boxes.guard: max(d, eps) (kAdded false), or d + eps (kAdded: the kinds of
+// abi.py's BOX_EPS_ADDED, as mmdet's code of those losses); guard_pass is d guard(d) / d d (clamp: 0 below eps)
+template <bool kAdded, typename V>
+inline V guard(const V& d, const V& eps) {
+  if constexpr (kAdded) return d + eps;
+  else return at::vec::maximum(d, eps);
+}
+template <bool kAdded, typename V>
+inline V guard_pass(const V& d, const V& eps) {
+  if constexpr (kAdded) return V(1);
+  else return d.ge(eps);
+}
+
 // The kinds and their hyper-parameters hp: abi.h (mmloss_ext/core/abi.py's BoxKind and BOX_HP).
 template <typename T>
 struct BoxHp {
-  T eps, eps2, h0;  // eps, eps^2 (SIoU's clamp), hp[0] or 0
-  BoxHp(double eps_, const std::vector<double>& hp)
-      : eps(T(eps_)), eps2(T(eps_ * eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
+  T eps, h0;  // eps, hp[0] or 0
+  BoxHp(double eps_, const std::vector<double>& hp) : eps(T(eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
 };
 
 // The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
@@ -447,6 +459,7 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
                                  kind == kEfficientIoU || kind == kWIoU;  // C_w, C_h
   constexpr bool has_centre = kind == kDIoU || kind == kCIoU || kind == kSIoU || kind == kEfficientIoU ||
                               kind == kWIoU;  // centre offset
+  constexpr bool added = box_eps_added(kind);  // the guard of the denominators: d + eps or max(d, eps)
   const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps(hp.eps);
   // forward: sizes (clamped at 0), intersection corners, union, IoU
   const V pwr = p[2] - p[0], phr = p[3] - p[1];
@@ -455,11 +468,12 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
   const V tw = maximum(twr, zero), th = maximum(thr, zero);
   const V lx = maximum(p[0], t[0]), ly = maximum(p[1], t[1]), rx = minimum(p[2], t[2]), ry = minimum(p[3], t[3]);
   const V iwr = rx - lx, ihr = ry - ly;
-  V iw, ih, uni, iou;
+  V iw, ih, unr, uni, iou;
   if constexpr (has_iou) {
     iw = maximum(iwr, zero);
     ih = maximum(ihr, zero);
-    uni = pw * ph + tw * th - iw * ih + eps;
+    unr = pw * ph + tw * th - iw * ih;
+    uni = guard<added>(unr, eps);
     iou = iw * ih / uni;
   }
   V cwr, chr, cw, ch, dx, dy;
@@ -489,62 +503,63 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
       loss = zero - c.log();
       d_iou = zero - pass / c;
     }
-  } else if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = cw ch + eps
-    const V area = cw * ch + eps;
+  } else if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = guard(cw ch)
+    const V ar = cw * ch, area = guard<added>(ar, eps);
     loss = one - (iou - (area - uni) / area);
     d_iou = zero - one;
     if constexpr (grad) {
-      const V inv = one / area, d_area = uni * inv * inv;
+      const V inv = one / area, d_area = uni * inv * inv * guard_pass<added>(ar, eps);
       d_uni = zero - inv;
       d_cw = d_area * ch;
       d_ch = d_area * cw;
     }
   } else if constexpr (kind == kDIoU || kind == kCIoU || kind == kEfficientIoU) {
     // DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1);
-    // Efficient-IoU: 1 - (iou - (rho^2 / diag^2 + (pwr - twr)^2 / (cw^2 + eps) + (phr - thr)^2 / (ch^2 + eps)))
-    const V diag = cw * cw + ch * ch + eps, pen = (dx * dx + dy * dy) / diag;
+    // Efficient-IoU: 1 - (iou - (rho^2 / diag^2 + (pwr - twr)^2 / guard(cw^2) + (phr - thr)^2 / guard(ch^2)))
+    const V dgr = cw * cw + ch * ch, diag = guard<added>(dgr, eps), pen = (dx * dx + dy * dy) / diag;
     V d_pen;
     if constexpr (kind == kDIoU) {
       loss = one - (iou - pen);
       d_iou = zero - one;
       d_pen = one;
     } else if constexpr (kind == kEfficientIoU) {
-      const V cw2 = cw * cw + eps, ch2 = ch * ch + eps, ddw = pwr - twr, ddh = phr - thr;
-      const V ew = ddw * ddw / cw2, eh = ddh * ddh / ch2;
+      const V cwr2 = cw * cw, chr2 = ch * ch, cw2 = guard<added>(cwr2, eps), ch2 = guard<added>(chr2, eps);
+      const V ddw = pwr - twr, ddh = phr - thr, ew = ddw * ddw / cw2, eh = ddh * ddh / ch2;
       loss = one - (iou - (pen + ew + eh));
       d_iou = zero - one;
       d_pen = one;
       if constexpr (grad) {
         d_pwr = two * ddw / cw2;
         d_phr = two * ddh / ch2;
-        d_cw = zero - two * cw * ew / cw2;
-        d_ch = zero - two * ch * eh / ch2;
+        d_cw = zero - two * cw * ew / cw2 * guard_pass<added>(cwr2, eps);
+        d_ch = zero - two * ch * eh / ch2 * guard_pass<added>(chr2, eps);
       }
     } else {
       const V aspect(T(4.0 / (M_PI * M_PI)));
-      const V hpe = ph + eps, a = pw / hpe;
-      const V da = (tw / (th + eps)).atan() - a.atan();
-      const V v = aspect * da * da;
-      const V alpha = iou.gt(half) * v / (one - iou + v + eps);  // no gradient (mmdet)
+      const V hpe = guard<added>(ph, eps), a = pw / hpe;
+      const V da = (tw / guard<added>(th, eps)).atan() - a.atan();
+      const V v = aspect * da * da, den = one - iou + v;
+      // no gradient (mmdet); no eps (mmdet): 0 where den = 0 (then v = 0), else v / den <= 1
+      const V alpha = V::blendv(zero, v / den, (iou > half) & (den > zero));
       const V score = iou - (pen + alpha * v);
       loss = one - minimum(maximum(score, V(T(-1))), one);
       d_iou = zero - score.ge(V(T(-1))) * score.le(one);
       d_pen = zero - d_iou;
-      if constexpr (grad) {  // v = aspect (atan(tw / (th + eps)) - atan(pw / hpe))^2
+      if constexpr (grad) {  // v = aspect (atan(tw / guard(th)) - atan(pw / hpe))^2
         const V k = d_pen * alpha * aspect * two * da / ((one + a * a) * hpe);
         d_pw = zero - k;
-        d_ph = k * a;
+        d_ph = k * a * guard_pass<added>(ph, eps);
       }
     }
     if constexpr (grad) {
-      const V d_diag = zero - d_pen * pen / diag;
+      const V d_diag = zero - d_pen * pen / diag * guard_pass<added>(dgr, eps);
       d_dx = d_pen * two * dx / diag;
       d_dy = d_pen * two * dy / diag;
       d_cw = d_cw + d_diag * two * cw;
       d_ch = d_ch + d_diag * two * ch;
     }
-  } else if constexpr (kind == kWIoU) {  // exp(rho^2 / diag*) (1 - iou), diag* = cw^2 + ch^2 + eps detached
-    const V diag = cw * cw + ch * ch + eps, e = ((dx * dx + dy * dy) / diag).exp(), liou = one - iou;
+  } else if constexpr (kind == kWIoU) {  // exp(rho^2 / diag*) (1 - iou), diag* = guard(cw^2 + ch^2) detached
+    const V diag = guard<added>(cw * cw + ch * ch, eps), e = ((dx * dx + dy * dy) / diag).exp(), liou = one - iou;
     loss = e * liou;
     if constexpr (grad) {
       d_iou = zero - e;
@@ -554,11 +569,13 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
     }
   } else if constexpr (kind == kSIoU) {
     // 1 - clamp(iou - (distance + shape) / 2, -1, 1), as _boxes.siou_penalty:
-    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, eps^2); gamma = +-(angle - 2);
+    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, kSIoUOffset2Min); gamma = +-(angle - 2);
     // distance = -expm1(gamma rho_x) - expm1(gamma rho_y), rho_x = (sx / max(cw, eps))^2;
-    // shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / (max(pw, tw) + eps)
+    // shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / max(max(pw, tw), eps) (mmdet: no eps),
+    // omega_h = |ph - th| / guard(max(ph, th)) (mmdet: + eps)
     const bool neg_gamma = hp.h0 != T(0);
-    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, V(hp.eps2));
+    const V s2min = V(T(kSIoUOffset2Min));
+    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, s2min);
     const V angle = two * q.abs() / den;
     const V gamma = neg_gamma ? angle - two : two - angle;
     const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
@@ -567,7 +584,8 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
     const V cap = V(T(kSIoUExpMax)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
     const V emx = minimum(ax, cap).expm1(), emy = minimum(ay, cap).expm1();
     const V distance = zero - emx - emy;
-    const V aw = pw - tw, ah = ph - th, mw = maximum(pw, tw) + eps, mh = maximum(ph, th) + eps;
+    const V aw = pw - tw, ah = ph - th, mwr = maximum(pw, tw), mhr = maximum(ph, th);
+    const V mw = guard<false>(mwr, eps), mh = guard<added>(mhr, eps);
     const V ow = aw.abs() / mw, oh = ah.abs() / mh;
     const V sw = zero - (zero - ow).expm1(), sh = zero - (zero - oh).expm1();
     const V sw2 = sw * sw, sh2 = sh * sh;
@@ -583,31 +601,34 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
       const V d_gamma = d_ax * rx2 + d_ay * ry2, d_rx2 = d_ax * gamma, d_ry2 = d_ay * gamma;
       const V d_angle = neg_gamma ? d_gamma : zero - d_gamma;
       const V d_q = d_angle * two * sign_of<V, T>(q) / den;
-      const V d_s2 = zero - d_angle * angle / den * s2.ge(V(hp.eps2));
+      const V d_s2 = zero - d_angle * angle / den * s2.ge(s2min);
       d_dx = d_q * sy + d_s2 * two * sx + d_rx2 * two * ux / cwc;
       d_dy = d_q * sx + d_s2 * two * sy + d_ry2 * two * uy / chc;
       d_cw = zero - d_rx2 * two * rx2 / cwc * cw.ge(eps);
       d_ch = zero - d_ry2 * two * ry2 / chc * ch.ge(eps);
       // shape: d (1 - e^-omega)^4 / d omega = 4 (1 - e^-omega)^3 e^-omega
       const V d_ow = d_part * V(T(4)) * sw2 * sw * (one - sw), d_oh = d_part * V(T(4)) * sh2 * sh * (one - sh);
-      const V d_mw = zero - d_ow * ow / mw, d_mh = zero - d_oh * oh / mh;
+      const V d_mw = zero - d_ow * ow / mw * guard_pass<false>(mwr, eps);
+      const V d_mh = zero - d_oh * oh / mh * guard_pass<added>(mhr, eps);
       d_pw = d_ow * sign_of<V, T>(aw) / mw + d_mw * max_share(pw, tw);
       d_ph = d_oh * sign_of<V, T>(ah) / mh + d_mh * max_share(ph, th);
     }
-  } else {  // kExtendedIoU, mmdet's eiou_loss: smooth_l1(1 - I / (|A| + |B| - I + eps), smooth_point) with
+  } else {  // kExtendedIoU, mmdet's eiou_loss: smooth_l1(1 - I / guard(|A| + |B| - I), smooth_point) with
     // the signed intersection I, from the intersection corners and the enclosure's top-left (ex, ey)
     const V ex = minimum(p[0], t[0]), ey = minimum(p[1], t[1]);
     const V xmin = minimum(lx, rx), xmax = maximum(lx, rx), ymin = minimum(ly, ry), ymax = maximum(ly, ry);
     const V a = rx - ex, b = ry - ey, cx = xmin - ex, cy = ymin - ey, ddx = lx - ex, ddy = ymax - ey;
     const V fx = xmax - ex, fy = ly - ey;
     const V inter = a * b + cx * cy - ddx * ddy - fx * fy;
-    const V uni_e = pw * ph + tw * th - inter + eps, r = inter / uni_e, l0 = one - r, sp(hp.h0);
+    const V unr_e = pw * ph + tw * th - inter, uni_e = guard<added>(unr_e, eps), r = inter / uni_e;
+    const V l0 = one - r, sp(hp.h0);
     const auto quad = l0 < sp;
     loss = V::blendv(l0 - half * sp, half * l0 * l0 / sp, quad);
     if constexpr (grad) {
       const V d_l0 = V::blendv(one, l0 / sp, quad);
-      // r = I / U, U = |A| + |B| - I + eps: dr/dI = (1 + r) / U, dr/d|A| = -r / U
-      const V d_inter = zero - d_l0 * (one + r) / uni_e, d_ap = d_l0 * r / uni_e;
+      // r = I / U, U = guard(|A| + |B| - I), s = d U / d(|A| + |B| - I): dr/dI = (1 + r s) / U, dr/d|A| = -r s / U
+      const V rs = r * guard_pass<added>(unr_e, eps);
+      const V d_inter = zero - d_l0 * (one + rs) / uni_e, d_ap = d_l0 * rs / uni_e;
       d_pw = d_ap * ph;
       d_ph = d_ap * pw;
       const V da = d_inter * b, db = d_inter * a, dcx = d_inter * cy, dcy = d_inter * cx;
@@ -623,8 +644,8 @@ inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], cons
   }
   if constexpr (grad) {
     if constexpr (has_iou) {
-      // iou = inter / union; union = pw ph + tw th - inter + eps; inter = iw ih
-      d_uni = d_uni - d_iou * iou / uni;
+      // iou = inter / union; union = guard(unr), unr = pw ph + tw th - inter; inter = iw ih; d_uni -> d unr
+      d_uni = (d_uni - d_iou * iou / uni) * guard_pass<added>(unr, eps);
       const V d_inter = d_iou / uni - d_uni;
       d_pw = d_pw + d_uni * ph;
       d_ph = d_ph + d_uni * pw;

@@ -8,6 +8,7 @@
 //   loss = neg_weight (1 - t)^gamma p^alpha (-log(1 - p + eps))
 //        + pos_weight [t == 1] (1 - p)^alpha (-log(p + eps))
 //
+// with eps = kGaussianFocalEps (core/abi.py's GAUSSIAN_FOCAL_EPS, as the eager loss).
 // Inputs are seen flat; a per-row weight covers numel / rows consecutive elements. The positive
 // term is evaluated only in the vectors that hold a target of exactly 1 (a heatmap has a few);
 // where it is skipped and p + eps <= 0 (outside a probability's range) the loss is NaN, as the
@@ -22,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "abi.h"
 #include "vec_common.h"
 
 #include <algorithm>
@@ -33,6 +35,7 @@ namespace {
 
 using at::vec::Vectorized;
 using mmloss_ext::hsum;
+using mmloss_ext::kGaussianFocalEps;
 using mmloss_ext::load;
 
 constexpr int64_t kBlock = 8192;  // elements per block: a multiple of every vector width
@@ -72,7 +75,7 @@ struct HeatmapOp {
   T pos_weight, neg_weight, eps;
   bool positives;
   explicit HeatmapOp(const std::vector<double>& h)
-      : alpha(h.at(0)), gamma(h.at(1)), pos_weight(T(h.at(2))), neg_weight(T(h.at(3))), eps(T(h.at(4))),
+      : alpha(h.at(0)), gamma(h.at(1)), pos_weight(T(h.at(2))), neg_weight(T(h.at(3))), eps(T(kGaussianFocalEps)),
         positives(h.at(2) != 0.0) {}
 
   // the lanes of `t` equal to 1 (a mask), and whether there is any
@@ -177,7 +180,7 @@ void check(const at::Tensor& x, std::initializer_list<c10::optional<at::Tensor>>
 }
 
 void check_hp(const std::vector<double>& hp) {
-  TORCH_CHECK(hp.size() == 5, "mmloss_ext fused heatmap: expects [alpha, gamma, pos_weight, neg_weight, eps], got ",
+  TORCH_CHECK(hp.size() == 4, "mmloss_ext fused heatmap: expects [alpha, gamma, pos_weight, neg_weight], got ",
               hp.size(), " values");
 }
 

@@ -2,9 +2,12 @@ r"""The box losses mmdet ships, with mmdet's parameter names, defaults and value
 
 IoU, Bounded-IoU, GIoU, DIoU, CIoU, Extended-IoU and SIoU. Each functional takes boxes
 ``(..., 4)`` as ``(x1, y1, x2, y2)``; see :mod:`mmloss_ext.losses._boxes` for the shared geometry
-and its numerics. Differences from mmdet are confined to degenerate boxes (clamped sizes, ``eps``
-where mmdet divides by a possible zero) and to where ``eps`` enters the union
-(``union + eps`` everywhere, where mmdet's ``bbox_overlaps`` uses ``max(union, eps)``).
+and its numerics. ``eps`` sits where mmdet's code puts it: IoU and GIoU guard the union and the
+enclosing area as mmdet's ``bbox_overlaps`` does, ``max(d, eps)``; DIoU, CIoU, SIoU and
+Extended-IoU add ``eps`` where mmdet's functions add it. Differences from mmdet are confined to
+degenerate boxes: sizes are clamped at 0 (an ``x2 < x1`` box has no area, rather than a negative
+one), and a guard stands where mmdet divides by a possible zero (SIoU's larger width, CIoU's
+trade-off), so the loss and its gradient stay finite where mmdet's are ``nan`` or ``inf``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from ...core.hparams import NON_NEGATIVE, POSITIVE, Choice, declare
 from ...core.reduction import AvgFactor
 from ...registry import register_loss
 from .._boxes import BoxLoss, BoxPair, box_loss, siou_penalty, variant_loss
+from .. import probes
 
 __all__ = [
     'iou_loss', 'bounded_iou_loss', 'giou_loss', 'diou_loss', 'ciou_loss', 'eiou_loss', 'siou_loss',
@@ -33,7 +37,7 @@ def _smooth(x: Tensor, beta: float) -> Tensor:
     return torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
 
 
-@declare('IoULoss', mode=Choice(*IOU_LOSS_MODES), eps=NON_NEGATIVE)
+@declare('IoULoss', probe=probes.boxes, mode=Choice(*IOU_LOSS_MODES), eps=NON_NEGATIVE)
 def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = False, eps: float = 1e-6,
              impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
              avg_factor: AvgFactor = None) -> Tensor:
@@ -47,7 +51,8 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         pred, target: boxes ``(..., 4)`` as ``(x1, y1, x2, y2)``.
         mode: ``'log'`` | ``'linear'`` | ``'square'``.
         linear: mmdet's deprecated alias of ``mode='linear'``.
-        eps: lower bound of the IoU (the union carries mmdet's fixed ``1e-6``, as ``bbox_overlaps``).
+        eps: lower bound of the IoU (the union is guarded by mmdet's fixed ``1e-6``, as
+            ``bbox_overlaps``: ``max(union, 1e-6)``).
         impl: ``'auto'`` | ``'eager'`` | ``'fused'`` (see :mod:`mmloss_ext.kernels.dispatch`).
         weight: ``(...)`` or ``(..., 4)`` (averaged over the coordinates).
         reduction, avg_factor: see :func:`~mmloss_ext.core.reduction.weight_reduce_loss`.
@@ -60,7 +65,7 @@ def iou_loss(pred: Tensor, target: Tensor, *, mode: str = 'log', linear: bool = 
         >>> iou_loss(p, t, mode='linear'), iou_loss(p, t)
         (tensor(0.6667), tensor(1.0986))
     """
-    name = 'IoULoss'
+    name = iou_loss.spec.loss
     mode = 'linear' if linear else mode
 
     def fn(g: BoxPair) -> Tensor:
@@ -98,13 +103,14 @@ def bounded_iou_loss(pred: Tensor, target: Tensor, *, beta: float = 0.2, eps: fl
         >>> bounded_iou_loss(p, t, eps=0.0, reduction='none')  # dx: 1 - (2 - 2) / (2 + 2), then 1 - beta / 2
         tensor([[0.9000, 0.0000, 0.0000, 0.0000]])
     """
-    name = 'BoundedIoULoss'
+    name = bounded_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.wh
         dx, dy = (2.0 * d.abs() for d in g.centre_delta)
-        loss_dx = 1.0 - ((tw - dx) / (tw + dx + eps)).clamp(min=0)
-        loss_dy = 1.0 - ((th - dy) / (th + dy + eps)).clamp(min=0)
+        zero = torch.zeros_like(dx)  # torch.maximum, as mmdet: a tie at 0 splits the subgradient
+        loss_dx = 1.0 - torch.maximum((tw - dx) / (tw + dx + eps), zero)
+        loss_dy = 1.0 - torch.maximum((th - dy) / (th + dy + eps), zero)
         loss_dw = 1.0 - torch.minimum(tw / (pw + eps), pw / (tw + eps))
         loss_dh = 1.0 - torch.minimum(th / (ph + eps), ph / (th + eps))
         return _smooth(torch.stack([loss_dx, loss_dy, loss_dw, loss_dh], dim=-1), beta)
@@ -119,24 +125,28 @@ def _variant_box_loss(name: str, mode: str, pred: Tensor, target: Tensor, eps: f
                     avg_factor, kernel=(mode, ()), impl=impl)
 
 
-@declare('GIoULoss', eps=NON_NEGATIVE)
+@declare('GIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def giou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Generalized IoU loss (Rezatofighi et al. 2019).
 
     .. math:: \ell = 1 - \mathrm{IoU} + \frac{|C| - |A \cup B|}{|C|}
 
-    with :math:`C` the smallest box enclosing both. Args and returns as :func:`iou_loss`.
+    with :math:`C` the smallest box enclosing both; the union and :math:`|C|` are guarded by
+    ``max(., eps)``, as mmdet's ``bbox_overlaps``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: the floor of the union and of :math:`|C|`, ``max(., eps)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # IoU 0, |C| = 3
         >>> giou_loss(p, t, eps=0.0)
         tensor(1.3333)
     """
-    return _variant_box_loss('GIoULoss', 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
+    return _variant_box_loss(giou_loss.spec.loss, 'giou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-@declare('DIoULoss', eps=NON_NEGATIVE)
+@declare('DIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Distance-IoU loss (Zheng et al. 2020).
@@ -144,17 +154,21 @@ def diou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
     .. math:: \ell = 1 - \mathrm{IoU} + \frac{\rho^2(b_p, b_t)}{c^2}
 
     with :math:`\rho` the distance between the centres and :math:`c` the diagonal of the
-    enclosing box. Args and returns as :func:`iou_loss`.
+    enclosing box; as mmdet's ``diou_loss``, the union and :math:`c^2` carry ``+ eps``. Args and
+    returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union and to :math:`c^2`, as mmdet's ``diou_loss``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 1., 1.]]), torch.tensor([[2., 0., 3., 1.]])  # rho^2 4, c^2 10
         >>> diou_loss(p, t, eps=0.0)
         tensor(1.4000)
     """
-    return _variant_box_loss('DIoULoss', 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
+    return _variant_box_loss(diou_loss.spec.loss, 'diou', pred, target, eps, weight, reduction, avg_factor, impl=impl)
 
 
-@declare('CIoULoss', eps=NON_NEGATIVE)
+@declare('CIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'auto', weight: Optional[Tensor] = None,
               reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Complete-IoU loss (Zheng et al. 2021), mmdet's form.
@@ -164,19 +178,23 @@ def ciou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, impl: str = 'a
         v = \frac{4}{\pi^2}\Big(\arctan\frac{w_t}{h_t} - \arctan\frac{w_p}{h_p}\Big)^2,\quad
         \alpha = [\mathrm{IoU} > 0.5]\,\frac{v}{1 - \mathrm{IoU} + v}
 
-    The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). Args and
-    returns as :func:`iou_loss`.
+    The trade-off :math:`\alpha` carries no gradient (as in the paper and mmdet). As mmdet's
+    ``ciou_loss``, the union, :math:`c^2` and the heights :math:`h_t, h_p` carry ``+ eps``; the
+    trade-off has none (0 where its denominator is 0). Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union, to :math:`c^2` and to the heights, as mmdet's ``ciou_loss``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])  # IoU 0.5: alpha 0
         >>> ciou_loss(p, t, eps=0.0)  # 1 - 0.5 + rho^2 / c^2 = 0.25 / 8
         tensor(0.5312)
     """
-    return _variant_box_loss('CIoULoss', 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True,
+    return _variant_box_loss(ciou_loss.spec.loss, 'ciou', pred, target, eps, weight, reduction, avg_factor, clamp=True,
                              impl=impl)
 
 
-@declare('EIoULoss', eps=NON_NEGATIVE, smooth_point=POSITIVE)
+@declare('EIoULoss', probe=probes.boxes, eps=NON_NEGATIVE, smooth_point=POSITIVE)
 def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: float = 0.1, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""Extended-IoU loss (Peng & Yu 2021), as mmdet's ``eiou_loss``.
@@ -184,7 +202,11 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
     The intersection is extended to a signed area that keeps decreasing (below 0) as the boxes
     move apart, so the IoU keeps a gradient for disjoint boxes; with
     :math:`\ell_0 = 1 - \mathrm{EIoU}` the loss is a smooth-L1 of :math:`\ell_0` with knee
-    ``smooth_point``. Args and returns as :func:`iou_loss`.
+    ``smooth_point``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union of the extended intersection, as mmdet's ``eiou_loss``.
+        smooth_point: the knee :math:`s` of the smooth-L1 of :math:`\ell_0`.
 
     .. math::
         \ell_0 = 1 - \frac{I_e}{|A| + |B| - I_e + \epsilon},\qquad
@@ -195,7 +217,7 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         >>> eiou_loss(p, t, eps=0.0)  # 1 - (-1) / (1 + 1 + 1) - 0.05
         tensor(1.2833)
     """
-    name = 'EIoULoss'
+    name = eiou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         ex1, ey1 = g.enclose_corners[:2]
@@ -205,14 +227,14 @@ def eiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, smooth_point: 
         inter = ((ix2 - ex1) * (iy2 - ey1) + (xmin - ex1) * (ymin - ey1)
                  - (ix1 - ex1) * (ymax - ey1) - (xmax - ex1) * (iy1 - ey1))
         ap, at = g.areas
-        # inter <= 0 whenever either box is inverted, so the union stays >= eps
-        return _smooth(1.0 - inter / (ap + at - inter + eps), smooth_point)
+        # inter <= 0 whenever either box is inverted, so the union (+ eps, as mmdet) stays >= eps
+        return _smooth(1.0 - inter / g.guard(ap + at - inter), smooth_point)
 
     return box_loss(name, pred, target, eps, fn, weight, reduction, avg_factor,
                     kernel=('extended_iou', (smooth_point,)), impl=impl)
 
 
-@declare('SIoULoss', eps=NON_NEGATIVE)
+@declare('SIoULoss', probe=probes.boxes, eps=NON_NEGATIVE)
 def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: bool = False, impl: str = 'auto',
               weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
     r"""SCYLLA-IoU loss (Gevorgyan 2022), as mmdet's ``siou_loss``.
@@ -224,14 +246,21 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
     :math:`\gamma = \Lambda - 2`; mmdet's default ``False`` uses :math:`2 - \Lambda`. The angle
     cost is evaluated in closed form (no ``asin``), so it is finite for coincident centres, and the
     distance exponent is capped where the clamp saturates (mmdet's ``exp`` overflows there into a
-    ``nan`` gradient). Args and returns as :func:`iou_loss`.
+    ``nan`` gradient). ``eps`` sits where mmdet's ``siou_loss`` puts it: added to the union, the
+    centre offsets and the heights; the enclosing sides clamped at it; the larger width, where
+    mmdet has none, guarded by ``max(., eps)``. Args and returns as :func:`iou_loss`, but:
+
+    Args:
+        eps: added to the union, the centre offsets and the heights; the floor of the enclosing
+            sides and of the larger width.
+        neg_gamma: the paper's :math:`\gamma = \Lambda - 2` (``True``) or mmdet's :math:`2 - \Lambda`.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> siou_loss(p, t, neg_gamma=True)  # angle ~0, Delta = 1 - exp(-2 (0.5/2)^2), Omega = (1 - exp(-0.5))^4
         tensor(0.5707)
     """
-    name = 'SIoULoss'
+    name = siou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         return 1.0 - (g.iou - siou_penalty(g, neg_gamma)).clamp(min=-1.0, max=1.0)
@@ -244,11 +273,7 @@ def siou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-6, neg_gamma: boo
 
 @register_loss
 class IoULoss(BoxLoss):
-    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated.
-
-    Difference from mmdet: the union carries ``+ eps`` where mmdet's ``bbox_overlaps`` takes
-    ``max(union, eps)`` (a relative difference of at most ``eps / union``).
-    """
+    """IoU loss module, a drop-in for mmdet's ``IoULoss``; see :func:`iou_loss`. ``linear=True`` is deprecated."""
     loss_fn = staticmethod(iou_loss)
     positional = ('linear', 'eps', 'reduction', 'loss_weight', 'mode')
     reference = 'mmdet IoULoss'
@@ -256,7 +281,7 @@ class IoULoss(BoxLoss):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.linear:
-            warnings.warn('IoULoss: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
+            warnings.warn(f'{type(self).__name__}: `linear=True` is deprecated, use mode="linear"', DeprecationWarning)
 
 
 @register_loss
@@ -269,11 +294,7 @@ class BoundedIoULoss(BoxLoss):
 
 @register_loss
 class GIoULoss(BoxLoss):
-    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`.
-
-    Difference from mmdet: the union and the enclosing area carry ``+ eps`` where mmdet's
-    ``bbox_overlaps`` takes ``max(., eps)`` (equal at ``eps=0``).
-    """
+    """Generalized IoU module, a drop-in for mmdet's ``GIoULoss``; see :func:`giou_loss`."""
     loss_fn = staticmethod(giou_loss)
     positional = ('eps', 'reduction', 'loss_weight')
     reference = 'mmdet GIoULoss'

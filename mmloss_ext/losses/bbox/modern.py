@@ -2,16 +2,19 @@ r"""Newer IoU variants: Efficient-, Alpha-, Wise-, MPD-, Inner-, Focaler-, Shape
 
 The composable losses (:func:`alpha_iou_loss`, :func:`inner_iou_loss`, :func:`focaler_iou_loss`)
 are built on any of the IoU variants of :data:`~mmloss_ext.losses._boxes.IOU_MODES` through
-:func:`~mmloss_ext.losses._boxes.iou_penalties`, so each adds only its own term. Losses whose
-contract has no ``eps`` use ``1e-7`` in their denominators.
+:func:`~mmloss_ext.losses._boxes.iou_penalties`, so each adds only its own term. Every
+denominator here (unions, enclosing areas, squared enclosing diagonals and sides, the larger of
+two sizes, Shape-IoU's shape weights) is guarded by ``max(d, eps)``, the rule of
+:mod:`~mmloss_ext.losses._boxes`: exact whenever ``d`` exceeds ``eps``, so these losses do not
+depend on ``eps`` for boxes of any scale the coordinates resolve. Losses whose contract has no
+``eps`` guard with ``1e-7``.
 """
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from ...core.errors import LossValueError
@@ -20,8 +23,10 @@ from ...core.inputs import check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, per_box_weight
 from ...kernels import functions as fused
 from ...registry import register_loss
-from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, iou_penalties, shape_cost, size_mismatch,
+from ..base import StatefulLoss, sum_over_ranks
+from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, guard, iou_penalties, shape_cost, size_mismatch,
                       variant_loss)
+from .. import probes
 
 __all__ = [
     'efficient_iou_loss', 'alpha_iou_loss', 'wiou_loss', 'mpdiou_loss', 'inner_iou_loss',
@@ -34,7 +39,7 @@ _EPS = 1e-7
 WIOU_VERSIONS = ('v1', 'v2', 'v3')
 
 
-@declare('EfficientIoULoss', eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
+@declare('EfficientIoULoss', probe=probes.boxes, eps=NON_NEGATIVE, focal_gamma=NON_NEGATIVE)
 def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal_gamma: float = 0.0,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -46,7 +51,12 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
 
     with :math:`C_w, C_h, c` the width, height and diagonal of the enclosing box and
     :math:`\mathrm{IoU}_*` the IoU without gradient (the focal weight only re-weights boxes).
-    Args and returns as :func:`~mmloss_ext.losses.bbox.classic.iou_loss`.
+    The union, :math:`c^2`, :math:`C_w^2` and :math:`C_h^2` are guarded by ``max(., eps)``.
+    Args and returns as :func:`~mmloss_ext.losses.bbox.classic.iou_loss`, but:
+
+    Args:
+        eps: the floor of the union, :math:`c^2`, :math:`C_w^2` and :math:`C_h^2`, ``max(., eps)``.
+        focal_gamma: the power :math:`\gamma` of the focal weight (0: the plain Efficient-IoU).
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
@@ -55,7 +65,7 @@ def efficient_iou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, focal
         >>> efficient_iou_loss(p, t, focal_gamma=1.0)  # times IoU = 0.5
         tensor(0.3906)
     """
-    name = 'EfficientIoULoss'
+    name = efficient_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         loss = variant_loss(g, 'eiou')
@@ -80,15 +90,23 @@ def alpha_iou_loss(pred: Tensor, target: Tensor, *, alpha: float = 3.0, mode: st
 
     with :math:`\mathcal{R}_k` the penalty terms of the ``mode`` variant (e.g. for ``'ciou'``,
     :math:`\rho^{2\alpha}/c^{2\alpha} + (\beta v)^\alpha` as in the paper). IoU and penalties
-    are clamped at ``eps`` before the power, so :math:`\alpha < 1` keeps a finite gradient at 0.
-    ``mode`` is any of ``'iou', 'giou', 'diou', 'ciou', 'eiou', 'siou'``.
+    are clamped at ``eps`` before the power, so :math:`\alpha < 1` keeps a finite gradient at 0;
+    the variant's denominators are guarded by ``max(., eps)`` (so ``mode='ciou'`` differs from
+    :func:`~mmloss_ext.losses.bbox.classic.ciou_loss`, which adds mmdet's ``eps``, only where a
+    denominator is below ``eps``). ``mode`` is any of ``'iou', 'giou', 'diou', 'ciou', 'eiou', 'siou'``.
+
+    Args:
+        alpha: the power :math:`\alpha` of the IoU and of the penalty terms.
+        mode: the IoU variant whose penalty terms are raised to :math:`\alpha`.
+        eps: the floor of the IoU and of the penalty terms before the power, and of the variant's
+            denominators, ``max(., eps)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> alpha_iou_loss(p, t)  # 1 - 0.5 ** 3
         tensor(0.8750)
     """
-    name = 'AlphaIoULoss'
+    name = alpha_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         iou, terms = iou_penalties(g, mode)
@@ -113,14 +131,13 @@ def _wiou_mean(loss_iou: Tensor, running_mean: Optional[Tensor], training: bool,
         if running_mean is None:
             return stats[0] / stats[1].clamp(min=tiny)
         if training:
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(stats)
+            sum_over_ranks(stats)
             blended = (1.0 - momentum) * running_mean + momentum * stats[0] / stats[1].clamp(min=tiny)
             running_mean.copy_(torch.where(stats[1] > 0, blended, running_mean))
         return running_mean.clone()
 
 
-@declare('WIoULoss', version=Choice(*WIOU_VERSIONS), alpha=POSITIVE, delta=POSITIVE, momentum=UNIT_INTERVAL)
+@declare('WIoULoss', probe=probes.boxes, version=Choice(*WIOU_VERSIONS), alpha=POSITIVE, delta=POSITIVE, momentum=UNIT_INTERVAL)
 def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = None, training: bool = False, *,
               version: str = 'v3', alpha: float = 1.9, delta: float = 3.0, momentum: float = 1e-2,
               impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -144,7 +161,8 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
       :math:`m \leftarrow (1 - \text{momentum})\, m + \text{momentum} \cdot \text{batch mean}` (the
       batch mean averaged over ranks under ``torch.distributed``), then used, as the authors' code.
 
-    :class:`WIoULoss` keeps that running mean in a buffer. Args and returns otherwise as
+    :class:`WIoULoss` keeps that running mean in a buffer. The union and
+    :math:`C_w^2 + C_h^2` are guarded by ``max(., 1e-7)``. Args and returns otherwise as
     :func:`~mmloss_ext.losses.bbox.classic.iou_loss`.
 
     Example:
@@ -154,7 +172,7 @@ def wiou_loss(pred: Tensor, target: Tensor, running_mean: Optional[Tensor] = Non
         >>> wiou_loss(p, t, torch.tensor(0.25), version='v2')  # sqrt(0.5 / 0.25) * v1
         tensor(0.7296)
     """
-    name = 'WIoULoss'
+    name = wiou_loss.spec.loss
     if running_mean is not None:
         check_tensor(name, 'running_mean', running_mean)
         if running_mean.numel() != 1:
@@ -202,14 +220,15 @@ def mpdiou_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-7, img_shape: O
 
     with :math:`d_1, d_2` the distances between the top-left and between the bottom-right
     corners, and :math:`D^2 = h^2 + w^2` for ``img_shape=(h, w)`` (the paper), else the squared
-    diagonal of the enclosing box (scale-free, usable without the image size).
+    diagonal of the enclosing box (scale-free, usable without the image size). The union and the
+    enclosing diagonal are guarded by ``max(., eps)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> mpdiou_loss(p, t), mpdiou_loss(p, t, img_shape=(10, 10))  # 1 - 0.5 + 1/8, + 1/200
         (tensor(0.6250), tensor(0.5050))
     """
-    name = 'MPDIoULoss'
+    name = mpdiou_loss.spec.loss
     if img_shape is not None:
         img_diag2 = float(img_shape[0]) ** 2 + float(img_shape[1]) ** 2
 
@@ -236,14 +255,15 @@ def inner_iou_loss(pred: Tensor, target: Tensor, *, ratio: float = 0.75, iou_mod
 
     with :math:`\mathrm{IoU}^{inner}` the IoU of both boxes scaled by ``ratio`` about their
     centres (``ratio < 1`` speeds up high-IoU samples, ``> 1`` low-IoU ones) and
-    :math:`\ell_{mode} = 1 - \mathrm{IoU} + \sum \mathcal{R}` the ``iou_mode`` variant.
+    :math:`\ell_{mode} = 1 - \mathrm{IoU} + \sum \mathcal{R}` the ``iou_mode`` variant. Both
+    unions (and the variant's denominators) are guarded by ``max(., 1e-7)``.
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> inner_iou_loss(p, t, ratio=0.5)  # inner boxes (.5,.5,1.5,1.5), (.5,.25,1.5,.75): IoU 1/5
         tensor(0.8000)
     """
-    name = 'InnerIoULoss'
+    name = inner_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         inner = BoxPair(_scale_boxes(g.pred, ratio), _scale_boxes(g.target, ratio), g.eps).iou
@@ -268,14 +288,14 @@ def focaler_iou_loss(pred: Tensor, target: Tensor, *, d: float = 0.0, u: float =
         \mathrm{IoU}^{focaler} = \operatorname{clamp}\Big(\frac{\mathrm{IoU} - d}{u - d}, 0, 1\Big)
 
     ``0 <= d < u <= 1`` select the IoU range the loss focuses on; :math:`\ell_{mode}` as in
-    :func:`inner_iou_loss`.
+    :func:`inner_iou_loss` (its denominators guarded by ``max(., 1e-7)``).
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> focaler_iou_loss(p, t, d=0.25, u=0.75)  # 1 - (0.5 - 0.25) / 0.5
         tensor(0.5000)
     """
-    name = 'FocalerIoULoss'
+    name = focaler_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         focaler = ((g.iou - d) / (u - d)).clamp(min=0.0, max=1.0)
@@ -296,21 +316,24 @@ def shape_iou_loss(pred: Tensor, target: Tensor, *, scale: float = 0.0, weight: 
 
     with :math:`s` = ``scale`` (the dataset's object scale factor), :math:`\Delta` the centre
     offsets, :math:`c` the enclosing diagonal, :math:`\omega_w = hh\,|w_p - w_t| / \max(w_p, w_t)`
-    and :math:`\omega_h = ww\,|h_p - h_t| / \max(h_p, h_t)`.
+    and :math:`\omega_h = ww\,|h_p - h_t| / \max(h_p, h_t)`. The union, :math:`c^2`,
+    :math:`w_t^s + h_t^s` and the larger sizes are guarded by ``max(., 1e-7)`` (at ``scale=0``,
+    :math:`ww = hh = 1` exactly).
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> shape_iou_loss(p, t)  # 1 - 0.5 + 0.25 / 8 + 0.5 * (1 - exp(-0.5)) ** 4
         tensor(0.5432)
     """
-    name = 'ShapeIoULoss'
+    name = shape_iou_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         tw, th = g.wh[2:]
         ws, hs = tw ** scale, th ** scale
-        ww, hh = 2.0 * ws / (ws + hs + _EPS), 2.0 * hs / (ws + hs + _EPS)
+        wh_sum = guard(ws + hs, _EPS)
+        ww, hh = 2.0 * ws / wh_sum, 2.0 * hs / wh_sum
         dx, dy = g.centre_delta
-        omega_w, omega_h = size_mismatch(g, _EPS)
+        omega_w, omega_h = size_mismatch(g)
         distance = (hh * dx * dx + ww * dy * dy) / g.enclose_diag2
         return 1.0 - g.iou + distance + 0.5 * shape_cost(hh * omega_w, ww * omega_h)
 
@@ -329,14 +352,15 @@ def nwd_loss(pred: Tensor, target: Tensor, *, constant: float = 12.8, eps: float
     .. math:: \ell = 1 - \exp(-W_2 / C),\quad W_2 = \sqrt{W_2^2 + \epsilon} - \sqrt{\epsilon}
 
     The ``eps`` shift keeps the gradient of the root finite at :math:`W_2 = 0` while identical
-    boxes still give exactly 0. ``C`` = ``constant`` is a dataset-dependent scale (pixels).
+    boxes still give exactly 0 (a shift, not a denominator's guard: NWD divides only by ``C``).
+    ``C`` = ``constant`` is a dataset-dependent scale (pixels).
 
     Example:
         >>> p, t = torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[0., 0., 2., 1.]])
         >>> nwd_loss(p, t, constant=1.0, eps=0.0)  # W2^2 = 0.5^2 + 1^2 / 4 = 0.5, 1 - exp(-sqrt(0.5))
         tensor(0.5069)
     """
-    name = 'NWDLoss'
+    name = nwd_loss.spec.loss
 
     def fn(g: BoxPair) -> Tensor:
         pw, ph, tw, th = g.raw_wh
@@ -362,7 +386,7 @@ class AlphaIoULoss(BoxLoss):
 
 
 @register_loss
-class WIoULoss(BoxLoss):
+class WIoULoss(StatefulLoss, BoxLoss):
     """Wise-IoU module; see :func:`wiou_loss`.
 
     The running mean of the IoU loss is the buffer ``iou_mean`` (initialised to 1 as the authors'
@@ -373,21 +397,10 @@ class WIoULoss(BoxLoss):
     """
     loss_fn = staticmethod(wiou_loss)
     reference = 'hand formula (v1)'
+    state_keywords = {'iou_mean': 'running_mean'}
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer('iou_mean', torch.tensor(1.0))
-
-    def forward(self, pred: Tensor, target=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
-                reduction_override: Optional[str] = None, **kwargs) -> Tensor:
-        kwargs.setdefault('running_mean', self.iou_mean)
-        kwargs.setdefault('training', self.training)
-        return super().forward(pred, target, weight, avg_factor, reduction_override, **kwargs)
-
-    def on_shortcut(self) -> None:
-        # BaseLoss answers this call without the functional: join the ranks' update anyway
-        if self.training and self.version != 'v1':
-            _wiou_mean(self.iou_mean.new_zeros(0), self.iou_mean, True, self.momentum)
+    def initial_state(self) -> Dict[str, Tensor]:
+        return {'iou_mean': torch.tensor(1.0)}
 
 
 @register_loss

@@ -23,6 +23,7 @@ from ...kernels import functions as fused
 from ...registry import register_loss
 from ._common import (ClassificationLoss, along_dim1, bce, check_class_labels, check_logits, check_target_like,
                       class_mask, finish, gather_class, per_class)
+from .. import probes
 
 __all__ = [
     'cross_entropy_loss', 'bce_loss', 'nll_loss', 'kl_div_loss', 'balanced_cross_entropy_loss',
@@ -141,7 +142,7 @@ def fused_softmax_ce(name: str, x: Tensor, target: Tensor, out_dtype: torch.dtyp
                                       weight=weight, reduction=reduction, avg_factor=avg_factor)
 
 
-@declare('CrossEntropyLoss', label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
+@declare('CrossEntropyLoss', probe=probes.logits, label_smoothing=UNIT_INTERVAL, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                        use_sigmoid: bool = False, use_mask: bool = False, class_weight: ClassWeight = None,
                        ignore_index: Optional[int] = None, avg_non_ignore: bool = False,
@@ -185,7 +186,7 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
         >>> cross_entropy_loss(logits, torch.tensor([0, 3]), use_sigmoid=True, reduction='sum')
         tensor(3.5927)
     """
-    name = 'CrossEntropyLoss'
+    name = cross_entropy_loss.spec.loss
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     check_tensor(name, 'target', target, floating=False)
     if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
@@ -221,7 +222,7 @@ def bce_loss(pred: Tensor, target: Tensor, *, use_logits: bool = True, pos_weigh
         >>> bce_loss(torch.tensor([0.0, 0.5]), torch.tensor([1.0, 1.0]), use_logits=False, reduction='none')
         tensor([100.0000,   0.6931])
     """
-    name = 'BCELoss'
+    name = bce_loss.spec.loss
     x = check_logits(name, pred, min_dim=0)
     t = check_target_like(name, x, target)
     pw = per_class(name, 'pos_weight', pos_weight, x, x.shape[-1] if x.dim() else 1, allow_one=True)
@@ -243,7 +244,7 @@ def nll_loss(pred: Tensor, target: Tensor, *, class_weight: ClassWeight = None, 
         >>> nll_loss(logp, torch.tensor([0, 1]), reduction='none')
         tensor([0.6931, 0.2877])
     """
-    name = 'NLLLoss'
+    name = nll_loss.spec.loss
     logp = check_logits(name, pred, min_dim=2)
     cw = per_class(name, 'class_weight', class_weight, logp, logp.shape[1])
     loss, valid = _nll(name, logp, target, cw, ignore_index)
@@ -268,7 +269,7 @@ def kl_div_loss(pred: Tensor, target: Tensor, *, temperature: float = 1.0, targe
         >>> kl_div_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), reduction='none')
         tensor([0.1109])
     """
-    name = 'KLDivLoss'
+    name = kl_div_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target)
     t = check_target_like(name, x, target)
@@ -324,7 +325,7 @@ def balanced_cross_entropy_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bo
         >>> balanced_cross_entropy_loss(torch.zeros(4), torch.tensor([1.0, 0.0, 0.0, 0.0]), reduction='none')
         tensor([0.5199, 0.1733, 0.1733, 0.1733])
     """
-    name = 'BalancedCrossEntropyLoss'
+    name = balanced_cross_entropy_loss.spec.loss
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     if use_sigmoid:
         if class_counts is not None or beta is not None:

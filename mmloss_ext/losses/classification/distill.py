@@ -51,7 +51,7 @@ def knowledge_distillation_kl_div_loss(pred: Tensor, soft_label: Tensor, *, T: f
         >>> kl_div_loss(student, teacher, reduction='none') / 2
         tensor([0.0555])
     """
-    name = 'KnowledgeDistillationKLDivLoss'
+    name = knowledge_distillation_kl_div_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'soft_label', soft_label)
     t = check_target_like(name, x, soft_label, 'soft_label')

@@ -22,6 +22,7 @@ from ...kernels import functions as fused
 from ...registry import register_loss
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, check_target_like,
                       clamped_log, class_mask, finish, gather_class, per_class)
+from .. import probes
 
 __all__ = [
     'focal_loss', 'quality_focal_loss', 'varifocal_loss', 'distribution_focal_loss',
@@ -55,7 +56,7 @@ def _flattened_weight(weight: Optional[Tensor], loss: Tensor) -> Optional[Tensor
     return weight
 
 
-@declare('FocalLoss', gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL)
+@declare('FocalLoss', probe=probes.logits, gamma=NON_NEGATIVE, alpha=UNIT_INTERVAL)
 def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma: float = 2.0,
                alpha: float = 0.25, activated: bool = False, pos_weight: PosWeight = None, impl: str = 'auto',
                weight: Optional[Tensor] = None, reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -94,7 +95,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
         >>> focal_loss(logits, torch.tensor([0, 1]), use_sigmoid=False, gamma=0.0, alpha=1.0, reduction='none')
         tensor([0.0486, 0.0486])
     """
-    name = 'FocalLoss'
+    name = focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
     if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
                                  others=(target, weight), devices=CPU_AND_CUDA):
@@ -127,7 +128,7 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('QualityFocalLoss', use_sigmoid=SIGMOID_ONLY, beta=NON_NEGATIVE)
+@declare('QualityFocalLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, beta=NON_NEGATIVE)
 def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: float = 2.0, activated: bool = False,
                        impl: str = 'auto', weight: Optional[Tensor] = None, reduction: str = 'mean',
                        avg_factor: AvgFactor = None) -> Tensor:
@@ -146,7 +147,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
         ...                    reduction='none')
         tensor([0.1733, 0.3466])
     """
-    name = 'QualityFocalLoss'
+    name = quality_focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     labels = scores = t = None
     if isinstance(target, (tuple, list)):
@@ -175,7 +176,7 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('VarifocalLoss', use_sigmoid=SIGMOID_ONLY, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE)  # mmdet: alpha >= 0
+@declare('VarifocalLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE)  # mmdet: alpha >= 0
 def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, alpha: float = 0.75,
                    gamma: float = 2.0, iou_weighted: bool = True, impl: str = 'auto', weight: Optional[Tensor] = None,
                    reduction: str = 'mean', avg_factor: AvgFactor = None) -> Tensor:
@@ -192,7 +193,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
         >>> varifocal_loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.0]]), reduction='none')
         tensor([[0.3466, 0.1300]])
     """
-    name = 'VarifocalLoss'
+    name = varifocal_loss.spec.loss
     x = check_logits(name, pred)
     t = _sigmoid_targets(name, x, target)
     if use_fused(name, impl, x, others=(t, weight), devices=CPU_AND_CUDA):
@@ -221,7 +222,7 @@ def distribution_focal_loss(pred: Tensor, target: Tensor, *, weight: Optional[Te
         >>> distribution_focal_loss(torch.zeros(1, 3), torch.tensor([0.25]), reduction='none')
         tensor([1.0986])
     """
-    name = 'DistributionFocalLoss'
+    name = distribution_focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     check_tensor(name, 'target', target, floating=False)
     if x.dim() != 2 or tuple(target.shape) != (x.shape[0],):

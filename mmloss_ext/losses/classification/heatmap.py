@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ...core.abi import GAUSSIAN_FOCAL_EPS
 from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, declare
 from ...core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor
@@ -21,11 +22,9 @@ from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import heatmap as fused
 from ...registry import register_loss
 from ._common import ClassificationLoss, check_target_like
+from .. import probes
 
 __all__ = ['gaussian_focal_loss', 'GaussianFocalLoss']
-
-#: added inside both logs, as mmdet (so that a probability of exactly 0 or 1 gives a finite loss)
-EPS = fused.EPS
 
 
 def _pow(q: Tensor, a: float) -> Tensor:
@@ -63,12 +62,12 @@ def _compute_input(name: str, pred) -> Tensor:
 
 def _positive_term(p: Tensor, alpha: float) -> Tensor:
     """``-log(p + eps) (1 - p)^alpha``: the loss of a probability ``p`` at a positive."""
-    return -torch.log(p + EPS) * _pow(1.0 - p, alpha)
+    return -torch.log(p + GAUSSIAN_FOCAL_EPS) * _pow(1.0 - p, alpha)
 
 
 def _negative_term(p: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
     """``-log(1 - p + eps) p^alpha (1 - t)^gamma``: the penalty-reduced loss of a negative."""
-    return -torch.log(1.0 - p + EPS) * _pow(p, alpha) * _pow(1.0 - t, gamma)
+    return -torch.log(1.0 - p + GAUSSIAN_FOCAL_EPS) * _pow(p, alpha) * _pow(1.0 - t, gamma)
 
 
 def _check_positives(name: str, x: Tensor, pos_inds, pos_labels) -> None:
@@ -107,7 +106,7 @@ def _positives_part(name: str, x: Tensor, pos_inds: Tensor, pos_labels: Tensor, 
     return reduce_summed(scattered, loss.sum, loss.numel(), reduction, avg_factor, name=name)
 
 
-@declare('GaussianFocalLoss', alpha=NON_NEGATIVE, gamma=NON_NEGATIVE, pos_weight=NON_NEGATIVE,
+@declare('GaussianFocalLoss', probe=probes.heatmap, alpha=NON_NEGATIVE, gamma=NON_NEGATIVE, pos_weight=NON_NEGATIVE,
          neg_weight=NON_NEGATIVE)
 def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor] = None,
                         pos_labels: Optional[Tensor] = None, *, alpha: float = 2.0, gamma: float = 4.0,
@@ -167,7 +166,7 @@ def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor]
         >>> gaussian_focal_loss(pred, target, torch.tensor([0]), torch.tensor([0]), reduction='sum')
         tensor(2.0384)
     """
-    name = 'GaussianFocalLoss'
+    name = gaussian_focal_loss.spec.loss
     x = _compute_input(name, pred)
     check_tensor(name, 'target', target, floating=False)
     t = check_target_like(name, x, target)

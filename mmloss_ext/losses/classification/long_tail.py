@@ -37,7 +37,6 @@ import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -49,10 +48,12 @@ from ...core.reduction import AvgFactor, adapt_weight, count_avg_factor
 from ...kernels import CPU_AND_CUDA, use_fused
 from ...kernels import functions as fused
 from ...registry import register_loss
+from ..base import StatefulLoss, distributed, sum_over_ranks
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, class_mask, finish,
                       gather_class)
 from .cross_entropy import _check_ce_modes, _mask_ce, _sigmoid_ce, _softmax_ce, fused_softmax_ce
 from .focal import _flattened_weight
+from .. import probes
 
 __all__ = [
     'seesaw_loss', 'eqlv2_loss', 'cross_entropy_custom_loss', 'focal_custom_loss',
@@ -65,13 +66,6 @@ SEESAW_PARTS = ('loss_cls_objectness', 'loss_cls_classes')
 EQLV2_INITIAL_RATIO = 100.0
 #: EQLv2's guard in ``pos_grad / (neg_grad + eps)`` (mmdet's)
 EQLV2_EPS = 1e-10
-
-
-def _sum_over_ranks(t: Tensor) -> Tensor:
-    """``t`` summed over the ranks in place when ``torch.distributed`` is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
 
 
 def _check_state(name: str, arg: str, t, length: int, x: Tensor) -> Tensor:
@@ -168,7 +162,7 @@ def seesaw_loss(pred: Tensor, target: Tensor, cum_samples: Optional[Tensor] = No
         >>> {k: round(float(v), 4) for k, v in out.items()}
         {'loss_cls_objectness': 0.1269, 'loss_cls_classes': 0.1269}
     """
-    name = 'SeesawLoss'
+    name = seesaw_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes + 2, f'{num_classes} class logits, then the objectness pair')
     labels = check_class_labels(name, x, target, num_classes)
@@ -179,7 +173,7 @@ def seesaw_loss(pred: Tensor, target: Tensor, cum_samples: Optional[Tensor] = No
         if training:
             with torch.no_grad():
                 ones = torch.ones_like(labels, dtype=cum.dtype) if sw is None else (sw > 0).to(cum.dtype)
-                cum += _sum_over_ranks(torch.zeros_like(cum).index_add_(0, labels, ones))
+                cum += sum_over_ranks(torch.zeros_like(cum).index_add_(0, labels, ones))
     pos = labels < num_classes
     objectness = F.cross_entropy(x[:, num_classes:], (~pos).long(), reduction='none')
 
@@ -206,9 +200,9 @@ def _check_class_weight(name: str, *, class_weight, **_) -> None:
 
 def _eqlv2_add(pos_grad: Tensor, neg_grad: Tensor, pos_neg: Tensor, increments: Tensor) -> None:
     """Add the ``(2, C)`` increments (summed over ranks first) and refresh the ratio, in place."""
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         # in the buffers' dtype: every rank must reduce the same one, whatever its input's (or none)
-        increments = _sum_over_ranks(increments.to(pos_grad.dtype))
+        increments = sum_over_ranks(increments.to(pos_grad.dtype))
     pos_grad += increments[0]
     neg_grad += increments[1]
     pos_neg.copy_(pos_grad / (neg_grad + EQLV2_EPS))
@@ -256,7 +250,7 @@ def eqlv2_loss(pred: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, 
         >>> eqlv2_loss(torch.tensor([[2.0, -1.0, -2.0]]), torch.tensor([0]), num_classes=2)  # initial: plain BCE sum
         tensor(0.5671)
     """
-    name = 'EQLV2Loss'
+    name = eqlv2_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes + 1, f'{num_classes} class logits, then the background')
     labels = check_class_labels(name, x, target, num_classes)
@@ -293,7 +287,7 @@ def eqlv2_loss(pred: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, 
 
 # --- V3Det's custom cross-entropy and focal loss --------------------------------------------------
 
-@declare('CrossEntropyCustomLoss', num_classes=POSITIVE_INT, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
+@declare('CrossEntropyCustomLoss', probe=probes.logits, num_classes=POSITIVE_INT, ignore_index=OPTIONAL_INT, relation=_check_ce_modes)
 def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = None, *,
                               use_sigmoid: bool = False, use_mask: bool = False, num_classes: int = REQUIRED,
                               class_weight: Optional[Sequence[float]] = None, ignore_index: Optional[int] = None,
@@ -318,7 +312,7 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
         >>> cross_entropy_custom_loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]), num_classes=2)
         tensor(0.2395)
     """
-    name = 'CrossEntropyCustomLoss'
+    name = cross_entropy_custom_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     if not use_mask:
         width = num_classes if use_sigmoid else num_classes + 1
@@ -339,7 +333,7 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
     return finish(name, loss, pred, weight, reduction, avg_factor)
 
 
-@declare('FocalCustomLoss', use_sigmoid=SIGMOID_ONLY, num_classes=POSITIVE_INT, gamma=NON_NEGATIVE,
+@declare('FocalCustomLoss', probe=probes.logits, use_sigmoid=SIGMOID_ONLY, num_classes=POSITIVE_INT, gamma=NON_NEGATIVE,
          alpha=UNIT_INTERVAL)
 def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, num_classes: int = REQUIRED,
                       gamma: float = 2.0, alpha: float = 0.25, activated: bool = False, impl: str = 'auto',
@@ -363,7 +357,7 @@ def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True,
         tensor([[4.5089e-04, 1.6994e-02],
                 [1.2997e-01, 2.0747e+00]])
     """
-    name = 'FocalCustomLoss'
+    name = focal_custom_loss.spec.loss
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes, f'{num_classes} class logits')
     labels = check_class_labels(name, x, target, num_classes)
@@ -383,6 +377,9 @@ def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True,
 class _CustomHead:
     """The head protocol for a loss whose classes are the first ``num_classes`` columns of its scores."""
     num_classes: int
+    custom_cls_channels = True
+    custom_activation = True
+    custom_accuracy = True
 
     def _check_num_classes(self, num_classes) -> None:
         if num_classes != self.num_classes:
@@ -395,7 +392,7 @@ class _CustomHead:
 
 
 @register_loss
-class SeesawLoss(_CustomHead, ClassificationLoss):
+class SeesawLoss(StatefulLoss, _CustomHead, ClassificationLoss):
     """Seesaw loss module, a drop-in for mmdet's ``SeesawLoss``; see :func:`seesaw_loss`.
 
     The accumulated class counts are the buffer ``cum_samples`` (see the module docstring for
@@ -409,35 +406,22 @@ class SeesawLoss(_CustomHead, ClassificationLoss):
     positional = ('use_sigmoid', 'p', 'q', 'num_classes', 'eps', 'reduction', 'loss_weight', 'return_dict')
     inputs = 'pred: (N, C + 2) logits (C classes, then objectness); target: (N,) labels in [0, C]'
     reference = 'mmdet SeesawLoss'
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer('cum_samples', torch.zeros(self.num_classes + 1, dtype=torch.float32))
+    def initial_state(self) -> Dict[str, Tensor]:
+        return {'cum_samples': torch.zeros(self.num_classes + 1, dtype=torch.float32)}
 
     def forward(self, cls_score: Tensor, labels=None, label_weights: Optional[Tensor] = None,
                 avg_factor: AvgFactor = None, reduction_override: Optional[str] = None,
                 **kwargs) -> Union[Tensor, Dict[str, Tensor]]:
-        kwargs.setdefault('cum_samples', self.cum_samples)
-        kwargs.setdefault('training', self.training)
         label_weights = kwargs.pop('weight', label_weights)  # the keyword every other loss takes
         return super().forward(cls_score, labels, label_weights, avg_factor, reduction_override, **kwargs)
 
     def parts(self) -> Tuple[str, ...]:
         return SEESAW_PARTS if self.return_dict else ()
 
-    def on_shortcut(self) -> None:
-        # BaseLoss answers this call without the functional: join the ranks' count update anyway,
-        # adding the other ranks' counts
-        if self.training:
-            with torch.no_grad():
-                self.cum_samples += _sum_over_ranks(torch.zeros_like(self.cum_samples))
-
     def _split(self, cls_score: Tensor) -> Tuple[Tensor, Tensor]:
         if cls_score.shape[-1] != self.num_classes + 2:
-            raise LossValueError(f'SeesawLoss: `cls_score` expected {self.num_classes + 2} scores on the last dim '
+            raise LossValueError(f'{type(self).__name__}: `cls_score` expected {self.num_classes + 2} scores on the last dim '
                                  f'({self.num_classes} classes, then objectness), got shape {tuple(cls_score.shape)}')
         return cls_score[..., :-2], cls_score[..., -2:]
 
@@ -461,7 +445,7 @@ class SeesawLoss(_CustomHead, ClassificationLoss):
 
 
 @register_loss
-class EQLV2Loss(ClassificationLoss):
+class EQLV2Loss(StatefulLoss, ClassificationLoss):
     """Equalization loss v2 module, a drop-in for mmdet's ``EQLV2Loss``; see :func:`eqlv2_loss`.
 
     The gradient statistics are the buffers ``pos_grad``, ``neg_grad`` and ``pos_neg`` (see the
@@ -480,23 +464,14 @@ class EQLV2Loss(ClassificationLoss):
     custom_activation = False
     custom_accuracy = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer('pos_grad', torch.zeros(self.num_classes))
-        self.register_buffer('neg_grad', torch.zeros(self.num_classes))
-        self.register_buffer('pos_neg', torch.full((self.num_classes,), EQLV2_INITIAL_RATIO))
+    def initial_state(self) -> Dict[str, Tensor]:
+        return {'pos_grad': torch.zeros(self.num_classes), 'neg_grad': torch.zeros(self.num_classes),
+                'pos_neg': torch.full((self.num_classes,), EQLV2_INITIAL_RATIO)}
 
     def forward(self, cls_score: Tensor, label=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, **kwargs) -> Tensor:
-        for key in ('pos_grad', 'neg_grad', 'pos_neg'):
-            kwargs.setdefault(key, getattr(self, key))
-        kwargs.setdefault('training', self.training)
+        """BaseLoss's call, under mmdet's argument names."""
         return super().forward(cls_score, label, weight, avg_factor, reduction_override, **kwargs)
-
-    def on_shortcut(self) -> None:
-        # BaseLoss answers this call without the functional: join the ranks' update anyway
-        if self.training:
-            _eqlv2_add(self.pos_grad, self.neg_grad, self.pos_neg, self.pos_grad.new_zeros(2, self.num_classes))
 
     def get_channel_num(self, num_classes: int) -> int:
         """``num_classes + 1`` (mmdet's name for :meth:`get_cls_channels`)."""
@@ -534,9 +509,6 @@ class CrossEntropyCustomLoss(_CustomHead, ClassificationLoss):
                   'loss_weight', 'avg_non_ignore')
     inputs = 'pred: (N, C + 1) logits ((N, C) with use_sigmoid); target: (N,) labels in [0, C]'
     reference = 'mmdet CrossEntropyCustomLoss'
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def forward(self, cls_score: Tensor, label=None, weight: Optional[Tensor] = None, avg_factor: AvgFactor = None,
                 reduction_override: Optional[str] = None, ignore_index: Optional[int] = None, **kwargs) -> Tensor:
@@ -573,9 +545,6 @@ class FocalCustomLoss(_CustomHead, ClassificationLoss):
     positional = ('use_sigmoid', 'num_classes', 'gamma', 'alpha', 'reduction', 'loss_weight', 'activated')
     inputs = 'pred: (N, C) logits; target: (N,) labels in [0, C]'
     reference = 'mmdet FocalCustomLoss'
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def get_cls_channels(self, num_classes: int) -> int:
         """``num_classes``: one sigmoid per class."""

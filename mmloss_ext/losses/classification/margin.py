@@ -56,7 +56,7 @@ def hinge_loss(pred: Tensor, target: Tensor, *, margin: float = 1.0, squared: bo
         >>> hinge_loss(torch.tensor([[1.0, 0.5, -1.0]]), torch.tensor([0]), reduction='none')  # (0.5 + 0) / 3
         tensor([0.1667])
     """
-    name = 'HingeLoss'
+    name = hinge_loss.spec.loss
     x = check_logits(name, pred)
     if _is_binary(name, x, target):
         y = _binary_labels(name, x, target, (-1, 0, 1)).to(x.dtype) * 2.0 - 1.0
@@ -91,7 +91,7 @@ def zero_one_loss(pred: Tensor, target: Tensor, *, weight: Optional[Tensor] = No
         >>> zero_one_loss(torch.tensor([0.5, -2.0, 0.0]), torch.tensor([1, 1, 0]), reduction='none')
         tensor([0., 1., 0.])
     """
-    name = 'ZeroOneLoss'
+    name = zero_one_loss.spec.loss
     x = check_logits(name, pred).detach()
     if _is_binary(name, x, target):
         wrong, nan = (x > 0) != _binary_labels(name, x, target, (0, 1)), x.isnan()
