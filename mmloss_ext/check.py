@@ -28,6 +28,7 @@ head keeps its built-in default). ``tools/train.py`` runs the check first.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import re
@@ -197,6 +198,17 @@ def _decoded_box_findings(path: str, key: str, name: str, cls: type, head: Optio
     return [Finding('error', path, name,
                     f'{name} takes decoded (x1, y1, x2, y2) boxes, but {head_name} feeds its {key} '
                     f'{_INPUT_NAMES[kind]} {how}: the loss sees them as boxes (AP collapses, or NaN)', fix)]
+
+
+#: the methods in which mmdet's heads call their losses
+_LOSS_METHODS = ('loss_by_feat', 'loss_by_feat_single', 'loss_and_target')
+
+
+def _source(fn) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ''
 
 
 @functools.lru_cache(maxsize=None)
