@@ -164,6 +164,17 @@ def synthetic_batch(segmentation: bool = False) -> dict:
 
 
 @contextlib.contextmanager
+def _inside(path: str) -> Iterator[None]:
+    """The working directory ``path`` for the block (``contextlib.chdir`` is Python 3.11's)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def no_checkpoint_loading(loaded: Optional[List[str]] = None) -> Iterator[None]:
     """Building a model loads no checkpoint inside the block (LD's and LAD's detectors load their
     teacher's weights in their constructor, from a download URL): mmengine's checkpoint loader
@@ -268,7 +279,7 @@ def probe_model(model_cfg, *, workdir: Optional[str] = None) -> Probe:
         stack.enter_context(no_checkpoint_loading())
         stack.enter_context(_quiet_logging())
         if workdir:
-            stack.enter_context(contextlib.chdir(workdir))
+            stack.enter_context(_inside(workdir))
         model = MODELS.build(cfg)
         try:  # the heads' own initialisation (a pretrained backbone's file is not read)
             model.init_weights()
