@@ -99,8 +99,9 @@ def _unchecked(loss: str, hparams, pred, target, kwargs: dict) -> Optional[tuple
     return None if key in _CHECKED else key
 
 
-def _may_fuse(loss: str, impl: str, pred) -> bool:
-    """Whether a call with ``impl`` may take a kernel (``'auto'``: from :func:`min_numel` elements)."""
+def may_fuse(loss: str, impl: str, pred) -> bool:
+    """Whether ``impl`` lets a call on ``pred`` take a kernel: ``'fused'``, or ``'auto'`` from
+    :func:`min_numel` elements on (the rule :func:`~mmloss_ext.kernels.dispatch.use_fused` starts from)."""
     impl = resolve_impl(loss, impl)
     return impl == 'fused' or (impl == 'auto' and pred.numel() >= min_numel())
 
@@ -125,7 +126,7 @@ def run_with_fallback(loss: str, call: Callable[..., object], args: tuple, kwarg
             pred = args[0] if args else kwargs.get('pred')
             target = args[1] if len(args) > 1 else kwargs.get('target')
             key = _unchecked(loss, defaults.keys(), pred, target, kwargs)
-            if key is not None and self_check_enabled() and _may_fuse(loss, kwargs.get('impl', 'auto'), pred):
+            if key is not None and self_check_enabled() and may_fuse(loss, kwargs.get('impl', 'auto'), pred):
                 if is_compiling():  # not inside a traced graph: its eager formula there
                     return call(*args, **{**kwargs, 'impl': 'eager'})
                 given = {k: v for k, v in kwargs.items() if k in defaults}

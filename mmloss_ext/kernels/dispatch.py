@@ -34,7 +34,7 @@ from ..core import abi
 from ..core.abi import ABI  # the interface version a build must report
 from . import build
 from ..core.compat import outside_graph
-from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, disabled, min_numel, resolve_impl  # noqa: F401
+from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, MIN_NUMEL, disabled, may_fuse, min_numel, resolve_impl  # noqa: F401
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -207,10 +207,10 @@ def use_fused(name: str, impl: str, pred: Tensor, *, supported: bool = True,
         others: the other tensors of the call (targets, weights); fused only if none needs a gradient.
         devices: the device types with a kernel for this loss (``'cpu'``, ``'cuda'``).
     """
-    impl = resolve_impl(name, impl)
-    if impl == 'eager' or not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS:
+    impl = resolve_impl(name, impl)  # a bad impl is an error whatever the call
+    if not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS:
         return False
-    if impl == 'auto' and pred.numel() < min_numel():  # before the kernels are loaded (or compiled)
+    if not may_fuse(name, impl, pred):  # before the kernels are loaded (or compiled)
         return False
     if torch.jit.is_scripting() or disabled(name, pred.device.type):
         return False
