@@ -42,7 +42,7 @@ install:
 	  || { echo "[install] test references and runner"; $(PIP) install -q -r requirements/tests.txt; }
 	@$(PY) -I -c "import importlib.util as u, os, sys; s = u.find_spec('mmloss_ext'); sys.exit(s is None or os.path.dirname(s.origin) != '$(CURDIR)/mmloss_ext')" 2>/dev/null \
 	  || { echo "[install] mmloss_ext (editable)"; $(PIP) install -q --no-build-isolation --no-deps -e .; }
-	@MMLOSS_EXT_JIT=0 $(PY) -c "import sys; from mmloss_ext.kernels.dispatch import cpu_kernels_origin as o; sys.exit(o()[0] != 'built')" 2>/dev/null \
+	@MMLOSS_EXT_JIT=0 $(PY) -c "import sys; from mmloss_ext.kernels.backends import cpu_kernels_origin as o; sys.exit(o()[0] != 'built')" 2>/dev/null \
 	  || { echo "[install] fused C++ kernels mmloss_ext._fused (~1 min)"; \
 	       $(PY) setup.py -q build_ext --inplace || echo "[install] fused kernels not built: the losses run eagerly"; }
 	@echo "[install] ok: $(VENV) is ready"

@@ -5,7 +5,7 @@ The extension is built when the build can import torch -- ``pip install --no-bui
 or ``make install`` -- and a C++ compiler works; when the build fails the package installs without
 it. An install that built nothing (pip's default build isolation hides torch, or
 ``MMLOSS_EXT_NO_EXT=1``) compiles the same sources on first CPU use instead
-(:func:`mmloss_ext.kernels.dispatch.cpu_kernels`), or runs every loss eagerly."""
+(:func:`mmloss_ext.kernels.backends.cpu_kernels`), or runs every loss eagerly."""
 import os
 import runpy
 import sys

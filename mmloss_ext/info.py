@@ -49,7 +49,7 @@ def _registry() -> str:
 
 
 def _triton() -> str:
-    from .kernels.dispatch import triton_available
+    from .kernels.backends import triton_available
     version = _version('triton') or _version('pytorch-triton')
     if not version or not triton_available():
         return 'not installed: CUDA tensors run every loss eagerly'
@@ -64,8 +64,7 @@ def report() -> str:
     from . import __version__
     from .core.impl import ENV_IMPL, ENV_SELF_CHECK, TRUSTED_DEVICES, min_numel, self_check_enabled
     from .kernels import build
-    from .kernels.dispatch import cpu_kernels_origin, triton_available
-    from .kernels.ops import KERNELS
+    from .kernels.backends import OPERATIONS, cpu_kernels_origin, triton_available
     from .registry import LOSSES
 
     origin, detail = cpu_kernels_origin()
@@ -87,9 +86,9 @@ def report() -> str:
         '',
     ]
     rows = [('fused kernel', 'cpu', 'cuda')]
-    for name, devices in KERNELS.items():
+    for name, kernels in sorted(OPERATIONS.items()):
         cpu = cpp.split(',')[0] if cpp else 'eager (no C++ kernels)'
-        if 'cuda' not in devices:
+        if 'triton' not in kernels:
             cuda = 'eager (no CUDA kernel)'
         elif triton_available():
             cuda = 'Triton' + ('' if cuda_device else ' (no CUDA device here)')

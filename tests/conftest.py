@@ -8,7 +8,7 @@ import pytest
 import torch
 
 # without a GPU the Triton kernels run in Triton's CPU interpreter; read when they are decorated,
-# so before anything imports mmloss_ext.kernels.gpu (or triton)
+# so before anything imports a Triton module of mmloss_ext.kernels (or triton)
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 os.environ.setdefault('OMP_NUM_THREADS', '2')
@@ -71,6 +71,42 @@ def gen():
     return torch.Generator().manual_seed(0)
 
 
+class _Recorder:
+    """A backend's kernels, recording the name of every function called."""
+
+    def __init__(self, kernels, calls):
+        self._kernels, self._calls = kernels, calls
+
+    def __getattr__(self, name):
+        fn = getattr(self._kernels, name)
+        if not callable(fn):
+            return fn
+
+        def record(*args, **kwargs):
+            self._calls.append(name)
+            return fn(*args, **kwargs)
+
+        return record
+
+
+@pytest.fixture
+def on_triton(monkeypatch):
+    """Every fused call runs its Triton kernel (on CUDA where there is one, else under Triton's
+    interpreter on the CPU: the CPU's backend is Triton for the test), whatever the C++ build;
+    gives the list of the names of the kernel functions called."""
+    pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
+    from mmloss_ext.kernels import backends
+    calls, recorders, real = [], {}, backends.kernels
+
+    def recording(op, device):
+        kernels = real(op, device)
+        return recorders.setdefault(id(kernels), _Recorder(kernels, calls))
+
+    monkeypatch.setattr(backends, 'kernels', recording)
+    with backends.triton_on_cpu():
+        yield calls
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: end-to-end training runs (still part of make test)')
     config.addinivalue_line('markers', "needs_mmcv_ops: runs mmcv's compiled ops (skipped beside mmcv-lite)")
@@ -104,7 +140,7 @@ def pytest_runtest_call(item):
 
 def pytest_report_header(config):
     import mmloss_ext
-    from mmloss_ext.kernels.dispatch import cpu_kernels_origin
+    from mmloss_ext.kernels.backends import cpu_kernels_origin
     origin, detail = cpu_kernels_origin()
     return [f'mmloss_ext {mmloss_ext.__version__} from {os.path.dirname(mmloss_ext.__file__)}; torch {torch.__version__}; '
             f'C++ kernels: {origin} ({detail})',

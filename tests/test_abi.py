@@ -17,8 +17,7 @@ import torch
 import mmloss_ext
 from mmloss_ext.core import abi
 from mmloss_ext.core.abi import BOX_HP, ELEMENTWISE_HP, BoxKind, ElementwiseKind, OutMode
-from mmloss_ext.kernels import dispatch, ops
-from mmloss_ext.kernels import functions as fused
+from mmloss_ext.kernels import backends, boxes, common, elementwise
 from mmloss_ext.losses.regression import smooth_l1_loss
 
 from environment import TRITON_INTERPRETER
@@ -70,19 +69,19 @@ def test_abi_header_uses_every_macro_and_writes_no_value():
 
 
 def test_box_kind_names():
-    assert fused.BOX_KINDS == {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5,
+    assert boxes.BOX_KINDS == {'iou_linear': 0, 'iou_square': 1, 'iou_log': 2, 'giou': 3, 'diou': 4, 'ciou': 5,
                                'extended_iou': 6, 'siou': 7, 'efficient_iou': 8, 'wiou': 9}
-    assert all(abi.box_kind(name) is kind for name, kind in fused.BOX_KINDS.items())
+    assert all(abi.box_kind(name) is kind for name, kind in boxes.BOX_KINDS.items())
     for bad in ('GIoU', 'nope', 3, None):
         with pytest.raises(ValueError, match="unknown box kind.*'giou'"):
             abi.box_kind(bad)
 
 
-def test_functions_use_the_enums():
-    assert (fused.FOCAL, fused.QUALITY_FOCAL, fused.VARIFOCAL, fused.SMOOTH_L1, fused.BALANCED_L1) == tuple(
-        ElementwiseKind)
-    assert (fused._TOTAL, fused._ELEMENTS, fused._ROWS) == tuple(OutMode)
-    assert dispatch.ABI == abi.ABI
+def test_entry_points_use_the_enums():
+    assert (elementwise.FOCAL, elementwise.QUALITY_FOCAL, elementwise.VARIFOCAL, elementwise.SMOOTH_L1,
+            elementwise.BALANCED_L1) == tuple(ElementwiseKind)
+    assert (common.TOTAL, common.ELEMENTS, common.ROWS) == tuple(OutMode)
+    assert backends.ABI == abi.ABI
 
 
 def test_eager_losses_use_the_shared_constants():
@@ -93,22 +92,22 @@ def test_eager_losses_use_the_shared_constants():
     assert segmentation.DICE_DENOMINATOR_MIN is abi.DICE_DENOMINATOR_MIN  # the eager Dice's floor, the kernel's too
     heatmap = importlib.import_module('mmloss_ext.losses.classification.heatmap')
     assert heatmap.GAUSSIAN_FOCAL_EPS is abi.GAUSSIAN_FOCAL_EPS
-    assert not hasattr(importlib.import_module('mmloss_ext.kernels.heatmap'), 'EPS')  # no copy beside the kernel
+    assert not hasattr(importlib.import_module('mmloss_ext.kernels.gaussian_focal'), 'EPS')  # no copy beside the kernel
 
 
 def test_unknown_box_kind_is_a_clear_error():
     p = torch.rand(4, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="unknown box kind 'gio'"):
-        fused.box_family('GIoULoss', 'gio', p, p, eps=1e-6)
+        boxes.box_family('GIoULoss', 'gio', p, p, eps=1e-6)
 
 
 # --- the C++ extension ---------------------------------------------------------------------------------
 
 def _built():
     """The C++ kernels: built with the package (`make install`) or compiled on first use."""
-    ext = dispatch.cpu_kernels()
+    ext = backends.cpu_kernels()
     if ext is None:
-        pytest.fail(f'the C++ kernels are missing ({dispatch.cpu_kernels_origin()[1]}): run `make install`')
+        pytest.fail(f'the C++ kernels are missing ({backends.cpu_kernels_origin()[1]}): run `make install`')
     return ext
 
 
@@ -116,7 +115,7 @@ def test_extension_reports_what_core_abi_says():
     ext = _built()
     assert ext.abi == abi.ABI, 'a stale build: rebuild with `python setup.py build_ext --inplace`'
     assert ext.interface == abi.interface()
-    assert dispatch._stale(ext) is None
+    assert backends._stale(ext) is None
 
 
 def _fake_build(**changes):
@@ -151,7 +150,7 @@ def test_stale_build_warns_and_runs_eagerly(monkeypatch, changes, says):
     monkeypatch.setitem(sys.modules, 'mmloss_ext._fused', fake)
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with pytest.warns(UserWarning, match=f'stale build.*{re.escape(says)}'):
-        assert dispatch._load_cpu_kernels() is None
+        assert backends._load_cpu_kernels() is None
 
 
 def test_matching_build_loads_without_warning(monkeypatch):
@@ -160,7 +159,7 @@ def test_matching_build_loads_without_warning(monkeypatch):
     monkeypatch.setattr(mmloss_ext, '_fused', fake, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert dispatch._load_cpu_kernels() is fake
+        assert backends._load_cpu_kernels() is fake
 
 
 @pytest.mark.parametrize('kind, hp', [(ElementwiseKind.FOCAL, [0.25]), (ElementwiseKind.SMOOTH_L1, []),
@@ -185,38 +184,45 @@ def test_cpp_checks_out_mode():
 
 # --- the Triton kernels ----------------------------------------------------------------------------
 
-def _gpu():
+def _triton(op):
+    """The Triton module of the operation ``op``."""
     pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
-    from mmloss_ext.kernels import gpu
-    return gpu
+    return importlib.import_module(f'mmloss_ext.kernels.{op}.{op}_triton')
 
 
 def test_triton_kind_constants_are_the_enums():
-    gpu = _gpu()
     import triton.language as tl
-    for kind in (*ElementwiseKind, *BoxKind):
-        const = getattr(gpu, f'_{kind.name}')
-        assert isinstance(const, tl.constexpr) and const.value == int(kind), kind
+    for op, kinds in (('elementwise', ElementwiseKind), ('boxes', BoxKind)):
+        module = _triton(op)
+        for kind in kinds:
+            const = getattr(module, f'_{kind.name}', None)
+            if const is not None:  # a kind with no branch of its own (the last, the else) needs none
+                assert isinstance(const, tl.constexpr) and const.value == int(kind), kind
+    gpu = _triton('boxes')
     assert gpu._SIOU_EXP_MAX.value == abi.SIOU_EXP_MAX and gpu._SIOU_OFFSET2_MIN.value == abi.SIOU_OFFSET2_MIN
+    heatmap = _triton('gaussian_focal')
+    assert [heatmap._ALPHA.value, heatmap._GAMMA.value, heatmap._POS_WEIGHT.value, heatmap._NEG_WEIGHT.value,
+            heatmap._EPS.value] == [abi.GAUSSIAN_FOCAL_HP.index(n) for n in abi.GAUSSIAN_FOCAL_HP] + [4]
 
 
-def test_triton_source_has_no_bare_kind_ids():
-    source = (ROOT / 'mmloss_ext' / 'kernels' / 'gpu.py').read_text()
+@pytest.mark.parametrize('path', sorted((ROOT / 'mmloss_ext' / 'kernels').glob('*/*_triton.py')), ids=lambda p: p.name)
+def test_triton_source_has_no_bare_kind_ids(path):
+    source = path.read_text()
     assert not re.findall(r'\b(?:KIND|kind) *[=!<>]=? *\d', source)
-    assert not re.findall(r'\b(?:50\.0|1e-5)\b', source)
+    assert not re.findall(r'\b(?:50\.0|1e-5|1e-12)\b', source)
 
 
 def test_triton_checks_kind_hyper_parameters_and_out_mode():
-    gpu = _gpu()
+    gpu = _triton('elementwise')
     x, b = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r'FOCAL takes 2 hyper-parameters \[.alpha., .gamma.\], got 1'):
         gpu.elementwise_forward(ElementwiseKind.FOCAL, [0.25], x, x, None, None, None, None, OutMode.ELEMENTS)
     with pytest.raises(ValueError, match='unknown ElementwiseKind 5'):
         gpu.elementwise_forward(5, [1.0], x, x, None, None, None, None, OutMode.ELEMENTS)
     with pytest.raises(ValueError, match='unknown BoxKind 10'):
-        gpu.box_forward(10, 1e-6, [], b, b, None, OutMode.TOTAL)
+        _triton('boxes').box_forward(10, 1e-6, [], b, b, None, OutMode.TOTAL)
     with pytest.raises(ValueError, match='out_mode 2'):
-        gpu.box_forward(BoxKind.GIOU, 1e-6, [], b, b, None, OutMode.ROWS)
+        _triton('boxes').box_forward(BoxKind.GIOU, 1e-6, [], b, b, None, OutMode.ROWS)
     with pytest.raises(ValueError, match='out_mode 7'):
         gpu.elementwise_forward(ElementwiseKind.SMOOTH_L1, [1.0], x, x, None, None, None, None, 7)
 
@@ -224,12 +230,11 @@ def test_triton_checks_kind_hyper_parameters_and_out_mode():
 # --- the shared constants take effect on both backends ---------------------------------------------
 
 def _backends():
-    """``(name, kernels, device)`` of the C++ extension and (when it imports) the Triton module."""
-    out = [('cpp', dispatch.cpu_kernels(), 'cpu')] if dispatch.cpu_kernels() is not None else []
+    """``(backend, device)`` of the C++ extension and (when it can run here) Triton."""
+    out = [('cpp', 'cpu')] if backends.cpu_kernels() is not None else []
     if not TRITON_INTERPRETER:  # no GPU and no interpreter: the Triton kernels cannot run here
         return out
-    from mmloss_ext.kernels import gpu
-    return out + [('triton', gpu, 'cuda' if torch.cuda.is_available() else 'cpu')]  # else: its interpreter
+    return out + [('triton', 'cuda' if torch.cuda.is_available() else 'cpu')]  # else: its interpreter
 
 
 @pytest.mark.parametrize('factor', [0.5, 2.0])
@@ -240,12 +245,11 @@ def test_smooth_l1_cut_off_is_the_same_on_every_path(factor, gen, monkeypatch):
     t = torch.randn(16, 8, generator=gen, dtype=torch.float64)
     eager = smooth_l1_loss(x, t, beta=beta, impl='eager', reduction='none')
     assert torch.equal(eager, (x - t).abs()) == (factor < 1)
-    backends = _backends()
-    assert backends, 'neither the C++ extension nor triton is available'
-    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
-    for name, kernels, device in backends:
-        monkeypatch.setattr(ops, 'backend', lambda device, _k=kernels: _k)
+    routes = _backends()
+    assert routes, 'neither the C++ extension nor triton is available'
+    for name, device in routes:
+        monkeypatch.setitem(backends.DEVICE_BACKENDS, 'cpu', name)  # Triton's interpreter, without a GPU
         xd = x.to(device).requires_grad_()
         out = smooth_l1_loss(xd, t.to(device), beta=beta, impl='fused', reduction='none')
-        assert fused.ran_fused(out), name
+        assert common.ran_fused(out), name
         torch.testing.assert_close(out.detach().cpu(), eager, **TOL[torch.float64], msg=name)

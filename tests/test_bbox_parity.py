@@ -25,7 +25,7 @@ import torch
 import mmloss_ext  # noqa: F401  (registers the losses)
 from mmdet.structures.bbox import bbox_overlaps
 from mmdet_losses import build_mmdet, build_ours
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels.common import ran_fused
 
 PARITY = [('IoULoss', {'mode': 'log'}), ('IoULoss', {'mode': 'linear'}), ('IoULoss', {'mode': 'square'}),
           ('GIoULoss', {}), ('DIoULoss', {}), ('CIoULoss', {}), ('EIoULoss', {}), ('SIoULoss', {}),

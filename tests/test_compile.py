@@ -15,8 +15,8 @@ import torch
 from helpers import FUSED_TOL, NAMES, build_case
 from loss_cases import CASES
 from mmloss_ext.core.compat import HAS_CUSTOM_OP
-from mmloss_ext.kernels.dispatch import cpu_kernels
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels.backends import cpu_kernels
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.registry import MODELS
 
 pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason='the C++ kernels are not built (`make install` builds them)')

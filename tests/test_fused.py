@@ -10,7 +10,7 @@ import torch
 import mmloss_ext  # noqa: F401
 from mmloss_ext import kernels
 from mmloss_ext.kernels import dispatch
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss
 from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss, varifocal_loss

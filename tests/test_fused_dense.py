@@ -12,7 +12,7 @@ import torch
 import mmloss_ext  # noqa: F401
 from mmloss_ext.losses.classification.cross_entropy import cross_entropy_loss
 from mmloss_ext.losses.segmentation import dice_loss
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.registry import MODELS
 
 from helpers import FUSED_TOL as TOL
@@ -398,7 +398,7 @@ def test_dense_impl_switch(loss, gen, monkeypatch):
 
 
 def test_dense_eager_never_calls_the_kernels(gen, monkeypatch):
-    from mmloss_ext.kernels import ops as cpu
+    from mmloss_ext.kernels import backends as cpu
 
     class Boom:
         def __getattr__(self, name):

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 import mmloss_ext  # noqa: F401  (registers the losses)
 from helpers import FUSED_TOL, gloo_ranks
 from mmdet.registry import MODELS as MMDET_MODELS
-from mmloss_ext.kernels import dispatch
-from mmloss_ext.kernels import ghm as fused_ghm
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels import backends
+from mmloss_ext.kernels import ghmc as fused_ghm
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.losses import GHMC, GHMR
 from mmloss_ext.losses.ghm import bin_counts, bin_index, ghm_edges, ghmc_loss, ghmr_loss, harmonize
 
@@ -514,13 +514,18 @@ def assert_fused_equals_eager(gen, dtype, reduction, kind='labels', weight_kind=
     return fused
 
 
-needs_ext = pytest.mark.skipif(not fused_ghm.supported(torch.zeros(1), 10),
-                               reason='the C++ extension lacks csrc/ghm.cpp: rebuild it (`make install`)')
+needs_ext = pytest.mark.skipif(not backends.has_kernel('ghmc', 'cpu'),
+                               reason='the C++ extension is not built (`make install`)')
 
 
-def test_cpu_kernels_are_built():
-    # `make install` builds csrc/ghm.cpp into mmloss_ext._fused; without it GHMC silently runs eagerly
-    assert fused_ghm.supported(torch.zeros(1), 10), 'mmloss_ext._fused lacks the GHM-C kernels: run `make install`'
+def test_the_kernels_are_built_and_take_their_bins():
+    # `make install` builds kernels/ghmc/ghmc.cpp into mmloss_ext._fused; without it GHMC silently runs eagerly
+    assert backends.has_kernel('ghmc', 'cpu'), 'mmloss_ext._fused is missing: run `make install`'
+    x = torch.zeros(1)
+    assert fused_ghm.supported(x, fused_ghm.CPU_MAX_BINS) and not fused_ghm.supported(x, fused_ghm.CPU_MAX_BINS + 1)
+    with backends.triton_on_cpu():  # the Triton kernels' one-hot over next_power_of_2(bins + 2) lanes
+        assert fused_ghm.supported(x, 1022) and not fused_ghm.supported(x, 1023)
+    assert not fused_ghm.supported(x.to('meta'), 10)  # no kernels there
 
 
 @needs_ext
@@ -617,20 +622,6 @@ def test_fused_propagates_non_finite_logits_like_eager(gen, value):
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
 
-
-@pytest.fixture
-def on_triton(monkeypatch):
-    """Every fused GHM-C call runs the Triton kernels (on this machine's DEVICE)."""
-    pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
-    from mmloss_ext.kernels import gpu_ghm
-    monkeypatch.setattr(fused_ghm, 'backend', lambda device: gpu_ghm)
-    monkeypatch.setattr(fused_ghm, 'supported', lambda x, bins: True)
-    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
-    calls = []
-    for fn in ('ghmc_histogram', 'ghmc_forward', 'ghmc_backward'):
-        orig = getattr(gpu_ghm, fn)
-        monkeypatch.setattr(gpu_ghm, fn, lambda *a, _f=orig, _n=fn, **k: calls.append(_n) or _f(*a, **k))
-    return calls
 
 
 def _on_device(*tensors):

@@ -23,12 +23,15 @@ def test_gpu_check_runs_every_part_under_the_interpreter(tmp_path):
     cases = {p['case'] for p in report['parity']}
     assert {'focal', 'giou', 'siou', 'smooth_l1', 'gaussian_focal', 'ghmc'} <= cases
     assert {p['dtype'] for p in report['parity']} == {'float32', 'float16', 'bfloat16'}
-    # every case ran its kernel (Triton's, or the C++ one of the CPU-only families) and matched eager
-    assert all(p['ok'] and p['ran_fused'] for p in report['parity'])
+    # every case matched eager, and ran its Triton kernel: all but cross-entropy and Dice, whose kernels are
+    # C++ only, and which run eagerly on a GPU (and under the interpreter standing in for one)
+    assert all(p['ok'] for p in report['parity'])
+    assert {p['case'] for p in report['parity'] if not p['ran_fused']} == {'ce', 'dice'}
     assert {f['case'] for f in report['first_call']} == cases
     for res in report['benchmark']:
         labels = [r['label'] for r in res['rows']]
-        assert 'eager' in labels and 'fused (triton)' in labels, labels
+        fused = 'fused (triton) [ran eager]' if res['case'] in ('ce', 'dice') else 'fused (triton)'
+        assert 'eager' in labels and fused in labels, labels
     text = open(out + '.md').read()
     assert '## Fused against eager' in text and '| focal | bfloat16 | yes |' in text
     assert 'parity: 54 of 54 ok' in proc.stdout

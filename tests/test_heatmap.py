@@ -11,9 +11,8 @@ import torch
 from mmdet.models.losses.gaussian_focal_loss import gaussian_focal_loss_with_pos_inds
 
 from helpers import FUSED_TOL, build, value_and_pred_grad
-from mmloss_ext.kernels import dispatch
-from mmloss_ext.kernels import heatmap as fused_heatmap
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels import backends, dispatch
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.core.abi import GAUSSIAN_FOCAL_EPS as EPS
 from mmloss_ext.losses.classification.heatmap import GaussianFocalLoss, gaussian_focal_loss
 
@@ -25,7 +24,7 @@ HPARAMS = [dict(), dict(alpha=1.5, gamma=2.5, pos_weight=2.0, neg_weight=0.5), d
            dict(alpha=0.0, gamma=0.0), dict(alpha=1.0, gamma=5.0, pos_weight=0.0)]
 IMPLS = ['eager', 'fused']
 
-needs_ext = pytest.mark.skipif(not fused_heatmap.available('cpu'), reason='the fused C++ kernels are not built')
+needs_ext = pytest.mark.skipif(backends.cpu_kernels() is None, reason='the fused C++ kernels are not built')
 
 
 def heatmap(g, *shape, dtype=F64, peaks=0.05):
@@ -436,21 +435,6 @@ def test_nan_and_out_of_range_probabilities_propagate(impl):
 
 
 # --- the Triton kernel (compiled on CUDA, else under Triton's interpreter) --------------------------
-
-@pytest.fixture
-def on_triton(monkeypatch):
-    """Every fused heatmap call runs the Triton kernels (on DEVICE), whatever the C++ build."""
-    pytest.importorskip('triton', reason='triton is not installed (a test dependency: make install)')
-    from mmloss_ext.kernels import gpu_heatmap
-    monkeypatch.setattr(fused_heatmap, 'backend', lambda device: gpu_heatmap)
-    monkeypatch.setattr(fused_heatmap, 'available', lambda device: True)
-    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
-    calls = []
-    for fn in ('heatmap_forward', 'heatmap_backward'):
-        orig = getattr(gpu_heatmap, fn)
-        monkeypatch.setattr(gpu_heatmap, fn, lambda *a, _f=orig, _n=fn, **k: calls.append(_n) or _f(*a, **k))
-    return calls
-
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 

@@ -10,13 +10,13 @@ import torch
 
 from mmloss_ext import FocalLoss, GIoULoss
 from mmloss_ext.core import impl
-from mmloss_ext.kernels import dispatch, ops
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels import backends
+from mmloss_ext.kernels.common import ran_fused
 
 
 def _failing_kernels(monkeypatch, broken):
     """Route the fused calls to a stand-in Triton module whose ``broken`` function raises."""
-    real = dispatch.cpu_kernels()
+    real = backends.cpu_kernels()
 
     def kernel(fn_name):
         if fn_name == broken:
@@ -27,8 +27,9 @@ def _failing_kernels(monkeypatch, broken):
 
     fake = types.SimpleNamespace(**{n: kernel(n) for n in ('elementwise_forward', 'elementwise_backward',
                                                            'box_forward', 'box_backward')})
-    monkeypatch.setattr(ops, 'backend', lambda device: fake)
-    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
+    monkeypatch.setitem(backends.DEVICE_BACKENDS, 'cpu', 'triton')  # the CPU plays a device of Triton kernels
+    monkeypatch.setattr(backends, 'triton_available', lambda: True)
+    monkeypatch.setattr(backends, 'kernels', lambda op, device: fake)
     monkeypatch.setattr(impl, '_DISABLED', {})
 
 
@@ -37,7 +38,7 @@ def _inputs(gen=None):
     return torch.randn(64, 5, generator=gen, requires_grad=True), torch.randint(0, 6, (64,), generator=gen)
 
 
-pytestmark = pytest.mark.skipif(dispatch.cpu_kernels() is None, reason='the stand-in wraps the C++ kernels')
+pytestmark = pytest.mark.skipif(backends.cpu_kernels() is None, reason='the stand-in wraps the C++ kernels')
 
 
 @pytest.mark.parametrize('broken', ['elementwise_forward', 'elementwise_backward'])

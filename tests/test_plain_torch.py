@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import mmloss_ext
-from mmloss_ext.kernels.dispatch import cpu_kernels_origin
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels.backends import cpu_kernels_origin
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.registry import LOSSES, MODELS
 
 def run_python(code, env=None):
@@ -132,8 +132,8 @@ def test_without_a_compiler_or_with_compiling_off_the_losses_run_eagerly(tmp_pat
     # a package with no built extension: `mmloss_ext._fused` hidden from the import system
     hide = hiding('mmloss_ext._fused') + textwrap.dedent("""
         import warnings, torch, mmloss_ext
-        from mmloss_ext.kernels.dispatch import cpu_kernels_origin
-        from mmloss_ext.kernels.functions import ran_fused
+        from mmloss_ext.kernels.backends import cpu_kernels_origin
+        from mmloss_ext.kernels.common import ran_fused
         x, y = torch.randn(200, 30, requires_grad=True), torch.randint(0, 31, (200,))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')

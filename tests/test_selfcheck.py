@@ -17,14 +17,12 @@ from loss_cases import CASES
 from mmloss_ext import FocalLoss, GIoULoss, SIoULoss, giou_loss, siou_loss
 from mmloss_ext.core import impl, selfcheck
 from mmloss_ext.core.abi import BoxKind
-from mmloss_ext.kernels import dispatch, ops
-from mmloss_ext.kernels import ghm as fused_ghm
-from mmloss_ext.kernels import heatmap as fused_heatmap
-from mmloss_ext.kernels.functions import ran_fused
+from mmloss_ext.kernels import backends
+from mmloss_ext.kernels.common import ran_fused
 from mmloss_ext.losses import probes
 from mmloss_ext.registry import LOSSES
 
-pytestmark = pytest.mark.skipif(dispatch.cpu_kernels() is None, reason='the CPU plays the new device: its C++ kernels')
+pytestmark = pytest.mark.skipif(backends.cpu_kernels() is None, reason='the CPU plays the new device: its C++ kernels')
 
 #: every loss with a fused path (each declares its probe)
 FUSED = sorted(n for n, cls in LOSSES.items() if cls.spec().probe is not None)
@@ -50,10 +48,17 @@ def new_device(monkeypatch):
     return verdicts
 
 
+def _route(monkeypatch, kernels):
+    """The CPU as a device of Triton kernels, whose kernels are ``kernels`` (a stand-in module)."""
+    monkeypatch.setitem(backends.DEVICE_BACKENDS, 'cpu', 'triton')
+    monkeypatch.setattr(backends, 'triton_available', lambda: True)
+    monkeypatch.setattr(backends, 'kernels', lambda op, device: kernels)
+
+
 def _kernels(monkeypatch, **wrappers):
     """Route the fused calls to a stand-in module: the C++ kernels, but ``name`` through
     ``wrappers[name](real_function, *args)``; returns the names of the kernel calls, in order."""
-    real = dispatch.cpu_kernels()
+    real = backends.cpu_kernels()
     calls = []
 
     def kernel(name):
@@ -65,7 +70,7 @@ def _kernels(monkeypatch, **wrappers):
         return run
 
     names = ('elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward')
-    monkeypatch.setattr(ops, 'backend', lambda device: types.SimpleNamespace(**{n: kernel(n) for n in names}))
+    _route(monkeypatch, types.SimpleNamespace(**{n: kernel(n) for n in names}))
     return calls
 
 
@@ -221,7 +226,7 @@ TRITON_BACKED = [n for n in FUSED if n not in ('CrossEntropyLoss', 'CrossEntropy
 @pytest.mark.parametrize('name', TRITON_BACKED)
 def test_every_loss_catches_a_wrong_forward_of_its_kernel(new_device, monkeypatch, name):
     """Each probe reaches its loss's kernel: a forward off by 1e-2 is caught, and answered eagerly."""
-    real = dispatch.cpu_kernels()
+    real = backends.cpu_kernels()
 
     def wrapped(fn_name):
         fn = getattr(real, fn_name)
@@ -232,8 +237,7 @@ def test_every_loss_catches_a_wrong_forward_of_its_kernel(new_device, monkeypatc
     names = ('elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward', 'heatmap_forward',
              'heatmap_backward', 'ghmc_histogram', 'ghmc_forward', 'ghmc_backward')
     wrong = types.SimpleNamespace(**{n: wrapped(n) for n in names})
-    for module in (ops, fused_heatmap, fused_ghm):
-        monkeypatch.setattr(module, 'backend', lambda device: wrong)
+    _route(monkeypatch, wrong)
     args = CASES[name].make(16, torch.float32, torch.Generator().manual_seed(3))
     loss = build_case(name, impl='fused')
     expected = build_case(name, impl='eager')(*args)
@@ -255,7 +259,7 @@ def test_the_triton_kernels_pass_the_check(new_device, name, cfg):
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
     args = (args[0].detach().requires_grad_(), *args[1:])
     loss = build_case(name, impl='fused', **cfg).to(device)
-    with dispatch.triton_on_cpu(), warnings.catch_warnings():
+    with backends.triton_on_cpu(), warnings.catch_warnings():
         warnings.simplefilter('error', RuntimeWarning)
         out = loss(*args)
     assert new_device == [(loss.loss_fn.__name__, None)] and ran_fused(out)

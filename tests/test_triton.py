@@ -1,9 +1,11 @@
-"""The Triton kernels (mmloss_ext/kernels/gpu.py) against the eager functionals, which are the spec.
+"""The elementwise and box Triton kernels (kernels/elementwise/, kernels/boxes/) against the eager
+functionals, which are the spec.
 
 Without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, set by
-conftest.py) on CPU tensors; with one, compiled, on CUDA tensors. Either way the family entry points
-of kernels/functions.py route to the Triton module (``backend`` patched), so weights, ``avg_factor``,
-reductions, ``out_mode`` and half precision go through the real plumbing. The box kinds that no
+conftest.py) on CPU tensors; with one, compiled, on CUDA tensors. Either way the entry points of
+the operations route to the Triton modules (conftest's ``on_triton``: the CPU's backend is
+Triton), so weights, ``avg_factor``, reductions, ``out_mode`` and half precision go through the
+real plumbing. The box kinds that no
 loss wires yet (6-9) and the new ``hp``-list ABI of every box kind go through a small autograd
 Function over the module's functions. Only the tests that need CUDA itself skip without it.
 """
@@ -19,8 +21,9 @@ triton = pytest.importorskip('triton', reason='triton is not installed (a test d
 pytestmark = pytest.mark.triton_interpreter
 
 from mmloss_ext.core.abi import BOX_HP, BoxKind  # noqa: E402
-from mmloss_ext.kernels import functions as fused  # noqa: E402
-from mmloss_ext.kernels import dispatch, gpu, ops  # noqa: E402
+from mmloss_ext.kernels import backends, common, dispatch  # noqa: E402
+from mmloss_ext.kernels.boxes import boxes_triton as gpu  # noqa: E402
+from mmloss_ext.kernels.elementwise import elementwise, elementwise_triton  # noqa: E402
 from mmloss_ext.losses.bbox.classic import ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, siou_loss  # noqa: E402
 from mmloss_ext.losses.bbox.modern import efficient_iou_loss, wiou_loss  # noqa: E402
 from mmloss_ext.losses.classification.focal import focal_loss, quality_focal_loss  # noqa: E402
@@ -31,18 +34,6 @@ from test_fused import FUSED_CASES, TOL, _boxes  # noqa: E402
 CUDA = torch.cuda.is_available()
 DEVICE = 'cuda' if CUDA else 'cpu'
 needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU')
-
-
-@pytest.fixture
-def on_triton(monkeypatch):
-    """Every fused call runs the Triton kernels (on this machine's DEVICE), whatever the C++ build."""
-    monkeypatch.setattr(ops, 'backend', lambda device: gpu)
-    monkeypatch.setattr(dispatch, 'fused_available', lambda device=None, devices=('cpu',): True)
-    calls = []
-    for fn in ('elementwise_forward', 'elementwise_backward', 'box_forward', 'box_backward'):
-        orig = getattr(gpu, fn)
-        monkeypatch.setattr(gpu, fn, lambda *a, _f=orig, _n=fn, **k: calls.append(_n) or _f(*a, **k))
-    return calls
 
 
 def _to_device(obj):
@@ -149,18 +140,18 @@ class _GpuBoxes(torch.autograd.Function):
 
 
 def _box_family(kind, eps, hp, pred, target, weight, reduction, avg_factor):
-    """kernels/functions.py's box_family plumbing over _GpuBoxes."""
+    """kernels/boxes' box_family plumbing over _GpuBoxes."""
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     p, t = pred.to(dtype).contiguous(), target.detach().to(dtype).contiguous()
     if weight is not None and weight.shape == pred.shape:
         weight = weight.mean(-1)  # mmdet's (N, 4) rule
-    wrow, wfull = fused.split_weight('loss', weight, (p.shape[0],), dtype)
+    wrow, wfull = common.split_weight('loss', weight, (p.shape[0],), dtype)
     w = wrow if wfull is None else wfull.reshape(-1)
 
     def run(out_mode=1):
         return _GpuBoxes.apply(p, t, kind, eps, hp, w, out_mode)
 
-    return fused._reduce(run, (p.shape[0],), reduction, avg_factor, 'loss').to(pred.dtype)
+    return common.reduce(run, (p.shape[0],), reduction, avg_factor, 'loss').to(pred.dtype)
 
 
 # kind: (eager functional, its keywords, the kernel's eps, the kernel's hp)
@@ -264,39 +255,43 @@ def test_box_hp_count_checked_like_cpp(kind, hp, gen):
     p, t = _boxes(8, gen, torch.float64)
     with pytest.raises(ValueError, match='hyper-parameters'):
         gpu.box_forward(kind, 1e-6, hp, *_to_device((p, t)), None, 1)
-    if dispatch.cpu_kernels() is not None:
+    if backends.cpu_kernels() is not None:
         with pytest.raises(RuntimeError, match='hyper-parameters'):
-            dispatch.cpu_kernels().box_forward(kind, 1e-6, hp, p, t, None, 1)
+            backends.cpu_kernels().box_forward(kind, 1e-6, hp, p, t, None, 1)
 
 
 @pytest.mark.parametrize('kind,hp', [(0, (0.25, 2.0)), (0, (0.4, 1.5)), (1, (2.0,)), (1, (1.5,)), (2, (0.75, 2.0, 1.0)),
                                      (2, (0.75, 1.5, 0.0)), (3, (0.5,)), (3, (0.0,)), (4, (0.5, 1.5, 1.0))])
-def test_elementwise_gradcheck(kind, hp, gen):
+def test_elementwise_gradcheck(kind, hp, gen, on_triton):
     x = (torch.randn(4, 5, generator=gen, dtype=torch.float64) * 2).to(DEVICE).requires_grad_()
     t = torch.rand(4, 5, generator=gen, dtype=torch.float64) * (torch.rand(4, 5, generator=gen) > 0.5)
     t = (x.detach() + torch.randn(4, 5, generator=gen, dtype=torch.float64).to(DEVICE) if kind >= 3 else t.to(DEVICE))
     w = torch.rand(4, 5, generator=gen, dtype=torch.float64).to(DEVICE)
     for out_mode in (0, 1, 2) if kind == 1 else (0, 1):
         def f(z, out_mode=out_mode):
-            return ops.elementwise(z, int(kind), list(hp), t, None, None, None, w, out_mode)
-        with pytest.MonkeyPatch.context() as m:
-            m.setattr(ops, 'backend', lambda device: gpu)
-            assert torch.autograd.gradcheck(f, (x,))
+            return elementwise(z, int(kind), list(hp), t, None, None, None, w, out_mode)
+        assert torch.autograd.gradcheck(f, (x,))
+    assert 'elementwise_backward' in on_triton
 
 
 # --- dispatch ------------------------------------------------------------------------------------------
 
-def test_dispatch_devices_and_backend():
-    assert dispatch.triton_available()
-    assert dispatch.backend('cpu') is dispatch.cpu_kernels()
-    assert dispatch.backend(torch.device('cuda')) is gpu
-    assert not dispatch.fused_available('cuda')                      # default: CPU kernels only
-    assert dispatch.fused_available('cuda', devices=('cpu', 'cuda'))  # triton imports
-    assert not dispatch.fused_available('cpu', devices=('cuda',))
-    assert dispatch.fused_available('cpu', devices=('cpu', 'cuda')) == (dispatch.cpu_kernels() is not None)
+def test_one_table_from_device_to_backend():
+    assert backends.triton_available()
+    assert backends.backend_of('cpu') == 'cpp' and backends.backend_of(torch.device('cuda')) == 'triton'
+    assert backends.backend_of('meta') is None and not backends.has_kernel('boxes', 'meta')
+    assert backends.kernels('boxes', 'cpu') is backends.cpu_kernels()
+    assert backends.kernels('boxes', 'cuda') is gpu and backends.kernels('elementwise', 'cuda') is elementwise_triton
+    assert backends.has_kernel('boxes', 'cuda') and not backends.has_kernel('dice', 'cuda')  # Dice: C++ only
+    assert backends.has_kernel('dice', 'cpu') == (backends.cpu_kernels() is not None)
+    assert not backends.has_kernel('no_such_op', 'cpu')
     x = torch.randn(64, 80)
-    assert not dispatch.use_fused('FocalLoss', 'fused', x, devices=('cuda',))
-    assert dispatch.use_fused('FocalLoss', 'fused', x, devices=('cpu', 'cuda')) == (dispatch.cpu_kernels() is not None)
+    assert dispatch.use_fused('FocalLoss', 'fused', x, op='elementwise') == (backends.cpu_kernels() is not None)
+    with backends.triton_on_cpu():  # the CPU's backend is Triton: the operations without a Triton kernel run eagerly
+        assert backends.backend_of('cpu') == 'triton' and backends.kernels('boxes', 'cpu') is gpu
+        assert dispatch.use_fused('FocalLoss', 'fused', x, op='elementwise')
+        assert not dispatch.use_fused('DiceLoss', 'fused', x, op='dice')
+    assert backends.backend_of('cpu') == 'cpp'
 
 
 def test_kernels_compile_for_sm90_without_a_gpu():
@@ -306,21 +301,22 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from mmloss_ext.core.abi import BOX_EPS_ADDED, BoxKind
-from mmloss_ext.kernels import gpu
+from mmloss_ext.kernels.boxes import boxes_triton
+from mmloss_ext.kernels.elementwise import elementwise_triton
 consts = dict(KIND=5, GRAD=True, FLAG=False, ADD=True, HAS_W=True, HAS_GOUT=True, OUT_ELEM=True, F64=False,
               I64=False, BLOCK=256)
 sig = dict(p_ptr='*fp32', t_ptr='*fp32', w_ptr='*fp32', hp_ptr='*fp32', scale_ptr='*fp32', gout_ptr='*fp32',
            out_ptr='*fp32', n='i32')
 for kind in (BoxKind.CIOU, BoxKind.SIOU, BoxKind.EFFICIENT_IOU):  # eps added; added; clamped
     c = dict(consts, KIND=int(kind), FLAG=kind == BoxKind.SIOU, ADD=kind in BOX_EPS_ADDED)
-    triton.compile(ASTSource(fn=gpu._box_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
+    triton.compile(ASTSource(fn=boxes_triton._box_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
                    target=GPUTarget('cuda', 90, 32))
 p = '*fp64'
 sig = dict(x_ptr=p, t_ptr=p, lab_ptr='*i64', score_ptr=p, wrow_ptr=p, wfull_ptr=p, hp_ptr=p, out_ptr=p,
            rows='i32', cols='i32')
 c = dict(KIND=1, POW=-1, FLAG=False, HAS_T=False, HAS_SCORE=True, HAS_WROW=True, HAS_WFULL=False, F64=True,
          I64=False, BLOCK_R=16, BLOCK_C=128)
-triton.compile(ASTSource(fn=gpu._row_sum_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
+triton.compile(ASTSource(fn=elementwise_triton._row_sum_kernel, signature={**sig, **{k: 'constexpr' for k in c}}, constexprs=c),
                target=GPUTarget('cuda', 90, 32))
 print('compiled')
 '''
@@ -348,7 +344,7 @@ def test_cuda_losses_route_to_triton(dtype, gen):
             xx = pred.detach().clone().requires_grad_()
             out = fn(xx, target, impl=impl, **kw)
             out.backward()
-            outs.append((out.detach(), xx.grad, fused.ran_fused(out)))
+            outs.append((out.detach(), xx.grad, common.ran_fused(out)))
         assert outs[0][2] and not outs[1][2], fn.__name__
         torch.testing.assert_close(outs[0][0], outs[1][0], **TOL[dtype])
         if dtype == torch.float32:

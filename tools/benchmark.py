@@ -363,7 +363,7 @@ class CudaMeter:
         self.device, self.cuda = device, cuda
 
     def environment(self) -> dict:
-        from mmloss_ext.kernels.dispatch import triton_available
+        from mmloss_ext.kernels.backends import triton_available
         try:
             from mmcv.ops import sigmoid_focal_loss  # noqa: F401
             mmcv_focal = True
@@ -427,7 +427,7 @@ def _start_torch() -> None:
 def measure_fresh(case: str, variant: str, scale: float, compile_backend: str = 'inductor') -> dict:
     """In a process that has run no loss (only :func:`_start_torch`): first-call time and extra peak
     memory of one fwd+bwd, and for the eager and fused rows whether the fused kernel ran."""
-    from mmloss_ext.kernels.functions import ran_fused
+    from mmloss_ext.kernels.common import ran_fused
 
     c = BENCHMARKS[case]
     x, target = make_inputs(c, scale)
@@ -561,7 +561,7 @@ def bench_case(case: Case, device: str, meter, scale: float, repeat: int, varian
     ``retries`` times, and the quietest timing is kept (``timings``: how many were taken). A pause
     during which the others stayed busy ends the retries: a long job (a training run) would be
     measured again with the loss."""
-    from mmloss_ext.kernels.functions import ran_fused
+    from mmloss_ext.kernels.common import ran_fused
 
     x, target = make_inputs(case, scale, meter.device)
 

@@ -101,7 +101,7 @@ def _value_and_grad(fn, x, target, call_loss, as_tensor):
 
 def parity(bench, case, device: str, scale: float, dtype_name: str) -> dict:
     """Fused against eager for one case and dtype: the largest differences, and whether they pass."""
-    from mmloss_ext.kernels.functions import ran_fused
+    from mmloss_ext.kernels.common import ran_fused
     from mmloss_ext.registry import MODELS
     dtype, tol = DTYPES[dtype_name]
     x, target = bench.make_inputs(case, scale, device)
@@ -178,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     bench = load_benchmark()
     import mmloss_ext  # noqa: F401
-    from mmloss_ext.kernels.dispatch import triton_available, triton_on_cpu
+    from mmloss_ext.kernels.backends import triton_available, triton_on_cpu
 
     os.environ.setdefault('TRITON_CACHE_DIR', tempfile.mkdtemp(prefix='mmloss_triton_'))  # first calls compile
     cases = [bench.BENCHMARKS[n] for n in (args.cases or [n for n, c in bench.BENCHMARKS.items() if c.fused])]

@@ -6,10 +6,10 @@ Every other copy is derived from this module:
 * ``setup.py`` passes :func:`cpp_macros` to the compiler; ``kernels/csrc/abi.h`` makes the C++
   enums and constants of them, and the built extension reports what it was built with as
   ``_fused.abi`` and ``_fused.interface``;
-* :mod:`mmloss_ext.kernels.dispatch` compares those with :data:`ABI` and :func:`interface` when
+* :mod:`mmloss_ext.kernels.backends` compares those with :data:`ABI` and :func:`interface` when
   it loads the extension: a build from another version of this module is stale and is not used;
-* the Triton kernels (:mod:`mmloss_ext.kernels.gpu`) and the autograd Functions
-  (:mod:`mmloss_ext.kernels.functions`) import the enums and constants from here;
+* the Triton kernels (``kernels/<op>/<op>_triton.py``) and the entry points of the operations
+  (``kernels/<op>/__init__.py``) import the enums, layouts and constants from here;
 * the eager losses import the constants they share with the kernels.
 
 Standard library only: ``setup.py`` loads this file by its path, before torch or the package
@@ -49,7 +49,7 @@ class ElementwiseKind(enum.IntEnum):
 @enum.unique
 class BoxKind(enum.IntEnum):
     """The kernels of the box driver: one loss per pair of ``x1y1x2y2`` boxes. The family entry
-    points of :mod:`mmloss_ext.kernels.functions` name a kind by its lower-case member name
+    points of :mod:`mmloss_ext.kernels.boxes` name a kind by its lower-case member name
     (``'giou'``, see :func:`box_kind`). Their hyper-parameters are :data:`BOX_HP`."""
 
     IOU_LINEAR = 0  # 1 - IoU
@@ -98,6 +98,25 @@ BOX_HP: Mapping[BoxKind, Tuple[str, ...]] = MappingProxyType({
     BoxKind.EFFICIENT_IOU: (),
     BoxKind.WIOU: (),
 })
+
+#: the hyper-parameters ``hp`` of the binary Dice kernel, in the order of the list (the flags 0.0 or 1.0)
+DICE_HP: Tuple[str, ...] = ('sigmoid', 'naive', 'eps', 'has_ignore', 'ignore_index')
+
+#: the hyper-parameters ``hp`` of the Gaussian focal kernel, in the order of the list
+GAUSSIAN_FOCAL_HP: Tuple[str, ...] = ('alpha', 'gamma', 'pos_weight', 'neg_weight')
+
+
+def pack(layout: Tuple[str, ...], **values: float) -> List[float]:
+    """``values`` as the float list of ``layout`` (every name once, no other).
+
+    Example:
+        >>> pack(GAUSSIAN_FOCAL_HP, gamma=4.0, alpha=2.0, pos_weight=1.0, neg_weight=1.0)
+        [2.0, 4.0, 1.0, 1.0]
+    """
+    if set(values) != set(layout):
+        raise ValueError(f'expected the hyper-parameters {list(layout)}, got {sorted(values)}')
+    return [float(values[name]) for name in layout]
+
 
 #: the box kinds whose denominators add ``eps`` (``d + eps``), as mmdet's own code of those losses
 #: does (DIoU, CIoU, SIoU, Extended-IoU); every other kind guards a denominator ``d`` as mmdet's

@@ -2,26 +2,34 @@
 
 The readable eager functionals in :mod:`mmloss_ext.losses` are the spec; the fused paths compute
 the same losses in one pass over memory forward and one backward, saving only the inputs, with the
-analytic gradient over the C++ kernels of ``kernels/csrc/`` (built by ``setup.py`` as
-``mmloss_ext._fused``) or their Triton twins.
+analytic gradient. Every fused operation has the same shape, one folder ``kernels/<op>/``:
 
-* :mod:`.dispatch` — whether a call takes its fused kernel (:func:`~.dispatch.use_fused`, over the
-  ``impl`` switch of :mod:`mmloss_ext.core.impl`) and :func:`~.dispatch.backend`, the kernels of a device;
-* :mod:`.ops` — the kernels as PyTorch custom operators (``torch.ops.mmloss_ext.*``: fake
-  implementations and autograd formulas, so ``torch.compile`` and ``torch.export`` trace them as
-  one node), and the guard that turns a failing Triton kernel into an eager fallback;
-* :mod:`.functions` — the per-family entry points called by the losses (one code path for both
-  backends: weights, ``avg_factor``, reductions, half precision); :mod:`.heatmap` and :mod:`.ghm`
-  those of the Gaussian focal loss and GHM-C;
-* :mod:`.gpu`, :mod:`.gpu_heatmap`, :mod:`.gpu_ghm` — the same kernels in Triton, for CUDA tensors
-  (same interface as the C++ extension; imported on first use).
+* ``__init__.py`` -- its entry point, which the losses call after their own validation (weights in
+  mmdet's shapes, ``avg_factor`` and reductions through :mod:`.common`, half precision computed in
+  float32), and its custom operator (:func:`.operators.define`);
+* ``<op>.cpp`` -- its C++ kernel, built with the others into ``mmloss_ext._fused`` (it registers
+  itself with ``MMLOSS_REGISTER_OP``);
+* ``<op>_triton.py`` -- its Triton kernel, the same functions for CUDA (when it has one);
+* its ids, hyper-parameter layout and constants in :mod:`mmloss_ext.core.abi`.
 
-What runs where: CPU tensors use the C++ extension; CUDA tensors use the Triton kernels where the
-loss's call site lists ``'cuda'`` in ``use_fused(..., devices=...)`` (sigmoid-focal, residual,
-IoU, Gaussian focal and GHM-C) and ``triton`` imports. When the extension is missing (not built,
-or built for a vector ISA the running CPU lacks) or Triton is, the loss runs its eager path;
-:func:`fused_available` says which.
+A loss reaches an operation by importing its entry point (``from ..kernels import boxes``), which
+defines the operator and so registers the operation and its backends
+(:data:`.backends.OPERATIONS`). Around the operations:
+
+* :mod:`.backends` -- the one table from device type to backend (CPU: the C++ extension; CUDA:
+  Triton; :func:`.backends.triton_on_cpu`: Triton's interpreter on the CPU) and the backends;
+* :mod:`.dispatch` -- whether a call takes its fused kernel (:func:`~.dispatch.use_fused`, over the
+  ``impl`` switch of :mod:`mmloss_ext.core.impl`);
+* :mod:`.operators` -- how an operation becomes a PyTorch custom operator (``torch.ops.mmloss_ext.*``:
+  fake implementations and autograd formulas, so ``torch.compile`` and ``torch.export`` trace it as
+  one node) and the guard that turns a failing Triton kernel into an eager fallback;
+* :mod:`.common` and :mod:`.triton_common` -- what the entry points and the Triton kernels share;
+* :mod:`.build` -- how the C++ kernels are compiled (by ``setup.py``, or on first use).
+
+When a device's backend is missing (the extension not built, or built for a vector ISA the
+running CPU lacks; ``triton`` not installed) or has no kernel for the operation, the loss runs
+its eager path; :func:`fused_available` says which.
 """
-from .dispatch import CPU_AND_CUDA, ENV_IMPL, ENV_MIN_NUMEL, IMPLS, backend, fused_available, resolve_impl, use_fused
+from .dispatch import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, fused_available, resolve_impl, use_fused
 
-__all__ = ['CPU_AND_CUDA', 'ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'backend', 'fused_available', 'resolve_impl', 'use_fused']
+__all__ = ['ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'fused_available', 'resolve_impl', 'use_fused']

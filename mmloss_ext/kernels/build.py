@@ -2,7 +2,7 @@
 
 * ahead of time, by ``setup.py`` (``make install``, ``pip install --no-build-isolation .``), into
   ``mmloss_ext._fused``;
-* on first CPU use, by :func:`mmloss_ext.kernels.dispatch.cpu_kernels` through
+* on first CPU use, by :func:`mmloss_ext.kernels.backends.cpu_kernels` through
   ``torch.utils.cpp_extension.load`` into torch's extension cache, when the install could not see
   torch (pip's default build isolation) and so built nothing.
 

@@ -40,8 +40,7 @@ from torch import Tensor
 from ..core.compat import is_compiling
 from ..core.inputs import check_boxes, upcast
 from ..core.reduction import AvgFactor, per_box_weight, weight_reduce_loss
-from ..kernels import CPU_AND_CUDA, use_fused
-from ..kernels import functions as fused
+from ..kernels import boxes as fused, use_fused
 from .base import BaseLoss
 
 __all__ = ['BoxLoss', 'BoxPair', 'IOU_MODES', 'guard', 'iou_penalties', 'variant_loss', 'box_loss', 'shape_cost']
@@ -354,7 +353,7 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
 
     ``per_box``: an ``(..., 4)`` weight is averaged over the coordinates (mmdet's rule) for a
     per-box loss of shape ``(...)``. ``kernel``: ``(kind, hp)`` of the fused kernel of ``fn``
-    (:func:`mmloss_ext.kernels.functions.box_family`), taken when ``use_fused`` says so for ``impl``;
+    (:func:`mmloss_ext.kernels.boxes.box_family`), taken when ``use_fused`` says so for ``impl``;
     the eager :class:`BoxPair` adds ``eps`` where that kind does
     (:data:`~mmloss_ext.core.abi.BOX_EPS_ADDED`), and clamps at it otherwise (and without a kernel).
     ``focus`` (fused path only): ``focus(per-box weight or None)`` returns the per-box weight with
@@ -367,7 +366,7 @@ def box_loss(name: str, pred: Tensor, target: Tensor, eps: float, fn: Callable[[
         target = target.detach()
     if per_box:
         weight = per_box_weight(weight, pred)
-    if kernel is not None and use_fused(name, impl, pred, others=(target, weight), devices=CPU_AND_CUDA):
+    if kernel is not None and use_fused(name, impl, pred, op='boxes', others=(target, weight)):
         if focus is not None:
             weight = focus(weight)
         return fused.box_family(name, kernel[0], pred, target, eps=eps, hp=kernel[1], weight=weight,

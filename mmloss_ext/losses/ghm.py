@@ -46,8 +46,7 @@ from ..core.errors import LossValueError
 from ..core.hparams import POSITIVE, POSITIVE_INT, Range, declare
 from ..core.inputs import check_same_device, check_same_shape, check_tensor, check_values, upcast
 from ..core.reduction import AvgFactor, adapt_weight, check_reduction, count_avg_factor
-from ..kernels import CPU_AND_CUDA, use_fused
-from ..kernels import ghm as fused_ghm
+from ..kernels import ghmc as fused_ghm, use_fused
 from ..registry import register_loss
 from .base import StatefulLoss, distributed, sum_over_ranks
 from .classification._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits,
@@ -241,7 +240,7 @@ def ghmc_loss(pred: Tensor, target: Tensor, acc_sum: Optional[Tensor] = None, tr
     edges = ghm_edges(bins, GHMC_LAST_EDGE, x.dtype, x.device)
 
     if use_fused(name, impl, x, supported=(labels is None or x.dim() == 2) and fused_ghm.supported(x, bins),
-                 others=(dense, weight), devices=CPU_AND_CUDA):
+                 op='ghmc', others=(dense, weight)):
         # the same steps, fused: one pass bins the elements and sums their BCE per bin, the
         # weights follow from the counts as below, and the weighted total is a dot product
         hist = fused_ghm.ghmc_histogram(name, x, edges, target=dense, labels=labels, weight=weight)

@@ -16,8 +16,7 @@ from ..core.abi import SMOOTH_L1_MIN_BETA
 from ..core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, declare
 from ..core.inputs import check_same_device, check_same_shape, check_tensor, upcast
 from ..core.reduction import AvgFactor, weight_reduce_loss
-from ..kernels import CPU_AND_CUDA, use_fused
-from ..kernels import functions as fused
+from ..kernels import elementwise as fused, use_fused
 from ..registry import register_loss
 from .base import BaseLoss
 from . import probes
@@ -51,8 +50,8 @@ def _elementwise(name: str, pred: Tensor, target: Tensor, fn: Callable[[Tensor],
 
     ``kernel``: ``(kind, hparams)`` of the fused kernel of ``fn`` (see :mod:`mmloss_ext.kernels`),
     taken when :func:`~mmloss_ext.kernels.use_fused` says so for ``impl``."""
-    if kernel is not None and use_fused(name, impl, pred, supported=pred.dim() >= 1, others=(target, weight),
-                                           devices=CPU_AND_CUDA):
+    if kernel is not None and use_fused(name, impl, pred, op='elementwise', supported=pred.dim() >= 1,
+                                           others=(target, weight)):
         _check_pair(name, pred, target)
         return fused.residual_family(name, *kernel, pred, target, weight=weight, reduction=reduction,
                                      avg_factor=avg_factor)

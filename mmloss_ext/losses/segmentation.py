@@ -31,8 +31,7 @@ from ..core.errors import LossValueError
 from ..core.hparams import NON_NEGATIVE, OPTIONAL_INT, POSITIVE, Choice, declare
 from ..core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor, upcast
 from ..core.reduction import AvgFactor, weight_reduce_loss
-from ..kernels import use_fused
-from ..kernels import functions as fused
+from ..kernels import dice as fused, use_fused
 from ..registry import register_loss
 from .base import BaseLoss
 from . import probes
@@ -182,7 +181,8 @@ def dice_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, activat
     activation = None
     if activate:
         activation = 'sigmoid' if use_sigmoid and mode == 'binary' else 'softmax'
-    if use_fused(name, impl, pred, supported=mode == 'binary' and activation != 'softmax', others=(target, weight)):
+    if use_fused(name, impl, pred, op='dice', supported=mode == 'binary' and activation != 'softmax',
+                 others=(target, weight)):
         _check_pair(name, pred, target, mode)
         return fused.dice_family(name, pred, target, sigmoid=activate, naive=naive_dice, eps=eps,
                                  ignore_index=ignore_index, weight=weight, reduction=reduction, avg_factor=avg_factor)

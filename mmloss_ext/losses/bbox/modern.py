@@ -21,7 +21,7 @@ from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Choice, declare
 from ...core.inputs import check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, per_box_weight
-from ...kernels import functions as fused
+from ...kernels import boxes as fused
 from ...registry import register_loss
 from ..base import StatefulLoss, sum_over_ranks
 from .._boxes import (IOU_MODES, BoxLoss, BoxPair, box_loss, guard, iou_penalties, shape_cost, size_mismatch,

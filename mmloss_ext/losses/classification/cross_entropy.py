@@ -18,8 +18,7 @@ from ...core.hparams import OPTIONAL_INT, POSITIVE, UNIT_INTERVAL, Range, declar
 from ...core.inputs import (check_int_tensor, check_label_range, check_same_device, check_tensor,
                             check_values)
 from ...core.reduction import AvgFactor, count_avg_factor
-from ...kernels import use_fused
-from ...kernels import functions as fused
+from ...kernels import cross_entropy as fused, use_fused
 from ...registry import register_loss
 from ._common import (ClassificationLoss, along_dim1, bce, check_class_labels, check_logits, check_target_like,
                       class_mask, finish, gather_class, per_class)
@@ -189,7 +188,7 @@ def cross_entropy_loss(pred: Tensor, target: Tensor, label: Optional[Tensor] = N
     name = cross_entropy_loss.spec.loss
     x = check_logits(name, pred, min_dim=0 if use_sigmoid else 2)
     check_tensor(name, 'target', target, floating=False)
-    if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
+    if use_fused(name, impl, x, op='cross_entropy', supported=not (use_sigmoid or use_mask or label_smoothing or target.is_floating_point())
                  and x.dim() == 2, others=(weight, class_weight)):
         return fused_softmax_ce(name, x, target, pred.dtype, class_weight, ignore_index, avg_non_ignore, weight,
                                 reduction, avg_factor)

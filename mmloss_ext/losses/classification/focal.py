@@ -17,8 +17,7 @@ from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, UNIT_INTERVAL, declare
 from ...core.inputs import check_same_device, check_tensor, check_values
 from ...core.reduction import AvgFactor
-from ...kernels import CPU_AND_CUDA, use_fused
-from ...kernels import functions as fused
+from ...kernels import elementwise as fused, use_fused
 from ...registry import register_loss
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, check_target_like,
                       clamped_log, class_mask, finish, gather_class, per_class)
@@ -97,8 +96,8 @@ def focal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, gamma:
     """
     name = focal_loss.spec.loss
     x = check_logits(name, pred, min_dim=1 if use_sigmoid else 2)
-    if use_sigmoid and use_fused(name, impl, x, supported=pos_weight is None and not activated,
-                                 others=(target, weight), devices=CPU_AND_CUDA):
+    if use_sigmoid and use_fused(name, impl, x, op='elementwise', supported=pos_weight is None and not activated,
+                                 others=(target, weight)):
         labels, dense = _checked_target(name, x, target)
         if labels is None or x.dim() == 2:
             return fused.sigmoid_family(name, fused.FOCAL, (alpha, gamma), x, pred.dtype, target=dense, labels=labels,
@@ -162,8 +161,8 @@ def quality_focal_loss(pred: Tensor, target, *, use_sigmoid: bool = True, beta: 
         check_same_device(name, labels, scores, ('labels', 'scores'))
     else:
         labels, t = _checked_target(name, x, target)
-    if use_fused(name, impl, x, supported=not activated and x.dim() == 2, others=(scores, t, weight),
-                 devices=CPU_AND_CUDA):
+    if use_fused(name, impl, x, op='elementwise', supported=not activated and x.dim() == 2,
+                 others=(scores, t, weight)):
         return fused.sigmoid_family(name, fused.QUALITY_FOCAL, (beta,), x, pred.dtype, target=t, labels=labels,
                                     score=scores, weight=weight, reduction=reduction, avg_factor=avg_factor,
                                     row_sums=True)
@@ -196,7 +195,7 @@ def varifocal_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True, al
     name = varifocal_loss.spec.loss
     x = check_logits(name, pred)
     t = _sigmoid_targets(name, x, target)
-    if use_fused(name, impl, x, others=(t, weight), devices=CPU_AND_CUDA):
+    if use_fused(name, impl, x, op='elementwise', others=(t, weight)):
         return fused.sigmoid_family(name, fused.VARIFOCAL, (alpha, gamma, float(iou_weighted)), x, pred.dtype,
                                     target=t, weight=weight, reduction=reduction, avg_factor=avg_factor)
     negative = alpha * (torch.sigmoid(x) - t).abs().pow(gamma)

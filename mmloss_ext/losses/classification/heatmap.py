@@ -13,13 +13,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...core.abi import GAUSSIAN_FOCAL_EPS
+from ...core.abi import GAUSSIAN_FOCAL_EPS, GAUSSIAN_FOCAL_HP, pack
 from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, declare
 from ...core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, reduce_summed
-from ...kernels import CPU_AND_CUDA, use_fused
-from ...kernels import heatmap as fused
+from ...kernels import gaussian_focal as fused, use_fused
 from ...registry import register_loss
 from ._common import ClassificationLoss, check_target_like
 from .. import probes
@@ -172,10 +171,11 @@ def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor]
     t = check_target_like(name, x, target)
     _check_positives(name, x, pos_inds, pos_labels)
     listed = pos_inds is not None
-    if use_fused(name, impl, x, supported=fused.available(x.device), others=(t, weight), devices=CPU_AND_CUDA):
+    if use_fused(name, impl, x, op='gaussian_focal', others=(t, weight)):
         # with listed positives the kernel gives the dense negatives part (no positives by value)
-        dense = fused.gaussian_focal(name, (alpha, gamma, 0.0 if listed else pos_weight, neg_weight), x, t,
-                                     weight=weight, reduction=reduction, avg_factor=avg_factor)
+        hp = pack(GAUSSIAN_FOCAL_HP, alpha=alpha, gamma=gamma, pos_weight=0.0 if listed else pos_weight,
+                  neg_weight=neg_weight)
+        dense = fused.gaussian_focal_family(name, hp, x, t, weight=weight, reduction=reduction, avg_factor=avg_factor)
     else:
         loss = neg_weight * _negative_term(x, t, alpha, gamma)
         if not listed and pos_weight:  # pos_weight=0 drops the term (and the NaN of its log below p = 0)

@@ -45,8 +45,7 @@ from ...core.hparams import (NON_NEGATIVE, OPTIONAL_INT, POSITIVE, POSITIVE_INT,
                              Range, declare)
 from ...core.inputs import check_same_device, check_tensor
 from ...core.reduction import AvgFactor, adapt_weight, count_avg_factor
-from ...kernels import CPU_AND_CUDA, use_fused
-from ...kernels import functions as fused
+from ...kernels import elementwise as fused, use_fused
 from ...registry import register_loss
 from ..base import StatefulLoss, distributed, sum_over_ranks
 from ._common import (SIGMOID_ONLY, ClassificationLoss, bce, check_class_labels, check_logits, class_mask, finish,
@@ -318,8 +317,8 @@ def cross_entropy_custom_loss(pred: Tensor, target: Tensor, label: Optional[Tens
         width = num_classes if use_sigmoid else num_classes + 1
         _check_width(name, x, width, f'{num_classes} class logits' + ('' if use_sigmoid else ', then the background'))
     check_tensor(name, 'target', target, floating=False)
-    if use_fused(name, impl, x, supported=not (use_sigmoid or use_mask or target.is_floating_point()),
-                 others=(weight, class_weight)):
+    if use_fused(name, impl, x, op='cross_entropy',
+                 supported=not (use_sigmoid or use_mask or target.is_floating_point()), others=(weight, class_weight)):
         return fused_softmax_ce(name, x, target, pred.dtype, class_weight, ignore_index, avg_non_ignore, weight,
                                 reduction, avg_factor)
     if use_mask:
@@ -361,7 +360,7 @@ def focal_custom_loss(pred: Tensor, target: Tensor, *, use_sigmoid: bool = True,
     x = check_logits(name, pred, min_dim=2)
     _check_width(name, x, num_classes, f'{num_classes} class logits')
     labels = check_class_labels(name, x, target, num_classes)
-    if use_fused(name, impl, x, supported=not activated, others=(weight,), devices=CPU_AND_CUDA):
+    if use_fused(name, impl, x, op='elementwise', supported=not activated, others=(weight,)):
         return fused.sigmoid_family(name, fused.FOCAL, (alpha, gamma), x, pred.dtype, target=None, labels=labels,
                                     weight=_flattened_weight(weight, x), reduction=reduction, avg_factor=avg_factor)
     t = class_mask(labels, num_classes).to(x.dtype)

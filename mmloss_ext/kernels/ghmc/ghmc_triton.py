@@ -1,8 +1,6 @@
-"""The GHM-C kernels in Triton, for CUDA tensors: the ABI of ``csrc/ghm.cpp``.
-
-:func:`ghmc_histogram`, :func:`ghmc_forward` and :func:`ghmc_backward` take and return what the
-C++ extension's functions of the same names do (see :mod:`.ghm`), one program per ``BLOCK``
-elements of the flat ``(N, K)`` logits:
+"""The GHM-C kernels in Triton: :func:`ghmc_histogram`, :func:`ghmc_forward` and
+:func:`ghmc_backward` take and return what the C++ ones of the same names do (``ghmc.cpp``, see
+:mod:`mmloss_ext.kernels.ghmc`), one program per ``BLOCK`` elements of the flat ``(N, K)`` logits:
 
 * the histogram: each program bins its elements (``floor(g * bins)`` corrected against the edges
   tensor, so the bins are exactly the eager ``bucketize``'s) and reduces a one-hot of them over
@@ -12,10 +10,8 @@ elements of the flat ``(N, K)`` logits:
 * forward (``'none'``) and backward: the bin's weight from the table times the BCE, or times
   ``p - t`` and the upstream gradient.
 
-float32 inputs compute in float32, float64 in float64. ``log1p`` is ``log(u) * e / (u - 1)`` with
-``u = 1 + e`` (exact to rounding; libdevice's is not available to Triton's CPU interpreter, which
-the tests run under ``TRITON_INTERPRET=1``). Import lazily (the interpreter flag is read when the
-kernels are decorated).
+``log1p`` is ``log(u) * e / (u - 1)`` with ``u = 1 + e`` (exact to rounding). The shared helpers
+and conventions are :mod:`..triton_common`'s.
 """
 from __future__ import annotations
 
@@ -25,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from ..triton_common import check, epilogue, needs_int64, opt, scale_tensor
 
 __all__ = ['ghmc_histogram', 'ghmc_forward', 'ghmc_backward']
 
@@ -102,31 +100,26 @@ def _apply_kernel(x_ptr, t_ptr, lab_ptr, wrow_ptr, wfull_ptr, edges_ptr, table_p
                                  HAS_T, HAS_WROW, HAS_WFULL)
     w = tl.load(table_ptr + b, mask=mask, other=0.0)
     if GRAD:
-        v = tl.load(scale_ptr) * w * diff
-        if HAS_GFULL:
-            v = v * tl.load(gfull_ptr + offs, mask=mask, other=0.0)
+        v = w * diff
     else:
         v = w * bce
-    tl.store(out_ptr + offs, v, mask=mask)
+    epilogue(v, offs, offs, mask, pid, x_ptr, x_ptr, scale_ptr, x_ptr, gfull_ptr, out_ptr, False, False, GRAD, False,
+             HAS_GFULL, True)
 
 
 def _check(x: Tensor, edges: Tensor, *others: Optional[Tensor]) -> None:
-    if x.dim() != 2 or not x.is_contiguous() or not edges.is_contiguous() or edges.dtype != x.dtype:
-        raise ValueError('mmloss_ext fused ghm (triton): pred must be contiguous (N, K), the edges of its dtype')
-    for t in others:
-        if t is not None and (t.device != x.device or not t.is_contiguous()
-                              or (t.dtype != torch.long and t.dtype != x.dtype)):
-            raise ValueError('mmloss_ext fused ghm (triton): inputs must be contiguous, on pred\'s device, of its dtype')
+    if x.dim() != 2 or not edges.is_contiguous() or edges.dtype != x.dtype:
+        raise ValueError('mmloss_ext fused ghmc (triton): pred must be (N, K), the edges of its dtype')
+    check('ghmc', x, *others)
 
 
 def _flags(x: Tensor, target, wrow, wfull) -> dict:
     return dict(HAS_T=target is not None, HAS_WROW=wrow is not None, HAS_WFULL=wfull is not None,
-                I64=x.numel() + _BLOCK >= 2 ** 31)
+                I64=needs_int64(x.numel(), _BLOCK))
 
 
 def _args(x, target, labels, wrow, wfull, edges):
-    opt = (lambda t: x if t is None else t)
-    return x, opt(target), opt(labels), opt(wrow), opt(wfull), edges
+    return x, opt(target, x), opt(labels, x), opt(wrow, x), opt(wfull, x), edges
 
 
 def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor], wrow: Optional[Tensor],
@@ -147,16 +140,13 @@ def ghmc_histogram(x: Tensor, target: Optional[Tensor], labels: Optional[Tensor]
             sums.sum(0, dtype=torch.float64)[:bins + 1].contiguous())
 
 
-from .gpu import _scale  # noqa: E402  (the elementwise and box kernels' own)
-
-
 def _apply(x, target, labels, wrow, wfull, edges, table, scale, gfull, grad: bool) -> Tensor:
     _check(x, edges, target, labels, wrow, wfull, table, gfull)
     out = torch.empty_like(x)
     numel = x.numel()
     if numel > 0:
         _apply_kernel[(triton.cdiv(numel, _BLOCK),)](
-            *_args(x, target, labels, wrow, wfull, edges), table, _scale(scale, x.dtype, x.device), x if gfull is None else gfull,
+            *_args(x, target, labels, wrow, wfull, edges), table, scale_tensor(scale, x.dtype, x.device), opt(gfull, x),
             out, numel, x.shape[1], edges.numel() - 1, GRAD=grad, HAS_GFULL=gfull is not None, BLOCK=_BLOCK,
             **_flags(x, target, wrow, wfull))
     return out
