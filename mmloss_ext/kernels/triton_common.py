@@ -161,7 +161,18 @@ def pow_slope(q, g, K: tl.constexpr):
 
 
 # ---------------------------------------------------------------------------------------------
-# the epilogue: weights, the upstream gradient, the store
+# the program's block, and the epilogue: weights, the upstream gradient, the store
+
+
+@triton.jit
+def program_block(n, I64: tl.constexpr, BLOCK: tl.constexpr):
+    """``(pid, offs, mask)``: this program's index, the ``BLOCK`` indices it covers (int64 offsets
+    when I64: more than 2**31 elements) and which of them are below ``n``."""
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return pid, offs, offs < n
 
 
 @triton.jit

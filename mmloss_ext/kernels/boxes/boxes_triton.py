@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ...core.abi import BOX_EPS_ADDED, BOX_HP, SIOU_EXP_MAX, SIOU_OFFSET2_MIN, BoxKind, OutMode
 from ..triton_common import (atan_pos, check, const, epilogue, expm1, floats, member, needs_int64, opt, out_mode_of,
-                             scale_tensor, sign, times_upstream, weigh)
+                             program_block, scale_tensor, sign, times_upstream, weigh)
 
 __all__ = ['box_forward', 'box_backward']
 
@@ -451,11 +451,7 @@ def _box_kernel(p_ptr, t_ptr, w_ptr, hp_ptr, scale_ptr, gout_ptr, out_ptr, n,
                 BLOCK: tl.constexpr):
     """Forward: the weighted loss per box (OUT_ELEM) or per-program partial sums; backward:
     d pred = scale * w * gout * d loss / d pred, (N, 4)."""
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    i = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
+    pid, i, mask = program_block(n, I64, BLOCK)
     px1 = tl.load(p_ptr + 4 * i, mask=mask, other=0.0)
     py1 = tl.load(p_ptr + 4 * i + 1, mask=mask, other=0.0)
     px2 = tl.load(p_ptr + 4 * i + 2, mask=mask, other=1.0)

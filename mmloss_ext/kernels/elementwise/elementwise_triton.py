@@ -17,8 +17,8 @@ import triton.language as tl
 from torch import Tensor
 
 from ...core.abi import ELEMENTWISE_HP, SMOOTH_L1_MIN_BETA, ElementwiseKind, OutMode
-from ..triton_common import (check, const, epilogue, floats, log1p_pos, member, needs_int64, opt, out_mode_of,
-                             pow_code, pow_slope, scale_tensor, sign, weigh)
+from ..triton_common import (check, const, epilogue, floats, log1p_pos, member, needs_int64, opt, out_mode_of, pow_code,
+                             pow_slope, program_block, scale_tensor, sign, weigh)
 
 __all__ = ['elementwise_forward', 'elementwise_backward']
 
@@ -138,11 +138,7 @@ def _elementwise_kernel(x_ptr, t_ptr, lab_ptr, score_ptr, wrow_ptr, wfull_ptr, h
                         OUT_ELEM: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward (GRAD=False): the weighted loss per element (OUT_ELEM) or per-program partial sums;
     backward (GRAD=True): d x = scale * grow[row] * gfull * weight * d loss / d x."""
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    pid, offs, mask = program_block(numel, I64, BLOCK)
     row = offs // cols
     col = offs - row * cols
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)

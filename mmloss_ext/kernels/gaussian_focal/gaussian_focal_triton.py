@@ -20,7 +20,8 @@ import triton.language as tl
 from torch import Tensor
 
 from ...core.abi import GAUSSIAN_FOCAL_EPS, GAUSSIAN_FOCAL_HP
-from ..triton_common import check, const, epilogue, floats, needs_int64, opt, pow_code, pow_slope, scale_tensor
+from ..triton_common import (check, const, epilogue, floats, needs_int64, opt, pow_code, pow_slope, program_block,
+                             scale_tensor)
 
 __all__ = ['heatmap_forward', 'heatmap_backward']
 
@@ -40,11 +41,7 @@ def _heatmap_kernel(x_ptr, t_ptr, wrow_ptr, wfull_ptr, hp_ptr, scale_ptr, gfull_
                     OUT_ELEM: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward (GRAD=False): the weighted loss per element (OUT_ELEM) or per-program partial sums
     (float64); backward (GRAD=True): d x = scale * gfull * weight * d loss / d x."""
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    pid, offs, mask = program_block(numel, I64, BLOCK)
     p = tl.load(x_ptr + offs, mask=mask, other=0.5)
     t = tl.load(t_ptr + offs, mask=mask, other=0.0)
     alpha = tl.load(hp_ptr + _ALPHA)

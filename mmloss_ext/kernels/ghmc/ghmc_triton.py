@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..triton_common import check, epilogue, needs_int64, opt, scale_tensor
+from ..triton_common import check, epilogue, needs_int64, opt, program_block, scale_tensor
 
 __all__ = ['ghmc_histogram', 'ghmc_forward', 'ghmc_backward']
 
@@ -71,11 +71,7 @@ def _histogram_kernel(x_ptr, t_ptr, lab_ptr, wrow_ptr, wfull_ptr, edges_ptr, cnt
                       I64: tl.constexpr, BLOCK: tl.constexpr):
     """Row ``pid`` of the partial histograms: per bin, the valid elements and the sum of the BCE
     (the last bin: outside the edges or invalid; elements past ``numel`` in none)."""
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    pid, offs, mask = program_block(numel, I64, BLOCK)
     _, bce, b, valid = _ghmc_elem(x_ptr, t_ptr, lab_ptr, wrow_ptr, wfull_ptr, edges_ptr, offs, mask, cols, bins,
                                   HAS_T, HAS_WROW, HAS_WFULL)
     hot = b[:, None] == tl.arange(0, LANES)[None, :]
@@ -91,11 +87,7 @@ def _apply_kernel(x_ptr, t_ptr, lab_ptr, wrow_ptr, wfull_ptr, edges_ptr, table_p
                   numel, cols, bins, HAS_T: tl.constexpr, HAS_WROW: tl.constexpr, HAS_WFULL: tl.constexpr,
                   GRAD: tl.constexpr, HAS_GFULL: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
     """Forward: ``table[bin] * bce``; backward: ``scale * gfull * table[bin] * (p - t)``."""
-    pid = tl.program_id(0)
-    if I64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    pid, offs, mask = program_block(numel, I64, BLOCK)
     diff, bce, b, _ = _ghmc_elem(x_ptr, t_ptr, lab_ptr, wrow_ptr, wfull_ptr, edges_ptr, offs, mask, cols, bins,
                                  HAS_T, HAS_WROW, HAS_WFULL)
     w = tl.load(table_ptr + b, mask=mask, other=0.0)
