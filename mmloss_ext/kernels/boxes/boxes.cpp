@@ -23,6 +23,8 @@
 namespace {
 
 using namespace mmloss_ext;  // the kinds, out modes and constants of abi.h, the shared helpers
+using at::vec::maximum;
+using at::vec::minimum;
 using at::vec::Vectorized;
 
 // ---------------------------------------------------------------------------------------------
@@ -61,7 +63,7 @@ template <typename V> inline V min_share(const V& a, const V& b) { return a.lt(b
 template <bool kAdded, typename V>
 inline V guard(const V& d, const V& eps) {
   if constexpr (kAdded) return d + eps;
-  else return at::vec::maximum(d, eps);
+  else return maximum(d, eps);
 }
 template <bool kAdded, typename V>
 inline V guard_pass(const V& d, const V& eps) {
@@ -76,240 +78,342 @@ struct BoxHp {
   BoxHp(double eps_, const std::vector<double>& hp) : eps(T(eps_)), h0(T(hp.empty() ? 0.0 : hp[0])) {}
 };
 
-// The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
-// eager losses term by term; with `grad`, also d loss / d p into g.
-template <int64_t kind, bool grad, typename T>
-inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], const Vectorized<T> t[4],
-                              Vectorized<T> g[4]) {
+// What a kind needs of the geometry; the loss helpers below split the kinds as the Triton kernels do
+template <int64_t kind>
+struct BoxTerms {
+  static constexpr bool iou = kind != kExtendedIoU;  // Extended-IoU has its own (signed) intersection
+  static constexpr bool enclosure = kind == kGIoU || kind == kDIoU || kind == kCIoU || kind == kSIoU ||
+                                    kind == kEfficientIoU || kind == kWIoU;  // C_w, C_h
+  static constexpr bool centre = kind == kDIoU || kind == kCIoU || kind == kSIoU || kind == kEfficientIoU ||
+                                 kind == kWIoU;  // centre offset
+  static constexpr bool added = box_eps_added(kind);  // the guard of the denominators: d + eps or max(d, eps)
+};
+
+// The forward geometry of vs box pairs (p, t: x1, y1, x2, y2 per vector), as _boxes.BoxPair: sizes
+// (clamped at 0), intersection corners, union and IoU, enclosure, centre offset (the last three
+// only where the kind uses them).
+template <int64_t kind, typename T>
+struct BoxGeometry {
   using V = Vectorized<T>;
-  using at::vec::maximum;
-  using at::vec::minimum;
-  constexpr bool has_iou = kind != kExtendedIoU;  // Extended-IoU has its own (signed) intersection
-  constexpr bool has_enclosure = kind == kGIoU || kind == kDIoU || kind == kCIoU || kind == kSIoU ||
-                                 kind == kEfficientIoU || kind == kWIoU;  // C_w, C_h
-  constexpr bool has_centre = kind == kDIoU || kind == kCIoU || kind == kSIoU || kind == kEfficientIoU ||
-                              kind == kWIoU;  // centre offset
-  constexpr bool added = box_eps_added(kind);  // the guard of the denominators: d + eps or max(d, eps)
-  const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps(hp.eps);
-  // forward: sizes (clamped at 0), intersection corners, union, IoU
-  const V pwr = p[2] - p[0], phr = p[3] - p[1];
-  const V pw = maximum(pwr, zero), ph = maximum(phr, zero);
-  const V twr = t[2] - t[0], thr = t[3] - t[1];
-  const V tw = maximum(twr, zero), th = maximum(thr, zero);
-  const V lx = maximum(p[0], t[0]), ly = maximum(p[1], t[1]), rx = minimum(p[2], t[2]), ry = minimum(p[3], t[3]);
-  const V iwr = rx - lx, ihr = ry - ly;
-  V iw, ih, unr, uni, iou;
-  if constexpr (has_iou) {
-    iw = maximum(iwr, zero);
-    ih = maximum(ihr, zero);
-    unr = pw * ph + tw * th - iw * ih;
-    uni = guard<added>(unr, eps);
-    iou = iw * ih / uni;
+  using Terms = BoxTerms<kind>;
+  const V* p;
+  const V* t;
+  V eps, pwr, phr, pw, ph, twr, thr, tw, th, lx, ly, rx, ry, iwr, ihr;
+  V iw, ih, unr, uni, iou;  // Terms::iou
+  V cwr, chr, cw, ch;       // Terms::enclosure
+  V dx, dy;                 // Terms::centre
+  BoxGeometry(const V p_[4], const V t_[4], T eps_) : p(p_), t(t_), eps(eps_) {
+    const V zero(T(0)), half(T(0.5));
+    pwr = p[2] - p[0], phr = p[3] - p[1];
+    pw = maximum(pwr, zero), ph = maximum(phr, zero);
+    twr = t[2] - t[0], thr = t[3] - t[1];
+    tw = maximum(twr, zero), th = maximum(thr, zero);
+    lx = maximum(p[0], t[0]), ly = maximum(p[1], t[1]), rx = minimum(p[2], t[2]), ry = minimum(p[3], t[3]);
+    iwr = rx - lx, ihr = ry - ly;
+    if constexpr (Terms::iou) {
+      iw = maximum(iwr, zero);
+      ih = maximum(ihr, zero);
+      unr = pw * ph + tw * th - iw * ih;
+      uni = guard<Terms::added>(unr, eps);
+      iou = iw * ih / uni;
+    }
+    if constexpr (Terms::enclosure) {
+      cwr = maximum(p[2], t[2]) - minimum(p[0], t[0]);
+      chr = maximum(p[3], t[3]) - minimum(p[1], t[1]);
+      cw = maximum(cwr, zero);
+      ch = maximum(chr, zero);
+    }
+    if constexpr (Terms::centre) {
+      dx = ((t[0] - p[0]) + (t[2] - p[2])) * half;
+      dy = ((t[1] - p[1]) + (t[3] - p[3])) * half;
+    }
   }
-  V cwr, chr, cw, ch, dx, dy;
-  if constexpr (has_enclosure) {
-    cwr = maximum(p[2], t[2]) - minimum(p[0], t[0]);
-    chr = maximum(p[3], t[3]) - minimum(p[1], t[1]);
-    cw = maximum(cwr, zero);
-    ch = maximum(chr, zero);
+};
+
+// d loss / d (iou, union, enclosing w and h, centre offset, clamped pred w and h, raw pred w and h,
+// intersection corners, enclosure's top-left corner): what a kind's loss fills in, the chain rule
+// of box_grad takes it to d loss / d pred
+template <typename T>
+struct BoxAdjoints {
+  using V = Vectorized<T>;
+  V d_iou = V(T(0)), d_uni = V(T(0)), d_cw = V(T(0)), d_ch = V(T(0)), d_dx = V(T(0)), d_dy = V(T(0));
+  V d_pw = V(T(0)), d_ph = V(T(0)), d_pwr = V(T(0)), d_phr = V(T(0)), d_lx = V(T(0)), d_ly = V(T(0));
+  V d_rx = V(T(0)), d_ry = V(T(0)), d_ex = V(T(0)), d_ey = V(T(0));
+};
+
+// 1 - IoU, 1 - IoU^2, -log(IoU), the IoU clamped below at `floor`
+template <int64_t kind, typename T>
+inline Vectorized<T> iou_loss(const BoxGeometry<kind, T>& b, T floor, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  const V zero(T(0)), one(T(1)), two(T(2));
+  const V c = maximum(b.iou, V(floor)), pass = b.iou.ge(V(floor));
+  if constexpr (kind == kIoULinear) {
+    d.d_iou = zero - pass;
+    return one - c;
+  } else if constexpr (kind == kIoUSquare) {
+    d.d_iou = zero - two * c * pass;
+    return one - c * c;
+  } else {
+    d.d_iou = zero - pass / c;
+    return zero - c.log();
   }
-  if constexpr (has_centre) {
-    dx = ((t[0] - p[0]) + (t[2] - p[2])) * half;
-    dy = ((t[1] - p[1]) + (t[3] - p[3])) * half;
+}
+
+// 1 - (iou - (area - union) / area), area = guard(cw ch)
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> giou_loss(const BoxGeometry<kind, T>& b, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  constexpr bool added = BoxTerms<kind>::added;
+  const V zero(T(0)), one(T(1));
+  const V ar = b.cw * b.ch, area = guard<added>(ar, b.eps);
+  d.d_iou = zero - one;
+  if constexpr (grad) {
+    const V inv = one / area, d_area = b.uni * inv * inv * guard_pass<added>(ar, b.eps);
+    d.d_uni = zero - inv;
+    d.d_cw = d_area * b.ch;
+    d.d_ch = d_area * b.cw;
   }
-  // the loss; d loss / d (iou, union, enclosing w and h, centre offset, clamped pred w and h, raw
-  // pred w and h, intersection corners, enclosure's top-left corner)
-  V loss, d_iou(T(0)), d_uni(T(0)), d_cw(T(0)), d_ch(T(0)), d_dx(T(0)), d_dy(T(0)), d_pw(T(0)), d_ph(T(0));
-  V d_pwr(T(0)), d_phr(T(0)), d_lx(T(0)), d_ly(T(0)), d_rx(T(0)), d_ry(T(0)), d_ex(T(0)), d_ey(T(0));
-  if constexpr (kind == kIoULinear || kind == kIoUSquare || kind == kIoULog) {
-    const V c = maximum(iou, V(hp.h0)), pass = iou.ge(V(hp.h0));
-    if constexpr (kind == kIoULinear) {
-      loss = one - c;
-      d_iou = zero - pass;
-    } else if constexpr (kind == kIoUSquare) {
-      loss = one - c * c;
-      d_iou = zero - two * c * pass;
-    } else {
-      loss = zero - c.log();
-      d_iou = zero - pass / c;
-    }
-  } else if constexpr (kind == kGIoU) {  // 1 - (iou - (area - union) / area), area = guard(cw ch)
-    const V ar = cw * ch, area = guard<added>(ar, eps);
-    loss = one - (iou - (area - uni) / area);
-    d_iou = zero - one;
+  return one - (b.iou - (area - b.uni) / area);
+}
+
+// the kinds with a centre-distance penalty rho^2 / diag^2, diag^2 = guard(cw^2 + ch^2):
+// DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1);
+// Efficient-IoU: 1 - (iou - (rho^2 / diag^2 + (pwr - twr)^2 / guard(cw^2) + (phr - thr)^2 / guard(ch^2)))
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> centre_loss(const BoxGeometry<kind, T>& b, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  constexpr bool added = BoxTerms<kind>::added;
+  const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps = b.eps;
+  const V &cw = b.cw, &ch = b.ch, &dx = b.dx, &dy = b.dy, &iou = b.iou;
+  const V dgr = cw * cw + ch * ch, diag = guard<added>(dgr, eps), pen = (dx * dx + dy * dy) / diag;
+  V loss, d_pen;
+  if constexpr (kind == kDIoU) {
+    loss = one - (iou - pen);
+    d.d_iou = zero - one;
+    d_pen = one;
+  } else if constexpr (kind == kEfficientIoU) {
+    const V cwr2 = cw * cw, chr2 = ch * ch, cw2 = guard<added>(cwr2, eps), ch2 = guard<added>(chr2, eps);
+    const V ddw = b.pwr - b.twr, ddh = b.phr - b.thr, ew = ddw * ddw / cw2, eh = ddh * ddh / ch2;
+    loss = one - (iou - (pen + ew + eh));
+    d.d_iou = zero - one;
+    d_pen = one;
     if constexpr (grad) {
-      const V inv = one / area, d_area = uni * inv * inv * guard_pass<added>(ar, eps);
-      d_uni = zero - inv;
-      d_cw = d_area * ch;
-      d_ch = d_area * cw;
+      d.d_pwr = two * ddw / cw2;
+      d.d_phr = two * ddh / ch2;
+      d.d_cw = zero - two * cw * ew / cw2 * guard_pass<added>(cwr2, eps);
+      d.d_ch = zero - two * ch * eh / ch2 * guard_pass<added>(chr2, eps);
     }
-  } else if constexpr (kind == kDIoU || kind == kCIoU || kind == kEfficientIoU) {
-    // DIoU: 1 - (iou - rho^2 / diag^2); CIoU: 1 - clamp(iou - (rho^2 / diag^2 + alpha v), -1, 1);
-    // Efficient-IoU: 1 - (iou - (rho^2 / diag^2 + (pwr - twr)^2 / guard(cw^2) + (phr - thr)^2 / guard(ch^2)))
-    const V dgr = cw * cw + ch * ch, diag = guard<added>(dgr, eps), pen = (dx * dx + dy * dy) / diag;
-    V d_pen;
-    if constexpr (kind == kDIoU) {
-      loss = one - (iou - pen);
-      d_iou = zero - one;
-      d_pen = one;
-    } else if constexpr (kind == kEfficientIoU) {
-      const V cwr2 = cw * cw, chr2 = ch * ch, cw2 = guard<added>(cwr2, eps), ch2 = guard<added>(chr2, eps);
-      const V ddw = pwr - twr, ddh = phr - thr, ew = ddw * ddw / cw2, eh = ddh * ddh / ch2;
-      loss = one - (iou - (pen + ew + eh));
-      d_iou = zero - one;
-      d_pen = one;
-      if constexpr (grad) {
-        d_pwr = two * ddw / cw2;
-        d_phr = two * ddh / ch2;
-        d_cw = zero - two * cw * ew / cw2 * guard_pass<added>(cwr2, eps);
-        d_ch = zero - two * ch * eh / ch2 * guard_pass<added>(chr2, eps);
-      }
-    } else {
-      const V aspect(T(4.0 / (M_PI * M_PI)));
-      const V hpe = guard<added>(ph, eps), a = pw / hpe;
-      const V da = (tw / guard<added>(th, eps)).atan() - a.atan();
-      const V v = aspect * da * da, den = one - iou + v;
-      // no gradient (mmdet); no eps (mmdet): 0 where den = 0 (then v = 0), else v / den <= 1
-      const V alpha = V::blendv(zero, v / den, (iou > half) & (den > zero));
-      const V score = iou - (pen + alpha * v);
-      loss = one - minimum(maximum(score, V(T(-1))), one);
-      d_iou = zero - score.ge(V(T(-1))) * score.le(one);
-      d_pen = zero - d_iou;
-      if constexpr (grad) {  // v = aspect (atan(tw / guard(th)) - atan(pw / hpe))^2
-        const V k = d_pen * alpha * aspect * two * da / ((one + a * a) * hpe);
-        d_pw = zero - k;
-        d_ph = k * a * guard_pass<added>(ph, eps);
-      }
-    }
-    if constexpr (grad) {
-      const V d_diag = zero - d_pen * pen / diag * guard_pass<added>(dgr, eps);
-      d_dx = d_pen * two * dx / diag;
-      d_dy = d_pen * two * dy / diag;
-      d_cw = d_cw + d_diag * two * cw;
-      d_ch = d_ch + d_diag * two * ch;
-    }
-  } else if constexpr (kind == kWIoU) {  // exp(rho^2 / diag*) (1 - iou), diag* = guard(cw^2 + ch^2) detached
-    const V diag = guard<added>(cw * cw + ch * ch, eps), e = ((dx * dx + dy * dy) / diag).exp(), liou = one - iou;
-    loss = e * liou;
-    if constexpr (grad) {
-      d_iou = zero - e;
-      const V d_rho2 = e * liou / diag;
-      d_dx = d_rho2 * two * dx;
-      d_dy = d_rho2 * two * dy;
-    }
-  } else if constexpr (kind == kSIoU) {
-    // 1 - clamp(iou - (distance + shape) / 2, -1, 1), as _boxes.siou_penalty:
-    // s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, kSIoUOffset2Min); gamma = +-(angle - 2);
-    // distance = -expm1(gamma rho_x) - expm1(gamma rho_y), rho_x = (sx / max(cw, eps))^2;
-    // shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / max(max(pw, tw), eps) (mmdet: no eps),
-    // omega_h = |ph - th| / guard(max(ph, th)) (mmdet: + eps)
-    const bool neg_gamma = hp.h0 != T(0);
-    const V s2min = V(T(kSIoUOffset2Min));
-    const V sx = dx + eps, sy = dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, s2min);
-    const V angle = two * q.abs() / den;
-    const V gamma = neg_gamma ? angle - two : two - angle;
-    const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
-    const V rx2 = ux * ux, ry2 = uy * uy;
-    // the exponents capped at kSIoUExpMax: past it the loss's clamp saturates anyway
-    const V cap = V(T(kSIoUExpMax)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
-    const V emx = minimum(ax, cap).expm1(), emy = minimum(ay, cap).expm1();
-    const V distance = zero - emx - emy;
-    const V aw = pw - tw, ah = ph - th, mwr = maximum(pw, tw), mhr = maximum(ph, th);
-    const V mw = guard<false>(mwr, eps), mh = guard<added>(mhr, eps);
-    const V ow = aw.abs() / mw, oh = ah.abs() / mh;
-    const V sw = zero - (zero - ow).expm1(), sh = zero - (zero - oh).expm1();
-    const V sw2 = sw * sw, sh2 = sh * sh;
-    const V pen = half * (distance + (sw2 * sw2 + sh2 * sh2));
-    const V score = iou - pen;
+  } else {
+    const V aspect(T(4.0 / (M_PI * M_PI)));
+    const V hpe = guard<added>(b.ph, eps), a = b.pw / hpe;
+    const V da = (b.tw / guard<added>(b.th, eps)).atan() - a.atan();
+    const V v = aspect * da * da, den = one - iou + v;
+    // no gradient (mmdet); no eps (mmdet): 0 where den = 0 (then v = 0), else v / den <= 1
+    const V alpha = V::blendv(zero, v / den, (iou > half) & (den > zero));
+    const V score = iou - (pen + alpha * v);
     loss = one - minimum(maximum(score, V(T(-1))), one);
-    if constexpr (grad) {
-      d_iou = zero - score.ge(V(T(-1))) * score.le(one);
-      const V d_part = half * (zero - d_iou);  // d loss / d distance = d loss / d shape
-      // distance
-      const V ex = emx + one, ey = emy + one;
-      const V d_ax = zero - d_part * ex * kx, d_ay = zero - d_part * ey * ky;
-      const V d_gamma = d_ax * rx2 + d_ay * ry2, d_rx2 = d_ax * gamma, d_ry2 = d_ay * gamma;
-      const V d_angle = neg_gamma ? d_gamma : zero - d_gamma;
-      const V d_q = d_angle * two * sign_of(q) / den;
-      const V d_s2 = zero - d_angle * angle / den * s2.ge(s2min);
-      d_dx = d_q * sy + d_s2 * two * sx + d_rx2 * two * ux / cwc;
-      d_dy = d_q * sx + d_s2 * two * sy + d_ry2 * two * uy / chc;
-      d_cw = zero - d_rx2 * two * rx2 / cwc * cw.ge(eps);
-      d_ch = zero - d_ry2 * two * ry2 / chc * ch.ge(eps);
-      // shape: d (1 - e^-omega)^4 / d omega = 4 (1 - e^-omega)^3 e^-omega
-      const V d_ow = d_part * V(T(4)) * sw2 * sw * (one - sw), d_oh = d_part * V(T(4)) * sh2 * sh * (one - sh);
-      const V d_mw = zero - d_ow * ow / mw * guard_pass<false>(mwr, eps);
-      const V d_mh = zero - d_oh * oh / mh * guard_pass<added>(mhr, eps);
-      d_pw = d_ow * sign_of(aw) / mw + d_mw * max_share(pw, tw);
-      d_ph = d_oh * sign_of(ah) / mh + d_mh * max_share(ph, th);
-    }
-  } else {  // kExtendedIoU, mmdet's eiou_loss: smooth_l1(1 - I / guard(|A| + |B| - I), smooth_point) with
-    // the signed intersection I, from the intersection corners and the enclosure's top-left (ex, ey)
-    const V ex = minimum(p[0], t[0]), ey = minimum(p[1], t[1]);
-    const V xmin = minimum(lx, rx), xmax = maximum(lx, rx), ymin = minimum(ly, ry), ymax = maximum(ly, ry);
-    const V a = rx - ex, b = ry - ey, cx = xmin - ex, cy = ymin - ey, ddx = lx - ex, ddy = ymax - ey;
-    const V fx = xmax - ex, fy = ly - ey;
-    const V inter = a * b + cx * cy - ddx * ddy - fx * fy;
-    const V unr_e = pw * ph + tw * th - inter, uni_e = guard<added>(unr_e, eps), r = inter / uni_e;
-    const V l0 = one - r, sp(hp.h0);
-    const auto quad = l0 < sp;
-    loss = V::blendv(l0 - half * sp, half * l0 * l0 / sp, quad);
-    if constexpr (grad) {
-      const V d_l0 = V::blendv(one, l0 / sp, quad);
-      // r = I / U, U = guard(|A| + |B| - I), s = d U / d(|A| + |B| - I): dr/dI = (1 + r s) / U, dr/d|A| = -r s / U
-      const V rs = r * guard_pass<added>(unr_e, eps);
-      const V d_inter = zero - d_l0 * (one + rs) / uni_e, d_ap = d_l0 * rs / uni_e;
-      d_pw = d_ap * ph;
-      d_ph = d_ap * pw;
-      const V da = d_inter * b, db = d_inter * a, dcx = d_inter * cy, dcy = d_inter * cx;
-      const V dddx = zero - d_inter * ddy, dddy = zero - d_inter * ddx, dfx = zero - d_inter * fy,
-              dfy = zero - d_inter * fx;
-      d_ex = zero - (da + dcx + dddx + dfx);
-      d_ey = zero - (db + dcy + dddy + dfy);
-      d_rx = da + dcx * min_share(rx, lx) + dfx * max_share(rx, lx);
-      d_lx = dddx + dcx * min_share(lx, rx) + dfx * max_share(lx, rx);
-      d_ry = db + dcy * min_share(ry, ly) + dddy * max_share(ry, ly);
-      d_ly = dfy + dcy * min_share(ly, ry) + dddy * max_share(ly, ry);
+    d.d_iou = zero - score.ge(V(T(-1))) * score.le(one);
+    d_pen = zero - d.d_iou;
+    if constexpr (grad) {  // v = aspect (atan(tw / guard(th)) - atan(pw / hpe))^2
+      const V k = d_pen * alpha * aspect * two * da / ((one + a * a) * hpe);
+      d.d_pw = zero - k;
+      d.d_ph = k * a * guard_pass<added>(b.ph, eps);
     }
   }
   if constexpr (grad) {
-    if constexpr (has_iou) {
-      // iou = inter / union; union = guard(unr), unr = pw ph + tw th - inter; inter = iw ih; d_uni -> d unr
-      d_uni = (d_uni - d_iou * iou / uni) * guard_pass<added>(unr, eps);
-      const V d_inter = d_iou / uni - d_uni;
-      d_pw = d_pw + d_uni * ph;
-      d_ph = d_ph + d_uni * pw;
-      const V d_iwr = d_inter * ih * iwr.ge(zero), d_ihr = d_inter * iw * ihr.ge(zero);
-      d_rx = d_iwr;  // iwr = rx - lx
-      d_lx = zero - d_iwr;
-      d_ry = d_ihr;
-      d_ly = zero - d_ihr;
-    }
-    // pw = max(pwr, 0), pwr = px2 - px1
-    d_pwr = d_pwr + d_pw * pwr.ge(zero);
-    d_phr = d_phr + d_ph * phr.ge(zero);
-    // lx = max(px1, tx1), rx = min(px2, tx2)
-    g[0] = d_lx * max_share(p[0], t[0]) - d_pwr;
-    g[1] = d_ly * max_share(p[1], t[1]) - d_phr;
-    g[2] = d_rx * min_share(p[2], t[2]) + d_pwr;
-    g[3] = d_ry * min_share(p[3], t[3]) + d_phr;
-    if constexpr (has_centre) {  // dx = (tx1 - px1 + tx2 - px2) / 2
-      g[0] = g[0] - half * d_dx;
-      g[1] = g[1] - half * d_dy;
-      g[2] = g[2] - half * d_dx;
-      g[3] = g[3] - half * d_dy;
-    }
-    if constexpr (has_enclosure) {  // cwr = max(px2, tx2) - min(px1, tx1)
-      const V d_cwr = d_cw * cwr.ge(zero), d_chr = d_ch * chr.ge(zero);
-      g[0] = g[0] - d_cwr * min_share(p[0], t[0]);
-      g[1] = g[1] - d_chr * min_share(p[1], t[1]);
-      g[2] = g[2] + d_cwr * max_share(p[2], t[2]);
-      g[3] = g[3] + d_chr * max_share(p[3], t[3]);
-    }
-    if constexpr (kind == kExtendedIoU) {  // ex = min(px1, tx1)
-      g[0] = g[0] + d_ex * min_share(p[0], t[0]);
-      g[1] = g[1] + d_ey * min_share(p[1], t[1]);
-    }
+    const V d_diag = zero - d_pen * pen / diag * guard_pass<added>(dgr, eps);
+    d.d_dx = d_pen * two * dx / diag;
+    d.d_dy = d_pen * two * dy / diag;
+    d.d_cw = d.d_cw + d_diag * two * cw;
+    d.d_ch = d.d_ch + d_diag * two * ch;
+  }
+  return loss;
+}
+
+// Wise-IoU v1: exp(rho^2 / diag*) (1 - iou), diag* = guard(cw^2 + ch^2) detached
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> wiou_loss(const BoxGeometry<kind, T>& b, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  const V zero(T(0)), one(T(1)), two(T(2));
+  const V &dx = b.dx, &dy = b.dy;
+  const V diag = guard<BoxTerms<kind>::added>(b.cw * b.cw + b.ch * b.ch, b.eps),
+          e = ((dx * dx + dy * dy) / diag).exp(), liou = one - b.iou;
+  if constexpr (grad) {
+    d.d_iou = zero - e;
+    const V d_rho2 = e * liou / diag;
+    d.d_dx = d_rho2 * two * dx;
+    d.d_dy = d_rho2 * two * dy;
+  }
+  return e * liou;
+}
+
+// SIoU: 1 - clamp(iou - (distance + shape) / 2, -1, 1), as _boxes.siou_penalty:
+// s = centre offset + eps; angle = 2 |sx sy| / max(sx^2 + sy^2, kSIoUOffset2Min); gamma = +-(angle - 2);
+// distance = -expm1(gamma rho_x) - expm1(gamma rho_y), rho_x = (sx / max(cw, eps))^2;
+// shape = sum (-expm1(-omega))^4, omega_w = |pw - tw| / max(max(pw, tw), eps) (mmdet: no eps),
+// omega_h = |ph - th| / guard(max(ph, th)) (mmdet: + eps)
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> siou_loss(const BoxGeometry<kind, T>& b, bool neg_gamma, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  constexpr bool added = BoxTerms<kind>::added;
+  const V zero(T(0)), one(T(1)), half(T(0.5)), two(T(2)), eps = b.eps;
+  const V &pw = b.pw, &ph = b.ph, &tw = b.tw, &th = b.th, &cw = b.cw, &ch = b.ch;
+  const V s2min = V(T(kSIoUOffset2Min));
+  const V sx = b.dx + eps, sy = b.dy + eps, q = sx * sy, s2 = sx * sx + sy * sy, den = maximum(s2, s2min);
+  const V angle = two * q.abs() / den;
+  const V gamma = neg_gamma ? angle - two : two - angle;
+  const V cwc = maximum(cw, eps), chc = maximum(ch, eps), ux = sx / cwc, uy = sy / chc;
+  const V rx2 = ux * ux, ry2 = uy * uy;
+  // the exponents capped at kSIoUExpMax: past it the loss's clamp saturates anyway
+  const V cap = V(T(kSIoUExpMax)), ax = gamma * rx2, ay = gamma * ry2, kx = ax.le(cap), ky = ay.le(cap);
+  const V emx = minimum(ax, cap).expm1(), emy = minimum(ay, cap).expm1();
+  const V distance = zero - emx - emy;
+  const V aw = pw - tw, ah = ph - th, mwr = maximum(pw, tw), mhr = maximum(ph, th);
+  const V mw = guard<false>(mwr, eps), mh = guard<added>(mhr, eps);
+  const V ow = aw.abs() / mw, oh = ah.abs() / mh;
+  const V sw = zero - (zero - ow).expm1(), sh = zero - (zero - oh).expm1();
+  const V sw2 = sw * sw, sh2 = sh * sh;
+  const V pen = half * (distance + (sw2 * sw2 + sh2 * sh2));
+  const V score = b.iou - pen;
+  if constexpr (grad) {
+    d.d_iou = zero - score.ge(V(T(-1))) * score.le(one);
+    const V d_part = half * (zero - d.d_iou);  // d loss / d distance = d loss / d shape
+    // distance
+    const V ex = emx + one, ey = emy + one;
+    const V d_ax = zero - d_part * ex * kx, d_ay = zero - d_part * ey * ky;
+    const V d_gamma = d_ax * rx2 + d_ay * ry2, d_rx2 = d_ax * gamma, d_ry2 = d_ay * gamma;
+    const V d_angle = neg_gamma ? d_gamma : zero - d_gamma;
+    const V d_q = d_angle * two * sign_of(q) / den;
+    const V d_s2 = zero - d_angle * angle / den * s2.ge(s2min);
+    d.d_dx = d_q * sy + d_s2 * two * sx + d_rx2 * two * ux / cwc;
+    d.d_dy = d_q * sx + d_s2 * two * sy + d_ry2 * two * uy / chc;
+    d.d_cw = zero - d_rx2 * two * rx2 / cwc * cw.ge(eps);
+    d.d_ch = zero - d_ry2 * two * ry2 / chc * ch.ge(eps);
+    // shape: d (1 - e^-omega)^4 / d omega = 4 (1 - e^-omega)^3 e^-omega
+    const V d_ow = d_part * V(T(4)) * sw2 * sw * (one - sw), d_oh = d_part * V(T(4)) * sh2 * sh * (one - sh);
+    const V d_mw = zero - d_ow * ow / mw * guard_pass<false>(mwr, eps);
+    const V d_mh = zero - d_oh * oh / mh * guard_pass<added>(mhr, eps);
+    d.d_pw = d_ow * sign_of(aw) / mw + d_mw * max_share(pw, tw);
+    d.d_ph = d_oh * sign_of(ah) / mh + d_mh * max_share(ph, th);
+  }
+  return one - minimum(maximum(score, V(T(-1))), one);
+}
+
+// Extended-IoU, mmdet's eiou_loss: smooth_l1(1 - I / guard(|A| + |B| - I), smooth_point) with the
+// signed intersection I, from the intersection corners and the enclosure's top-left (ex, ey)
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> extended_iou_loss(const BoxGeometry<kind, T>& b, T smooth_point, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  constexpr bool added = BoxTerms<kind>::added;
+  const V zero(T(0)), one(T(1)), half(T(0.5));
+  const V &lx = b.lx, &ly = b.ly, &rx = b.rx, &ry = b.ry;
+  const V ex = minimum(b.p[0], b.t[0]), ey = minimum(b.p[1], b.t[1]);
+  const V xmin = minimum(lx, rx), xmax = maximum(lx, rx), ymin = minimum(ly, ry), ymax = maximum(ly, ry);
+  const V a = rx - ex, c = ry - ey, cx = xmin - ex, cy = ymin - ey, ddx = lx - ex, ddy = ymax - ey;
+  const V fx = xmax - ex, fy = ly - ey;
+  const V inter = a * c + cx * cy - ddx * ddy - fx * fy;
+  const V unr_e = b.pw * b.ph + b.tw * b.th - inter, uni_e = guard<added>(unr_e, b.eps), r = inter / uni_e;
+  const V l0 = one - r, sp(smooth_point);
+  const auto quad = l0 < sp;
+  if constexpr (grad) {
+    const V d_l0 = V::blendv(one, l0 / sp, quad);
+    // r = I / U, U = guard(|A| + |B| - I), s = d U / d(|A| + |B| - I): dr/dI = (1 + r s) / U, dr/d|A| = -r s / U
+    const V rs = r * guard_pass<added>(unr_e, b.eps);
+    const V d_inter = zero - d_l0 * (one + rs) / uni_e, d_ap = d_l0 * rs / uni_e;
+    d.d_pw = d_ap * b.ph;
+    d.d_ph = d_ap * b.pw;
+    const V da = d_inter * c, dc = d_inter * a, dcx = d_inter * cy, dcy = d_inter * cx;
+    const V dddx = zero - d_inter * ddy, dddy = zero - d_inter * ddx, dfx = zero - d_inter * fy,
+            dfy = zero - d_inter * fx;
+    d.d_ex = zero - (da + dcx + dddx + dfx);
+    d.d_ey = zero - (dc + dcy + dddy + dfy);
+    d.d_rx = da + dcx * min_share(rx, lx) + dfx * max_share(rx, lx);
+    d.d_lx = dddx + dcx * min_share(lx, rx) + dfx * max_share(lx, rx);
+    d.d_ry = dc + dcy * min_share(ry, ly) + dddy * max_share(ry, ly);
+    d.d_ly = dfy + dcy * min_share(ly, ry) + dddy * max_share(ly, ry);
+  }
+  return V::blendv(l0 - half * sp, half * l0 * l0 / sp, quad);
+}
+
+// iou = inter / union; union = guard(unr), unr = pw ph + tw th - inter; inter = iw ih: d_iou and
+// d_uni to the clamped pred sizes and the intersection corners
+template <int64_t kind, typename T>
+inline void iou_adjoints(const BoxGeometry<kind, T>& b, BoxAdjoints<T>& d) {
+  using V = Vectorized<T>;
+  const V zero(T(0));
+  d.d_uni = (d.d_uni - d.d_iou * b.iou / b.uni) * guard_pass<BoxTerms<kind>::added>(b.unr, b.eps);
+  const V d_inter = d.d_iou / b.uni - d.d_uni;
+  d.d_pw = d.d_pw + d.d_uni * b.ph;
+  d.d_ph = d.d_ph + d.d_uni * b.pw;
+  const V d_iwr = d_inter * b.ih * b.iwr.ge(zero), d_ihr = d_inter * b.iw * b.ihr.ge(zero);
+  d.d_rx = d_iwr;  // iwr = rx - lx
+  d.d_lx = zero - d_iwr;
+  d.d_ry = d_ihr;
+  d.d_ly = zero - d_ihr;
+}
+
+// d loss / d pred from the adjoints: through the sizes, the intersection corners, the centre
+// offset, the enclosure and Extended-IoU's enclosure corner
+template <int64_t kind, typename T>
+inline void box_grad(const BoxGeometry<kind, T>& b, const BoxAdjoints<T>& d, Vectorized<T> g[4]) {
+  using V = Vectorized<T>;
+  using Terms = BoxTerms<kind>;
+  const V zero(T(0)), half(T(0.5));
+  const V* p = b.p;
+  const V* t = b.t;
+  // pw = max(pwr, 0), pwr = px2 - px1
+  const V d_pwr = d.d_pwr + d.d_pw * b.pwr.ge(zero);
+  const V d_phr = d.d_phr + d.d_ph * b.phr.ge(zero);
+  // lx = max(px1, tx1), rx = min(px2, tx2)
+  g[0] = d.d_lx * max_share(p[0], t[0]) - d_pwr;
+  g[1] = d.d_ly * max_share(p[1], t[1]) - d_phr;
+  g[2] = d.d_rx * min_share(p[2], t[2]) + d_pwr;
+  g[3] = d.d_ry * min_share(p[3], t[3]) + d_phr;
+  if constexpr (Terms::centre) {  // dx = (tx1 - px1 + tx2 - px2) / 2
+    g[0] = g[0] - half * d.d_dx;
+    g[1] = g[1] - half * d.d_dy;
+    g[2] = g[2] - half * d.d_dx;
+    g[3] = g[3] - half * d.d_dy;
+  }
+  if constexpr (Terms::enclosure) {  // cwr = max(px2, tx2) - min(px1, tx1)
+    const V d_cwr = d.d_cw * b.cwr.ge(zero), d_chr = d.d_ch * b.chr.ge(zero);
+    g[0] = g[0] - d_cwr * min_share(p[0], t[0]);
+    g[1] = g[1] - d_chr * min_share(p[1], t[1]);
+    g[2] = g[2] + d_cwr * max_share(p[2], t[2]);
+    g[3] = g[3] + d_chr * max_share(p[3], t[3]);
+  }
+  if constexpr (kind == kExtendedIoU) {  // ex = min(px1, tx1)
+    g[0] = g[0] + d.d_ex * min_share(p[0], t[0]);
+    g[1] = g[1] + d.d_ey * min_share(p[1], t[1]);
+  }
+}
+
+// The losses of vs box pairs (p, t: x1, y1, x2, y2 per vector), mirroring _boxes.BoxPair and the
+// eager losses term by term; with `grad`, also d loss / d p into g (a reverse sweep: the kind's
+// adjoints, then the IoU's, then the geometry's).
+template <int64_t kind, bool grad, typename T>
+inline Vectorized<T> box_eval(const BoxHp<T>& hp, const Vectorized<T> p[4], const Vectorized<T> t[4],
+                              Vectorized<T> g[4]) {
+  const BoxGeometry<kind, T> b(p, t, hp.eps);
+  BoxAdjoints<T> d;
+  Vectorized<T> loss;
+  if constexpr (kind == kIoULinear || kind == kIoUSquare || kind == kIoULog) {
+    loss = iou_loss<kind>(b, hp.h0, d);
+  } else if constexpr (kind == kGIoU) {
+    loss = giou_loss<kind, grad>(b, d);
+  } else if constexpr (kind == kDIoU || kind == kCIoU || kind == kEfficientIoU) {
+    loss = centre_loss<kind, grad>(b, d);
+  } else if constexpr (kind == kWIoU) {
+    loss = wiou_loss<kind, grad>(b, d);
+  } else if constexpr (kind == kSIoU) {
+    loss = siou_loss<kind, grad>(b, hp.h0 != T(0), d);
+  } else {
+    static_assert(kind == kExtendedIoU, "a box kind without its loss");
+    loss = extended_iou_loss<kind, grad>(b, hp.h0, d);
+  }
+  if constexpr (grad) {
+    if constexpr (BoxTerms<kind>::iou) iou_adjoints(b, d);
+    box_grad(b, d, g);
   }
   return loss;
 }
