@@ -12,8 +12,11 @@ namespace mmloss_ext {
 using RegisterFn = void (*)(pybind11::module_&);
 
 // the register functions of every op linked into the module (function-local: filled by the
-// ops' static initialisers, whatever their order, before the module's init function runs)
-inline std::vector<RegisterFn>& registered_ops() {
+// ops' static initialisers, whatever their order, before the module's init function runs).
+// Hidden: an inline function's static is otherwise one process-wide (GNU unique) symbol, and a
+// second build loaded beside the first (a stale one, then one compiled on first use) would add
+// its ops to the first's list.
+__attribute__((visibility("hidden"))) inline std::vector<RegisterFn>& registered_ops() {
   static std::vector<RegisterFn> fns;
   return fns;
 }
