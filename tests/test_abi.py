@@ -16,8 +16,8 @@ import torch
 
 import mmloss_ext
 from mmloss_ext.core import abi
-from mmloss_ext.core.abi import BOX_HP, ELEMENTWISE_HP, BoxKind, ElementwiseKind, OutMode
-from mmloss_ext.kernels import backends, boxes, common, elementwise
+from mmloss_ext.core.abi import BOX_HP, DICE_HP, ELEMENTWISE_HP, GAUSSIAN_FOCAL_HP, BoxKind, ElementwiseKind, OutMode
+from mmloss_ext.kernels import backends, boxes, build, common, elementwise
 from mmloss_ext.losses.regression import smooth_l1_loss
 
 from environment import TRITON_INTERPRETER
@@ -25,7 +25,7 @@ from helpers import FUSED_TOL as TOL
 
 ROOT = Path(__file__).resolve().parents[1]
 ABI_PY = ROOT / 'mmloss_ext' / 'core' / 'abi.py'
-ABI_H = ROOT / 'mmloss_ext' / 'kernels' / 'csrc' / 'abi.h'
+ABI_H = ROOT / 'mmloss_ext' / 'kernels' / 'cpp' / 'abi.h'
 
 
 # --- core/abi.py itself ---------------------------------------------------------------------------
@@ -46,6 +46,32 @@ def test_ids_are_dense_and_every_kind_has_its_hyper_parameters():
     assert set(ELEMENTWISE_HP) == set(ElementwiseKind) and set(BOX_HP) == set(BoxKind)
 
 
+def test_fixed_layouts_and_pack():
+    assert DICE_HP == ('sigmoid', 'naive', 'eps', 'has_ignore', 'ignore_index')
+    assert GAUSSIAN_FOCAL_HP == ('alpha', 'gamma', 'pos_weight', 'neg_weight')
+    iface = abi.interface()
+    assert iface['DiceHp'] == {'SIGMOID': 0, 'NAIVE': 1, 'EPS': 2, 'HAS_IGNORE': 3, 'IGNORE_INDEX': 4, 'SIZE': 5}
+    assert iface['GaussianFocalHp'] == {'ALPHA': 0, 'GAMMA': 1, 'POS_WEIGHT': 2, 'NEG_WEIGHT': 3, 'SIZE': 4}
+    macros = dict(abi.cpp_macros())
+    assert macros['MMLOSS_DICE_HP_EPS'] == '2' and macros['MMLOSS_DICE_HP_SIZE'] == '5'
+    assert macros['MMLOSS_GAUSSIAN_FOCAL_HP_NEG_WEIGHT'] == '3' and macros['MMLOSS_GAUSSIAN_FOCAL_HP_SIZE'] == '4'
+    # pack orders by the layout, whatever the keyword order; bools become 0.0 / 1.0
+    assert abi.pack(DICE_HP, eps=1e-3, ignore_index=255, naive=False, has_ignore=True, sigmoid=True) == [
+        1.0, 0.0, 1e-3, 1.0, 255.0]
+    assert abi.pack(BOX_HP[BoxKind.SIOU], neg_gamma=1) == [1.0] and abi.pack(BOX_HP[BoxKind.GIOU]) == []
+    with pytest.raises(ValueError, match=r"missing neg_weight; unexpected neg_wieght"):
+        abi.pack(GAUSSIAN_FOCAL_HP, alpha=2.0, gamma=4.0, pos_weight=1.0, neg_wieght=1.0)
+    with pytest.raises(ValueError, match=r"\('beta',\): unexpected gamma$"):
+        abi.pack(ELEMENTWISE_HP[ElementwiseKind.SMOOTH_L1], beta=1.0, gamma=2.0)
+
+
+def test_kernels_read_the_fixed_layouts_by_name():
+    # the Dice and Gaussian-focal kernels index their lists by the layout's names (abi.h), never by a number
+    for op, name in (('dice', 'kDiceHpEps'), ('gaussian_focal', 'kGaussianFocalHpNegWeight')):
+        text = (ROOT / 'mmloss_ext' / 'kernels' / op / f'{op}.cpp').read_text()
+        assert name in text and not re.findall(r'\bh[p]?(?:\[|\.at\()\s*\d', text), op
+
+
 def test_cpp_macros_cover_the_interface_and_read_back_exactly():
     macros = dict(abi.cpp_macros())
     iface = abi.interface()
@@ -59,10 +85,13 @@ def test_cpp_macros_cover_the_interface_and_read_back_exactly():
 
 
 def test_abi_header_uses_every_macro_and_writes_no_value():
-    # csrc/abi.h is the only C++ reader of the macros: every one is used there, and none is made up
+    # cpp/abi.h is the only C++ reader of the macros: every one is used there, and none is made up
     header = ABI_H.read_text()
     used = set(re.findall(r'\bMMLOSS_[A-Z0-9_]+', header))
     assert used == set(dict(abi.cpp_macros())), used ^ set(dict(abi.cpp_macros()))
+    for path in build.sources() + build.depends():  # no other file reads an MMLOSS_ value macro
+        if Path(path) != ABI_H and path.endswith(('.cpp', '.h')):
+            assert not set(re.findall(r'\bMMLOSS_[A-Z0-9_]+', Path(path).read_text())) & used, path
     for line in header.splitlines():
         if re.search(r'\bk[A-Z]\w* = ', line):  # an enumerator or constant: from a macro
             assert 'MMLOSS_' in line, line
@@ -138,6 +167,8 @@ def _fake_build(**changes):
     ({'BoxKind.GIOU': 4}, 'built with other BoxKind'),
     ({'ElementwiseKind.FOCAL': 1, 'ElementwiseKind.QUALITY_FOCAL': 0}, 'built with other ElementwiseKind'),
     ({'BoxHp.SIOU': 0}, 'built with other BoxHp'),
+    ({'DiceHp.EPS': 3, 'DiceHp.HAS_IGNORE': 2}, 'built with other DiceHp'),
+    ({'GaussianFocalHp.SIZE': 5}, 'built with other GaussianFocalHp'),
     ({'OutMode.ROWS': 3}, 'built with other OutMode'),
     (dict(SIOU_EXP_MAX=40.0), 'built with other SIOU_EXP_MAX'),
     (dict(SMOOTH_L1_MIN_BETA=1e-6, DICE_DENOMINATOR_MIN=1e-10), 'DICE_DENOMINATOR_MIN, SMOOTH_L1_MIN_BETA'),
@@ -169,6 +200,17 @@ def test_cpp_checks_elementwise_kind_and_hyper_parameters(kind, hp):
     x = torch.zeros(2, 3)
     with pytest.raises(RuntimeError, match='unknown elementwise kind' if kind in (5, -1) else 'hyper-parameters'):
         ext.elementwise_forward(kind, hp, x, x, None, None, None, None, 1)
+
+
+def test_cpp_checks_the_fixed_layouts_sizes():
+    ext = _built()
+    x = torch.zeros(2, 3)
+    with pytest.raises(RuntimeError, match='Dice: expects 5 hyper-parameters, got 4'):
+        ext.dice_forward([1.0, 0.0, 1e-6, 0.0], x, x, None, OutMode.TOTAL)
+    with pytest.raises(RuntimeError, match='Gaussian focal: expects 4 hyper-parameters, got 5'):
+        ext.heatmap_forward([2.0, 4.0, 1.0, 1.0, 0.0], x, x, None, None, OutMode.TOTAL)
+    with pytest.raises(RuntimeError, match='Gaussian focal: expects 4 hyper-parameters, got 3'):
+        ext.heatmap_backward([2.0, 4.0, 1.0], x, x, None, None, 1.0, None)
 
 
 def test_cpp_checks_out_mode():

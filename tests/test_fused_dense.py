@@ -1,4 +1,4 @@
-"""The fused cross-entropy and Dice kernels (kernels/csrc/dense.cpp) against the eager functionals.
+"""The fused cross-entropy and Dice kernels (kernels/cross_entropy/, kernels/dice/) against the eager functionals.
 
 Values and gradients (float64 tight, float32 1e-5 relative, half precision looser), every option
 the kernels take (class_weight, ignore_index incl. all-ignored batches, avg_non_ignore, naive Dice,

@@ -49,13 +49,43 @@ def test_the_version_and_the_console_script(project):
     assert proc.returncode == 0 and 'SSIMLoss' in proc.stdout, proc.stderr
 
 
+def _cpp_files_on_disk():
+    """Every C++ file under kernels/, relative to it."""
+    kernels = os.path.dirname(mmloss_ext.kernels.__file__)
+    return sorted(os.path.relpath(os.path.join(folder, name), kernels) for folder, _, names in os.walk(kernels)
+                  for name in names if name.endswith(('.cpp', '.h')))
+
+
 def test_every_cpp_source_is_built_and_shipped(project):
-    csrc = sorted(os.listdir(build.CSRC))
-    assert sorted(build.SOURCES + build.HEADERS) == csrc
+    assert build.KERNELS == os.path.dirname(mmloss_ext.kernels.__file__)
+    on_disk = _cpp_files_on_disk()
+    assert 'cpp/module.cpp' in on_disk and 'cpp/abi.h' in on_disk
+    # every C++ file is compiled or a dependency of the build (the JIT build's digest included)
+    headers = [f for f in build.depends() if f != build.ABI_PY]
+    assert build.ABI_PY in build.depends()
+    assert sorted(os.path.relpath(f, build.KERNELS) for f in build.sources() + headers) == on_disk
+    assert build.sources()[0] == build.MODULE_CPP
     shipped = project['tool']['setuptools']['package-data']['mmloss_ext.kernels']
-    for name in csrc:
-        assert any(fnmatch.fnmatch(f'csrc/{name}', pattern) for pattern in shipped), name
-    assert os.path.dirname(build.CSRC) == os.path.dirname(mmloss_ext.kernels.__file__)
+    for name in on_disk:  # an install without the extension compiles them on first use
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), name
+
+
+def test_every_op_is_its_own_folder_and_registers_itself_once():
+    # kernels/<op>/<op>.cpp adds its functions with MMLOSS_REGISTER_OP (cpp/registry.h); the JIT build
+    # names objects by basename, so the basenames differ
+    ops = build.sources()[1:]
+    assert len({os.path.basename(f) for f in build.sources()}) == len(build.sources())
+    assert {'elementwise', 'boxes', 'cross_entropy', 'dice', 'gaussian_focal', 'ghmc'} <= {
+        os.path.basename(os.path.dirname(f)) for f in ops}
+    for path in ops:
+        assert os.path.basename(path) == os.path.basename(os.path.dirname(path)) + '.cpp', path
+        with open(path) as f:
+            text = f.read()
+        assert len(re.findall(r'^MMLOSS_REGISTER_OP\(\w+\);$', text, re.M)) == 1, path
+        assert 'PYBIND11_MODULE' not in text and '#include "../cpp/registry.h"' in text, path
+    with open(build.MODULE_CPP) as f:
+        module = f.read()
+    assert 'PYBIND11_MODULE' in module and 'registered_ops()' in module
 
 
 def test_the_build_flags_define_every_kernel_constant():

@@ -3,7 +3,7 @@ numeric constants the kernels share with the eager losses, and the interface ver
 
 Every other copy is derived from this module:
 
-* ``setup.py`` passes :func:`cpp_macros` to the compiler; ``kernels/csrc/abi.h`` makes the C++
+* ``setup.py`` passes :func:`cpp_macros` to the compiler; ``kernels/cpp/abi.h`` makes the C++
   enums and constants of them, and the built extension reports what it was built with as
   ``_fused.abi`` and ``_fused.interface``;
 * :mod:`mmloss_ext.kernels.backends` compares those with :data:`ABI` and :func:`interface` when
@@ -25,13 +25,13 @@ import enum
 from types import MappingProxyType
 from typing import Dict, FrozenSet, List, Mapping, Tuple, Union
 
-__all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'BOX_EPS_ADDED',
-           'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN', 'GAUSSIAN_FOCAL_EPS',
-           'box_kind', 'interface', 'cpp_macros']
+__all__ = ['ABI', 'ElementwiseKind', 'BoxKind', 'OutMode', 'ELEMENTWISE_HP', 'BOX_HP', 'BOX_EPS_ADDED', 'DICE_HP',
+           'GAUSSIAN_FOCAL_HP', 'SMOOTH_L1_MIN_BETA', 'SIOU_EXP_MAX', 'SIOU_OFFSET2_MIN', 'DICE_DENOMINATOR_MIN',
+           'GAUSSIAN_FOCAL_EPS', 'box_kind', 'pack', 'interface', 'cpp_macros']
 
 #: the interface version of the compiled kernels, bumped whenever a kernel's signature, an id or
 #: the meaning of a constant changes
-ABI = 6
+ABI = 7
 
 
 @enum.unique
@@ -99,29 +99,23 @@ BOX_HP: Mapping[BoxKind, Tuple[str, ...]] = MappingProxyType({
     BoxKind.WIOU: (),
 })
 
-#: the hyper-parameters ``hp`` of the binary Dice kernel, in the order of the list (the flags 0.0 or 1.0)
-DICE_HP: Tuple[str, ...] = ('sigmoid', 'naive', 'eps', 'has_ignore', 'ignore_index')
-
-#: the hyper-parameters ``hp`` of the Gaussian focal kernel, in the order of the list
-GAUSSIAN_FOCAL_HP: Tuple[str, ...] = ('alpha', 'gamma', 'pos_weight', 'neg_weight')
-
-
-def pack(layout: Tuple[str, ...], **values: float) -> List[float]:
-    """``values`` as the float list of ``layout`` (every name once, no other).
-
-    Example:
-        >>> pack(GAUSSIAN_FOCAL_HP, gamma=4.0, alpha=2.0, pos_weight=1.0, neg_weight=1.0)
-        [2.0, 4.0, 1.0, 1.0]
-    """
-    if set(values) != set(layout):
-        raise ValueError(f'expected the hyper-parameters {list(layout)}, got {sorted(values)}')
-    return [float(values[name]) for name in layout]
-
-
 #: the box kinds whose denominators add ``eps`` (``d + eps``), as mmdet's own code of those losses
 #: does (DIoU, CIoU, SIoU, Extended-IoU); every other kind guards a denominator ``d`` as mmdet's
 #: ``bbox_overlaps`` guards the union, ``max(d, eps)`` (the rule: :mod:`mmloss_ext.losses._boxes`)
 BOX_EPS_ADDED: FrozenSet[BoxKind] = frozenset({BoxKind.DIOU, BoxKind.CIOU, BoxKind.SIOU, BoxKind.EXTENDED_IOU})
+
+#: the hyper-parameter list ``h`` of the binary Dice kernel (``dice_forward`` / ``dice_backward``), in
+#: its order: ``sigmoid`` (1.0: ``pred`` are logits), ``naive`` (1.0: the denominator sums ``p + t``
+#: and ``eps`` is added once, to both numerator and denominator), ``eps``, ``has_ignore`` (1.0: the
+#: targets equal to ``ignore_index`` are left out)
+DICE_HP: Tuple[str, ...] = ('sigmoid', 'naive', 'eps', 'has_ignore', 'ignore_index')
+
+#: the hyper-parameter list ``hp`` of the Gaussian focal kernel (``heatmap_forward`` /
+#: ``heatmap_backward``), in its order; ``pos_weight`` 0.0 switches the positive term off
+GAUSSIAN_FOCAL_HP: Tuple[str, ...] = ('alpha', 'gamma', 'pos_weight', 'neg_weight')
+
+#: the fixed hyper-parameter layouts by their :func:`interface` key
+_LAYOUTS = {'DiceHp': DICE_HP, 'GaussianFocalHp': GAUSSIAN_FOCAL_HP}
 
 #: smooth L1 with ``beta`` below this is computed as plain L1, ``|d|``: the quadratic branch
 #: ``0.5 d^2 / beta`` would divide by ~0, and its ``inf``, even where ``torch.where`` does not
@@ -159,27 +153,54 @@ def box_kind(name: Union[str, BoxKind]) -> BoxKind:
                      f'{", ".join(repr(k.name.lower()) for k in BoxKind)}')
 
 
+def pack(layout: Tuple[str, ...], **values: float) -> List[float]:
+    """The hyper-parameter list of a kernel whose ``layout`` (:data:`DICE_HP`, an entry of
+    :data:`BOX_HP`, ...) names its values in order, from the values by name (bools as 0.0 / 1.0).
+
+    Example:
+        >>> pack(GAUSSIAN_FOCAL_HP, gamma=4.0, alpha=2.0, neg_weight=1.0, pos_weight=1.0)
+        [2.0, 4.0, 1.0, 1.0]
+        >>> pack(('beta',), beta=1.0, gamma=2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: hyper-parameters ('beta',): unexpected gamma
+    """
+    missing = [name for name in layout if name not in values]
+    extra = [name for name in values if name not in layout]
+    if missing or extra:
+        said = ([f'missing {", ".join(missing)}'] if missing else []) + (
+            [f'unexpected {", ".join(extra)}'] if extra else [])
+        raise ValueError(f'hyper-parameters {layout}: {"; ".join(said)}')
+    return [float(values[name]) for name in layout]
+
+
 def _check() -> None:
     """Ids 0..n-1 (the C++ range checks and switch tables rely on it); a hyper-parameter list for
-    every kind."""
+    every kind; distinct names in the fixed layouts, none of them ``size`` (the count's macro)."""
     for enum_cls, hp in ((ElementwiseKind, ELEMENTWISE_HP), (BoxKind, BOX_HP), (OutMode, None)):
         if sorted(int(k) for k in enum_cls) != list(range(len(enum_cls))):
             raise ValueError(f'{enum_cls.__name__}: the ids must be 0..{len(enum_cls) - 1}')
         if hp is not None and set(hp) != set(enum_cls):
             raise ValueError(f'{enum_cls.__name__}: every kind needs its hyper-parameter names')
+    for key, layout in _LAYOUTS.items():
+        if len(set(layout)) != len(layout) or 'size' in layout:
+            raise ValueError(f'{key}: the names must be distinct, and none may be \'size\'')
 
 
 _check()
 
 
 def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
-    """What a build of ``kernels/csrc/`` must report as ``_fused.interface``: the ids of every
-    enum, the hyper-parameter count of every kind, which box kinds add ``eps`` (1) rather than
-    clamp at it (0), the constants and :data:`ABI`.
+    """What a build of the C++ kernels (``kernels/``) must report as ``_fused.interface``: the
+    ids of every enum, the hyper-parameter count of every kind, which box kinds add ``eps`` (1)
+    rather than clamp at it (0), the index of every name of the fixed layouts and their ``SIZE``,
+    the constants and :data:`ABI`.
 
     Example:
         >>> interface()['BoxKind']['SIOU'], interface()['BoxHp']['SIOU'], interface()['abi'] == ABI
         (7, 1, True)
+        >>> interface()['DiceHp']['EPS'], interface()['DiceHp']['SIZE']
+        (2, 5)
     """
     out: Dict[str, Union[int, float, Dict[str, int]]] = {'abi': ABI}
     for enum_cls in (ElementwiseKind, BoxKind, OutMode):
@@ -187,6 +208,8 @@ def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
     out['ElementwiseHp'] = {k.name: len(v) for k, v in ELEMENTWISE_HP.items()}
     out['BoxHp'] = {k.name: len(v) for k, v in BOX_HP.items()}
     out['BoxEpsAdded'] = {k.name: int(k in BOX_EPS_ADDED) for k in BoxKind}
+    for key, layout in _LAYOUTS.items():
+        out[key] = {**{name.upper(): i for i, name in enumerate(layout)}, 'SIZE': len(layout)}
     for name in _FLOATS:
         out[name] = float(globals()[name])
     return out
@@ -195,12 +218,14 @@ def interface() -> Dict[str, Union[int, float, Dict[str, int]]]:
 #: the macro prefix of each enum and hyper-parameter count in :func:`cpp_macros`
 _MACRO_PREFIX = {'ElementwiseKind': 'MMLOSS_ELEMENTWISE_', 'BoxKind': 'MMLOSS_BOX_', 'OutMode': 'MMLOSS_OUT_',
                  'ElementwiseHp': 'MMLOSS_ELEMENTWISE_HP_', 'BoxHp': 'MMLOSS_BOX_HP_',
-                 'BoxEpsAdded': 'MMLOSS_BOX_EPS_ADDED_'}
+                 'BoxEpsAdded': 'MMLOSS_BOX_EPS_ADDED_', 'DiceHp': 'MMLOSS_DICE_HP_',
+                 'GaussianFocalHp': 'MMLOSS_GAUSSIAN_FOCAL_HP_'}
 
 
 def cpp_macros() -> List[Tuple[str, str]]:
     """:func:`interface` as preprocessor definitions for ``setup.py``'s ``define_macros``:
-    ``MMLOSS_ABI``, ``MMLOSS_ELEMENTWISE_FOCAL``, ``MMLOSS_BOX_HP_SIOU``, ``MMLOSS_SIOU_EXP_MAX``, ...
+    ``MMLOSS_ABI``, ``MMLOSS_ELEMENTWISE_FOCAL``, ``MMLOSS_BOX_HP_SIOU``, ``MMLOSS_DICE_HP_EPS`` (an
+    index), ``MMLOSS_DICE_HP_SIZE``, ``MMLOSS_SIOU_EXP_MAX``, ...
     (floats written with ``repr``, which the C++ parser reads back to the same double).
 
     Example:

@@ -11,16 +11,22 @@ before torch or the package can be imported.
 """
 from __future__ import annotations
 
+import glob
 import os
 import runpy
 from typing import List, Tuple
 
 #: the package's root folder (this file is ``<root>/kernels/build.py``)
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CSRC = os.path.join(PACKAGE_DIR, 'kernels', 'csrc')
-#: the translation units of the extension, and the files they depend on
-SOURCES = ('fused.cpp', 'dense.cpp', 'heatmap.cpp', 'ghm.cpp')
-HEADERS = ('abi.h', 'vec_common.h')
+#: the kernels' folder: one folder per op (``<op>/<op>.cpp``, adding its functions to the module
+#: through ``cpp/registry.h``), and ``cpp/`` with the module (``module.cpp``) and the shared headers
+KERNELS = os.path.join(PACKAGE_DIR, 'kernels')
+CPP = os.path.join(KERNELS, 'cpp')
+#: the module's translation unit; every ``<folder>/*.cpp`` of :data:`KERNELS` is an op's
+MODULE_CPP = os.path.join(CPP, 'module.cpp')
+#: the C++ files, relative to :data:`KERNELS`: what the build compiles and what it depends on
+SOURCE_GLOB = '*/*.cpp'
+HEADER_GLOB = '*/*.h'
 ABI_PY = os.path.join(PACKAGE_DIR, 'core', 'abi.py')
 
 #: ``MMLOSS_EXT_NO_EXT=1``: ``setup.py`` builds no extension (the losses run eagerly, or the
@@ -34,17 +40,30 @@ ENV_JIT = 'MMLOSS_EXT_JIT'
 _QUIET = ('-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized')
 
 
-def sources(relative_to: str = '') -> List[str]:
-    """The extension's source files: relative to ``relative_to`` when given (setuptools wants
-    paths relative to ``setup.py``), else absolute."""
-    files = [os.path.join(CSRC, f) for f in SOURCES]
+def _found(pattern: str) -> List[str]:
+    """The files of :data:`KERNELS` matching ``pattern``, absolute, in a fixed order."""
+    return sorted(glob.glob(os.path.join(KERNELS, pattern)))
+
+
+def _relative(files: List[str], relative_to: str) -> List[str]:
     return [os.path.relpath(f, relative_to) for f in files] if relative_to else files
+
+
+def sources(relative_to: str = '') -> List[str]:
+    """The extension's source files, ``cpp/module.cpp`` first, then every op's: relative to
+    ``relative_to`` when given (setuptools wants paths relative to ``setup.py``), else absolute.
+    The JIT build names its objects by basename: the basenames must differ (they do: ``<op>.cpp``)."""
+    files = [MODULE_CPP] + [f for f in _found(SOURCE_GLOB) if f != MODULE_CPP]
+    names = [os.path.basename(f) for f in files]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f'mmloss_ext: two C++ sources share a file name (the JIT build would overwrite one '
+                           f'object with the other): {sorted(n for n in names if names.count(n) > 1)}')
+    return _relative(files, relative_to)
 
 
 def depends(relative_to: str = '') -> List[str]:
-    """The files whose change rebuilds the extension: its headers and ``core/abi.py``."""
-    files = [os.path.join(CSRC, f) for f in HEADERS] + [ABI_PY]
-    return [os.path.relpath(f, relative_to) for f in files] if relative_to else files
+    """The files whose change rebuilds the extension: every header and ``core/abi.py``."""
+    return _relative(_found(HEADER_GLOB) + [ABI_PY], relative_to)
 
 
 def isa_flags() -> List[str]:
@@ -64,7 +83,7 @@ def isa_flags() -> List[str]:
 
 
 def macros() -> List[Tuple[str, str]]:
-    """The kernels' ids and constants as ``MMLOSS_*`` preprocessor definitions (``csrc/abi.h``),
+    """The kernels' ids and constants as ``MMLOSS_*`` preprocessor definitions (``cpp/abi.h``),
     from ``core/abi.py`` (read by path)."""
     return runpy.run_path(ABI_PY)['cpp_macros']()
 

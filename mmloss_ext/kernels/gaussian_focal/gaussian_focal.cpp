@@ -1,5 +1,5 @@
 // Fused CPU kernel of the Gaussian focal loss (CornerNet / CenterNet heatmaps): one pass forward,
-// one pass backward, saving only the inputs.
+// one pass backward, saving only the inputs. Python names: heatmap_forward, heatmap_backward.
 //
 // The readable reference is mmloss_ext/losses/classification/heatmap.py (gaussian_focal_loss);
 // this computes the same formula and its analytic gradient, elementwise over p = pred (a
@@ -23,8 +23,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include "abi.h"
-#include "vec_common.h"
+#include "../cpp/abi.h"
+#include "../cpp/common.h"
+#include "../cpp/registry.h"
+#include "../cpp/vec_common.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,10 +35,8 @@
 
 namespace {
 
+using namespace mmloss_ext;  // the out modes, hyper-parameter layout and constants of abi.h, the shared helpers
 using at::vec::Vectorized;
-using mmloss_ext::hsum;
-using mmloss_ext::kGaussianFocalEps;
-using mmloss_ext::load;
 
 constexpr int64_t kBlock = 8192;  // elements per block: a multiple of every vector width
 
@@ -68,6 +68,7 @@ struct Power {
   }
 };
 
+// hp: the layout of abi.h's GaussianFocalHp (core/abi.py's GAUSSIAN_FOCAL_HP), its size checked
 template <typename T>
 struct HeatmapOp {
   using V = Vectorized<T>;
@@ -75,8 +76,9 @@ struct HeatmapOp {
   T pos_weight, neg_weight, eps;
   bool positives;
   explicit HeatmapOp(const std::vector<double>& h)
-      : alpha(h.at(0)), gamma(h.at(1)), pos_weight(T(h.at(2))), neg_weight(T(h.at(3))), eps(T(kGaussianFocalEps)),
-        positives(h.at(2) != 0.0) {}
+      : alpha(h[kGaussianFocalHpAlpha]), gamma(h[kGaussianFocalHpGamma]), pos_weight(T(h[kGaussianFocalHpPosWeight])),
+        neg_weight(T(h[kGaussianFocalHpNegWeight])), eps(T(kGaussianFocalEps)),
+        positives(h[kGaussianFocalHpPosWeight] != 0.0) {}
 
   // the lanes of `t` equal to 1 (a mask), and whether there is any
   static bool any_positive(const V& t, V& mask) {
@@ -119,16 +121,6 @@ struct HeatmapOp {
 };
 
 template <typename T>
-inline void prefetch(const T* p) {
-  __builtin_prefetch(reinterpret_cast<const char*>(p) + 4096, 0, 3);
-}
-
-template <typename T>
-const T* ptr_or_null(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
-template <typename T>
 struct Flat {  // the inputs of one call, flat
   int64_t numel = 0, cols = 1;
   const T* x = nullptr;
@@ -169,37 +161,27 @@ inline void for_segments(const Flat<T>& a, int64_t begin, int64_t end, F&& f) {
   }
 }
 
+constexpr const char* kWho = "mmloss_ext fused Gaussian focal";
+
 void check(const at::Tensor& x, std::initializer_list<c10::optional<at::Tensor>> others) {
-  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "mmloss_ext fused heatmap: pred must be a contiguous CPU tensor");
-  for (const auto& t : others) {
-    if (t.has_value() && t->defined()) {
-      TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == x.scalar_type(),
-                  "mmloss_ext fused heatmap: inputs must be contiguous CPU tensors of pred's dtype");
-    }
-  }
+  check_inputs(kWho, x, 0, /*exact=*/false, others, kPredDtypeOnly);
 }
 
-void check_hp(const std::vector<double>& hp) {
-  TORCH_CHECK(hp.size() == 4, "mmloss_ext fused heatmap: expects [alpha, gamma, pos_weight, neg_weight], got ",
-              hp.size(), " values");
-}
-
-}  // namespace
-
-// out_mode 0: the weighted total (float64 0-d); 1: the weighted elementwise loss (pred's shape)
+// out_mode kOutTotal: the weighted total (float64 0-d); kOutElements: the weighted loss (pred's shape)
 at::Tensor heatmap_forward(std::vector<double> hp, at::Tensor x, at::Tensor target, c10::optional<at::Tensor> wrow,
                            c10::optional<at::Tensor> wfull, int64_t out_mode) {
-  check_hp(hp);
+  check_hp_size(kWho, hp, kGaussianFocalHpSize);
   check(x, {target, wrow, wfull});
-  TORCH_CHECK(target.numel() == x.numel(), "mmloss_ext fused heatmap: pred and target differ in size");
-  at::Tensor out = out_mode == 1 ? at::empty_like(x) : at::empty({}, x.options().dtype(at::kDouble));
+  check_out_mode(out_mode, /*rows=*/false);
+  TORCH_CHECK(target.numel() == x.numel(), kWho, ": pred and target differ in size");
+  at::Tensor out = out_mode == kOutElements ? at::empty_like(x) : at::empty({}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmloss_ext_heatmap_forward", [&] {
     using T = scalar_t;
     using V = Vectorized<T>;
     constexpr int64_t vs = V::size();
     const HeatmapOp<T> op(hp);
     const Flat<T> a = make_flat<T>(x, target, wrow, wfull);
-    T* o = out_mode == 1 ? out.data_ptr<T>() : nullptr;
+    T* o = out_mode == kOutElements ? out.data_ptr<T>() : nullptr;
     const int64_t blocks = (a.numel + kBlock - 1) / kBlock;
     std::vector<double> partial(o == nullptr ? blocks : 0, 0.0);
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -210,11 +192,11 @@ at::Tensor heatmap_forward(std::vector<double> hp, at::Tensor x, at::Tensor targ
         for_segments(a, b * kBlock, std::min(a.numel, (b + 1) * kBlock), [&](int64_t s, int64_t e, T rw) {
           for (int64_t i = s; i < e; i += vs) {
             const int64_t cnt = std::min(vs, e - i);
-            prefetch(a.x + i);
-            prefetch(a.t + i);
+            prefetch_read(a.x + i);
+            prefetch_read(a.t + i);
             V l = op.loss(load(a.x + i, cnt), load(a.t + i, cnt));
             if (a.wfull != nullptr) {
-              prefetch(a.wfull + i);
+              prefetch_read(a.wfull + i);
               l = l * load(a.wfull + i, cnt);
             }
             if (a.wrow != nullptr) l = l * V(rw);
@@ -245,9 +227,9 @@ at::Tensor heatmap_forward(std::vector<double> hp, at::Tensor x, at::Tensor targ
 // d x = gscale * gfull * weight * d loss / d x
 at::Tensor heatmap_backward(std::vector<double> hp, at::Tensor x, at::Tensor target, c10::optional<at::Tensor> wrow,
                             c10::optional<at::Tensor> wfull, double gscale, c10::optional<at::Tensor> gfull) {
-  check_hp(hp);
+  check_hp_size(kWho, hp, kGaussianFocalHpSize);
   check(x, {target, wrow, wfull, gfull});
-  TORCH_CHECK(target.numel() == x.numel(), "mmloss_ext fused heatmap: pred and target differ in size");
+  TORCH_CHECK(target.numel() == x.numel(), kWho, ": pred and target differ in size");
   at::Tensor dx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mmloss_ext_heatmap_backward", [&] {
     using T = scalar_t;
@@ -264,15 +246,15 @@ at::Tensor heatmap_backward(std::vector<double> hp, at::Tensor x, at::Tensor tar
           const V f(T(gscale) * rw);
           for (int64_t i = s; i < e; i += vs) {
             const int64_t cnt = std::min(vs, e - i);
-            prefetch(a.x + i);
-            prefetch(a.t + i);
+            prefetch_read(a.x + i);
+            prefetch_read(a.t + i);
             V g = op.grad(load(a.x + i, cnt), load(a.t + i, cnt)) * f;
             if (a.wfull != nullptr) {
-              prefetch(a.wfull + i);
+              prefetch_read(a.wfull + i);
               g = g * load(a.wfull + i, cnt);
             }
             if (gp != nullptr) {
-              prefetch(gp + i);
+              prefetch_read(gp + i);
               g = g * load(gp + i, cnt);
             }
             g.store(d + i, cnt);
@@ -284,7 +266,11 @@ at::Tensor heatmap_backward(std::vector<double> hp, at::Tensor x, at::Tensor tar
   return dx;
 }
 
-void register_heatmap(pybind11::module_& m) {
+void register_gaussian_focal(pybind11::module_& m) {
   m.def("heatmap_forward", &heatmap_forward);
   m.def("heatmap_backward", &heatmap_backward);
 }
+
+}  // namespace
+
+MMLOSS_REGISTER_OP(register_gaussian_focal);

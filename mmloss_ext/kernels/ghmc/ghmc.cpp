@@ -24,7 +24,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include "vec_common.h"
+#include "../cpp/common.h"
+#include "../cpp/registry.h"
+#include "../cpp/vec_common.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,8 +35,8 @@
 
 namespace {
 
+using namespace mmloss_ext;  // the shared helpers
 using at::vec::Vectorized;
-using mmloss_ext::load;
 
 template <typename T>
 struct GhmRows {
@@ -101,40 +103,31 @@ struct Sigmoid {
   V bce(const V& x, const V& t) const { return at::vec::maximum(x, V(T(0))) - x * t + e.log1p(); }
 };
 
-inline int64_t chunk_rows(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)); }
+inline int64_t chunk_rows(int64_t cols) { return rows_per_task(cols, 16384); }
 
 template <typename T>
 GhmRows<T> make_ghm_rows(const at::Tensor& x, const c10::optional<at::Tensor>& target,
                          const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& wrow,
                          const c10::optional<at::Tensor>& wfull, const at::Tensor& edges) {
-  auto ptr = [](const c10::optional<at::Tensor>& t) -> const T* {
-    return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-  };
   GhmRows<T> a;
   a.rows = x.size(0);
   a.cols = x.size(1);
   a.bins = edges.numel() - 1;
   a.x = x.data_ptr<T>();
-  a.target = ptr(target);
-  a.labels = labels.has_value() && labels->defined() ? labels->data_ptr<int64_t>() : nullptr;
-  a.wrow = ptr(wrow);
-  a.wfull = ptr(wfull);
+  a.target = ptr_or_null<T>(target);
+  a.labels = ptr_or_null<int64_t>(labels);
+  a.wrow = ptr_or_null<T>(wrow);
+  a.wfull = ptr_or_null<T>(wfull);
   a.edges = edges.data_ptr<T>();
   return a;
 }
 
 void check_ghm(const at::Tensor& x, const at::Tensor& edges, const c10::optional<at::Tensor>& target,
                std::initializer_list<c10::optional<at::Tensor>> others) {
-  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() == 2, "mmloss_ext fused ghm: pred must be a contiguous 2-D CPU tensor");
+  check_inputs("mmloss_ext fused GHM-C", x, 2, /*exact=*/true, others, kAlsoLong);
   TORCH_CHECK(edges.is_contiguous() && edges.dim() == 1 && edges.numel() >= 2 && edges.numel() <= (1 << 20) + 1 &&
               edges.scalar_type() == x.scalar_type(), "mmloss_ext fused ghm: bad edges");
   TORCH_CHECK(!(target.has_value() && target->defined()) || target->numel() == x.numel(), "mmloss_ext fused ghm: target shape");
-  for (const auto& t : others) {
-    if (t.has_value() && t->defined()) {
-      TORCH_CHECK(t->device().is_cpu() && t->is_contiguous(), "mmloss_ext fused ghm: inputs must be contiguous CPU tensors");
-      TORCH_CHECK(t->scalar_type() == x.scalar_type() || t->scalar_type() == at::kLong, "mmloss_ext fused ghm: dtype mismatch");
-    }
-  }
 }
 
 // Visit rows [begin, end) a vector at a time: f(offset, cnt, x, t, sigmoid parts, valid lanes).
@@ -251,7 +244,7 @@ at::Tensor ghmc_backward(at::Tensor x, c10::optional<at::Tensor> target, c10::op
     const GhmRows<T> a = make_ghm_rows<T>(x, target, labels, wrow, wfull, edges);
     const Binner<T> binner(a.edges, a.bins);
     const T* w = table.data_ptr<T>();
-    const T* gf = gfull.has_value() && gfull->defined() ? gfull->data_ptr<T>() : nullptr;
+    const T* gf = ptr_or_null<T>(gfull);
     const V scale = V(T(gscale));
     T* d = dx.data_ptr<T>();
     at::parallel_for(0, a.rows, chunk_rows(a.cols), [&](int64_t b, int64_t e) {
@@ -266,10 +259,12 @@ at::Tensor ghmc_backward(at::Tensor x, c10::optional<at::Tensor> target, c10::op
   return dx;
 }
 
-}  // namespace
-
-void register_ghm(pybind11::module_& m) {
+void register_ghmc(pybind11::module_& m) {
   m.def("ghmc_histogram", &ghmc_histogram);
   m.def("ghmc_forward", &ghmc_forward);
   m.def("ghmc_backward", &ghmc_backward);
 }
+
+}  // namespace
+
+MMLOSS_REGISTER_OP(register_ghmc);

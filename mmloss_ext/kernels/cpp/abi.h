@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <cstdint>
+#include <vector>
 
 #ifndef MMLOSS_ABI
 #error "mmloss_ext: build with setup.py, which defines the MMLOSS_* macros from mmloss_ext/core/abi.py"
@@ -39,6 +40,24 @@ enum OutMode : int64_t {
   kOutTotal = MMLOSS_OUT_TOTAL,
   kOutElements = MMLOSS_OUT_ELEMENTS,
   kOutRows = MMLOSS_OUT_ROWS,
+};
+
+// the layouts of the fixed hyper-parameter lists: the index of each value, and their number (Size)
+enum DiceHp : int64_t {  // core/abi.py's DICE_HP
+  kDiceHpSigmoid = MMLOSS_DICE_HP_SIGMOID,
+  kDiceHpNaive = MMLOSS_DICE_HP_NAIVE,
+  kDiceHpEps = MMLOSS_DICE_HP_EPS,
+  kDiceHpHasIgnore = MMLOSS_DICE_HP_HAS_IGNORE,
+  kDiceHpIgnoreIndex = MMLOSS_DICE_HP_IGNORE_INDEX,
+  kDiceHpSize = MMLOSS_DICE_HP_SIZE,
+};
+
+enum GaussianFocalHp : int64_t {  // core/abi.py's GAUSSIAN_FOCAL_HP
+  kGaussianFocalHpAlpha = MMLOSS_GAUSSIAN_FOCAL_HP_ALPHA,
+  kGaussianFocalHpGamma = MMLOSS_GAUSSIAN_FOCAL_HP_GAMMA,
+  kGaussianFocalHpPosWeight = MMLOSS_GAUSSIAN_FOCAL_HP_POS_WEIGHT,
+  kGaussianFocalHpNegWeight = MMLOSS_GAUSSIAN_FOCAL_HP_NEG_WEIGHT,
+  kGaussianFocalHpSize = MMLOSS_GAUSSIAN_FOCAL_HP_SIZE,
 };
 
 constexpr double kSmoothL1MinBeta = MMLOSS_SMOOTH_L1_MIN_BETA;
@@ -99,10 +118,15 @@ inline void check_out_mode(int64_t out_mode, bool rows) {
               "mmloss_ext fused: out_mode ", out_mode, " is not one this kernel supports");
 }
 
+// a fixed-layout hyper-parameter list (DiceHp, GaussianFocalHp) holds its `size` values
+inline void check_hp_size(const char* who, const std::vector<double>& h, int64_t size) {
+  TORCH_CHECK(int64_t(h.size()) == size, who, ": expects ", size, " hyper-parameters, got ", h.size());
+}
+
 // What the module was built with, in the layout of core/abi.py's interface(), from the enumerators
-// and constants the kernels use: kernels/dispatch.py refuses a build whose report differs.
+// and constants the kernels use: kernels/backends.py refuses a build whose report differs.
 inline pybind11::dict interface_report() {
-  pybind11::dict ek, ek_hp, box, box_hp, box_added, out, d;
+  pybind11::dict ek, ek_hp, box, box_hp, box_added, out, dice_hp, gaussian_focal_hp, d;
   const std::pair<const char*, int64_t> elementwise[] = {{"FOCAL", kFocal}, {"QUALITY_FOCAL", kQualityFocal},
                                                          {"VARIFOCAL", kVarifocal}, {"SMOOTH_L1", kSmoothL1},
                                                          {"BALANCED_L1", kBalancedL1}};
@@ -120,6 +144,14 @@ inline pybind11::dict interface_report() {
     box_hp[name] = box_hp_size(id);
     box_added[name] = int64_t(box_eps_added(id));
   }
+  const std::pair<const char*, int64_t> dice[] = {
+      {"SIGMOID", kDiceHpSigmoid}, {"NAIVE", kDiceHpNaive}, {"EPS", kDiceHpEps},
+      {"HAS_IGNORE", kDiceHpHasIgnore}, {"IGNORE_INDEX", kDiceHpIgnoreIndex}, {"SIZE", kDiceHpSize}};
+  for (const auto& [name, index] : dice) dice_hp[name] = index;
+  const std::pair<const char*, int64_t> gaussian_focal[] = {
+      {"ALPHA", kGaussianFocalHpAlpha}, {"GAMMA", kGaussianFocalHpGamma}, {"POS_WEIGHT", kGaussianFocalHpPosWeight},
+      {"NEG_WEIGHT", kGaussianFocalHpNegWeight}, {"SIZE", kGaussianFocalHpSize}};
+  for (const auto& [name, index] : gaussian_focal) gaussian_focal_hp[name] = index;
   out["TOTAL"] = int64_t(kOutTotal);
   out["ELEMENTS"] = int64_t(kOutElements);
   out["ROWS"] = int64_t(kOutRows);
@@ -130,6 +162,8 @@ inline pybind11::dict interface_report() {
   d["ElementwiseHp"] = ek_hp;
   d["BoxHp"] = box_hp;
   d["BoxEpsAdded"] = box_added;
+  d["DiceHp"] = dice_hp;
+  d["GaussianFocalHp"] = gaussian_focal_hp;
   d["SMOOTH_L1_MIN_BETA"] = kSmoothL1MinBeta;
   d["SIOU_EXP_MAX"] = kSIoUExpMax;
   d["SIOU_OFFSET2_MIN"] = kSIoUOffset2Min;

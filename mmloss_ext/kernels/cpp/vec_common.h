@@ -1,5 +1,5 @@
-// Vector helpers shared by the kernels of fused.cpp and dense.cpp (and what differs between the
-// torch releases' ATen headers).
+// Vector helpers shared by the ops' kernels (and what differs between the torch releases' ATen
+// headers).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -42,6 +42,26 @@ inline at::vec::Vectorized<T> fast_exp(const at::vec::Vectorized<T>& x) {
   } else {
     return x.exp();
   }
+}
+
+// sign(d) per lane: 1, 0 or -1
+template <typename T>
+inline at::vec::Vectorized<T> sign_of(const at::vec::Vectorized<T>& d) {
+  using V = at::vec::Vectorized<T>;
+  const V zero(T(0)), one(T(1));
+  return V::blendv(zero, one, d > zero) - V::blendv(zero, one, d < zero);
+}
+
+// p = sigmoid(x) and p (1 - p) from e = exp(-|x|) and r = 1 / (1 + e): p = r (x >= 0) or e r, and
+// p (1 - p) = e r^2 (one exp for both, no cancellation)
+template <typename T>
+inline void sigmoid_from_exp(const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& e,
+                             const at::vec::Vectorized<T>& r, at::vec::Vectorized<T>& p,
+                             at::vec::Vectorized<T>& pq) {
+  using V = at::vec::Vectorized<T>;
+  const V er = e * r;
+  p = V::blendv(er, r, x >= V(T(0)));
+  pq = er * r;
 }
 
 }  // namespace mmloss_ext
