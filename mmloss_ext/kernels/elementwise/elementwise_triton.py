@@ -30,6 +30,7 @@ _FOCAL = tl.constexpr(int(ElementwiseKind.FOCAL))
 _QUALITY_FOCAL = tl.constexpr(int(ElementwiseKind.QUALITY_FOCAL))
 _VARIFOCAL = tl.constexpr(int(ElementwiseKind.VARIFOCAL))
 _SMOOTH_L1 = tl.constexpr(int(ElementwiseKind.SMOOTH_L1))
+_BALANCED_L1 = tl.constexpr(int(ElementwiseKind.BALANCED_L1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def _elem(x, t, hp_ptr, KIND: tl.constexpr, GRAD: tl.constexpr, POW: tl.constexp
                 out = tl.where(ad < beta, d / beta, sign(d))
             else:
                 out = tl.where(ad < beta, 0.5 * ad * ad / beta, ad - 0.5 * beta)
-    else:  # _BALANCED_L1 (Libra R-CNN), hp = [alpha, gamma, beta, b = exp(gamma / alpha) - 1]
+    else:  # KIND == _BALANCED_L1 (Libra R-CNN), hp = [alpha, gamma, beta, b = exp(gamma / alpha) - 1]
         alpha = tl.load(hp_ptr)
         gamma = tl.load(hp_ptr + 1)
         beta = tl.load(hp_ptr + 2)
