@@ -73,6 +73,7 @@ compat-install:
 	@$(COMPAT_PY) -c "import torch, numpy, mmengine, mmcv, mmdet, kornia, monai, pytest, hypothesis, vermin, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2' or numpy.__version__ >= '2')" 2>/dev/null \
 	  || { echo "[compat] torch 2.1.2 (a CUDA build, ~2.5 GB), numpy<2, mmengine, mmcv-lite, mmdet, the test references"; \
 	       $(COMPAT_PIP) install -q -r requirements/compat.txt; }
+	@rm -rf build/lib build/bdist.*  # setuptools' staging of an earlier build would go into the wheel as well
 	@echo "[compat] mmloss_ext: a plain \`pip install .\`"; $(COMPAT_PIP) install -q .
 	@$(COMPAT_PY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.1.2')" \
 	  || { echo "[compat] \`pip install .\` replaced torch 2.1.2"; exit 1; }

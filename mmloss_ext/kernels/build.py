@@ -22,11 +22,8 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: through ``cpp/registry.h``), and ``cpp/`` with the module (``module.cpp``) and the shared headers
 KERNELS = os.path.join(PACKAGE_DIR, 'kernels')
 CPP = os.path.join(KERNELS, 'cpp')
-#: the module's translation unit; every ``<folder>/*.cpp`` of :data:`KERNELS` is an op's
+#: the module's translation unit; the ops' are the ``*.cpp`` of every operation's folder
 MODULE_CPP = os.path.join(CPP, 'module.cpp')
-#: the C++ files, relative to :data:`KERNELS`: what the build compiles and what it depends on
-SOURCE_GLOB = '*/*.cpp'
-HEADER_GLOB = '*/*.h'
 ABI_PY = os.path.join(PACKAGE_DIR, 'core', 'abi.py')
 
 #: ``MMLOSS_EXT_NO_EXT=1``: ``setup.py`` builds no extension (the losses run eagerly, or the
@@ -40,9 +37,17 @@ ENV_JIT = 'MMLOSS_EXT_JIT'
 _QUIET = ('-Wno-unknown-pragmas', '-Wno-maybe-uninitialized', '-Wno-uninitialized')
 
 
-def _found(pattern: str) -> List[str]:
-    """The files of :data:`KERNELS` matching ``pattern``, absolute, in a fixed order."""
-    return sorted(glob.glob(os.path.join(KERNELS, pattern)))
+def _folders() -> List[str]:
+    """``cpp/`` and the operations' folders (a Python package each: ``__init__.py``), absolute. Only
+    those: a folder an older release left in an installation that was upgraded over it is no
+    operation, and its sources are not built."""
+    ops = sorted(os.path.dirname(d) for d in glob.glob(os.path.join(KERNELS, '*', '__init__.py')))
+    return [CPP] + ops
+
+
+def _found(suffix: str) -> List[str]:
+    """The files ending in ``suffix`` of :func:`_folders`, absolute, in a fixed order."""
+    return [f for d in _folders() for f in sorted(glob.glob(os.path.join(d, '*' + suffix)))]
 
 
 def _relative(files: List[str], relative_to: str) -> List[str]:
@@ -53,7 +58,7 @@ def sources(relative_to: str = '') -> List[str]:
     """The extension's source files, ``cpp/module.cpp`` first, then every op's: relative to
     ``relative_to`` when given (setuptools wants paths relative to ``setup.py``), else absolute.
     The JIT build names its objects by basename: the basenames must differ (they do: ``<op>.cpp``)."""
-    files = [MODULE_CPP] + [f for f in _found(SOURCE_GLOB) if f != MODULE_CPP]
+    files = [MODULE_CPP] + [f for f in _found('.cpp') if f != MODULE_CPP]
     names = [os.path.basename(f) for f in files]
     if len(set(names)) != len(names):
         raise RuntimeError(f'mmloss_ext: two C++ sources share a file name (the JIT build would overwrite one '
@@ -63,7 +68,7 @@ def sources(relative_to: str = '') -> List[str]:
 
 def depends(relative_to: str = '') -> List[str]:
     """The files whose change rebuilds the extension: every header and ``core/abi.py``."""
-    return _relative(_found(HEADER_GLOB) + [ABI_PY], relative_to)
+    return _relative(_found('.h') + [ABI_PY], relative_to)
 
 
 def isa_flags() -> List[str]:
