@@ -7,7 +7,7 @@ environment variables that change it (read at each call).
 
 ``MMLOSS_EXT_IMPL`` (``auto``/``eager``/``fused``) replaces ``'auto'`` for every loss at once;
 an explicit ``impl='eager'`` or ``'fused'`` keeps precedence. ``MMLOSS_EXT_FUSED_MIN_NUMEL``
-overrides :data:`MIN_NUMEL`. Which kernels exist, and where, is :mod:`mmloss_ext.kernels.dispatch`'s
+overrides :data:`MIN_NUMEL`. Which kernels exist, and where, is :mod:`mmloss_ext.kernels.backends`'s
 business.
 
 A kernel that fails on a device (:class:`~mmloss_ext.core.errors.KernelError`: Triton cannot
