@@ -94,3 +94,10 @@ def test_every_kernels_module_imports_alone_in_a_fresh_process(module):
     proc = subprocess.run([sys.executable, '-c', f'import {module}'], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_misspelt_operation_is_an_error_not_a_silent_eager_path():
+    from mmloss_ext.kernels import use_fused
+    with pytest.raises(ValueError, match=r"GIoULoss: no fused operation 'boxs'; the operations are \['boxes'"):
+        use_fused('GIoULoss', 'fused', torch.zeros(4, 4), op='boxs')
+    assert use_fused('GIoULoss', 'eager', torch.zeros(4, 4), op='boxes') is False

@@ -102,7 +102,11 @@ def _unchecked(loss: str, hparams, pred, target, kwargs: dict) -> Optional[tuple
 def may_fuse(loss: str, impl: str, pred) -> bool:
     """Whether ``impl`` lets a call on ``pred`` take a kernel: ``'fused'``, or ``'auto'`` from
     :func:`min_numel` elements on (the rule :func:`~mmloss_ext.kernels.dispatch.use_fused` starts from)."""
-    impl = resolve_impl(loss, impl)
+    return admits(resolve_impl(loss, impl), pred)
+
+
+def admits(impl: str, pred) -> bool:
+    """:func:`may_fuse` of an ``impl`` already resolved (:func:`resolve_impl`)."""
     return impl == 'fused' or (impl == 'auto' and pred.numel() >= min_numel())
 
 

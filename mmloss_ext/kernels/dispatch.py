@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
-from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, disabled, may_fuse, resolve_impl
+from ..core.impl import ENV_IMPL, ENV_MIN_NUMEL, IMPLS, admits, disabled, resolve_impl
 from . import backends
 
 __all__ = ['ENV_IMPL', 'ENV_MIN_NUMEL', 'IMPLS', 'fused_available', 'resolve_impl', 'use_fused']
@@ -45,9 +45,11 @@ def use_fused(name: str, impl: str, pred: Tensor, *, op: str, supported: bool = 
         others: the other tensors of the call (targets, weights); fused only if none needs a gradient.
     """
     impl = resolve_impl(name, impl)  # a bad impl is an error whatever the call
+    if op not in backends.OPERATIONS:  # a name no operation registered (its entry point defines it)
+        raise ValueError(f'{name}: no fused operation {op!r}; the operations are {sorted(backends.OPERATIONS)}')
     if not supported or not isinstance(pred, Tensor) or pred.dtype not in _FLOATS:
         return False
-    if not may_fuse(name, impl, pred):  # before the kernels are loaded (or compiled)
+    if not admits(impl, pred):  # before the kernels are loaded (or compiled)
         return False
     if torch.jit.is_scripting() or disabled(name, pred.device.type):
         return False

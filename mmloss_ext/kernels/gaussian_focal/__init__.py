@@ -21,10 +21,11 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 from torch import Tensor
 
+from ...core import abi
 from ...core.reduction import AvgFactor
 from ..common import ELEMENTS, compute_dtype, prepare, reduce, split_weight
 from ..operators import define, fake_out, upstream
@@ -47,11 +48,11 @@ gaussian_focal = define(
     lambda x, target, hp, wrow, wfull, out_mode: fake_out(x, out_mode, x.shape))
 
 
-def gaussian_focal_family(name: str, hp: Sequence[float], x: Tensor, target: Tensor, *,
-                          weight: Optional[Tensor] = None, reduction: str = 'mean',
+def gaussian_focal_family(name: str, x: Tensor, target: Tensor, *, alpha: float, gamma: float, pos_weight: float,
+                          neg_weight: float, weight: Optional[Tensor] = None, reduction: str = 'mean',
                           avg_factor: AvgFactor = None) -> Tensor:
     """The Gaussian focal loss of probabilities ``x`` against ``target`` (validated, same shape),
-    ``hp = (alpha, gamma, pos_weight, neg_weight)``: weighted as
+    its hyper-parameters packed in :data:`~mmloss_ext.core.abi.GAUSSIAN_FOCAL_HP`'s layout; weighted as
     :func:`~mmloss_ext.kernels.common.split_weight` accepts, reduced with mmdet's rules, in the compute dtype
     (float32 for half precision; the caller casts back)."""
     dtype = compute_dtype(x)
@@ -59,7 +60,7 @@ def gaussian_focal_family(name: str, hp: Sequence[float], x: Tensor, target: Ten
     x = prepare(x, dtype)
     t = prepare(target.detach(), dtype)
     wrow, wfull = split_weight(name, weight, shape, dtype)
-    hp = [float(h) for h in hp]
+    hp = abi.pack(abi.GAUSSIAN_FOCAL_HP, alpha=alpha, gamma=gamma, pos_weight=pos_weight, neg_weight=neg_weight)
 
     def run(out_mode: int = ELEMENTS) -> Tensor:
         return gaussian_focal(x, t, hp, wrow, wfull, out_mode)

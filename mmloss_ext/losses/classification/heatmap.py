@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...core.abi import GAUSSIAN_FOCAL_EPS, GAUSSIAN_FOCAL_HP, pack
+from ...core.abi import GAUSSIAN_FOCAL_EPS
 from ...core.errors import LossValueError
 from ...core.hparams import NON_NEGATIVE, declare
 from ...core.inputs import check_int_tensor, check_label_range, check_same_device, check_tensor
@@ -173,9 +173,9 @@ def gaussian_focal_loss(pred: Tensor, target: Tensor, pos_inds: Optional[Tensor]
     listed = pos_inds is not None
     if use_fused(name, impl, x, op='gaussian_focal', others=(t, weight)):
         # with listed positives the kernel gives the dense negatives part (no positives by value)
-        hp = pack(GAUSSIAN_FOCAL_HP, alpha=alpha, gamma=gamma, pos_weight=0.0 if listed else pos_weight,
-                  neg_weight=neg_weight)
-        dense = fused.gaussian_focal_family(name, hp, x, t, weight=weight, reduction=reduction, avg_factor=avg_factor)
+        dense = fused.gaussian_focal_family(name, x, t, alpha=alpha, gamma=gamma,
+                                            pos_weight=0.0 if listed else pos_weight, neg_weight=neg_weight,
+                                            weight=weight, reduction=reduction, avg_factor=avg_factor)
     else:
         loss = neg_weight * _negative_term(x, t, alpha, gamma)
         if not listed and pos_weight:  # pos_weight=0 drops the term (and the NaN of its log below p = 0)
