@@ -245,12 +245,8 @@ def check_model(model: dict, *, path: str = 'model') -> List[Finding]:
     """The findings for every loss of an mmdet model config (a dict or ``ConfigDict``)."""
     ours, mmdet = _registries()
     findings: List[Finding] = []
-    probed = []  # the model's probe, run once and only for a head the table lacks
-
-    def probe_config():
-        if not probed:
-            probed.append(_model_probe(model))
-        return probed[0]
+    # the model's probe, run once and only for a head the table lacks
+    probe_config = functools.lru_cache(maxsize=None)(functools.partial(_model_probe, model))
 
     for where, loss_cfg, head, key in loss_dicts(model, path):
         cls, named, name = _resolve(loss_cfg['type'], ours, mmdet)

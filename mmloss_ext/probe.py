@@ -47,17 +47,17 @@ GT_BOXES = [[33., 41., 161., 122.], [151., 98., 299., 287.], [61., 179., 127., 3
 
 
 class RecordingLoss(nn.Module):
-    """Wraps a built loss: records ``(pred, target, weight)`` of every call in ``calls`` (detached
-    copies) and returns the wrapped loss's result. Attributes it does not have are the wrapped loss's
-    (heads read ``loss_weight``, ``beta``, ...)."""
+    """Wraps a built loss: records ``(target, weight)`` of every call in ``calls`` (detached
+    copies; the verdict reads the targets alone) and returns the wrapped loss's result. Attributes
+    it does not have are the wrapped loss's (heads read ``loss_weight``, ``beta``, ...)."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
-        self.calls: List[Tuple[Tensor, Tensor, Optional[Tensor]]] = []
+        self.calls: List[Tuple[Tensor, Optional[Tensor]]] = []
 
     def forward(self, pred, target, weight=None, *args, **kwargs):
-        self.calls.append((pred.detach().clone(), target.detach().clone(),
+        self.calls.append((target.detach().clone(),
                            None if not isinstance(weight, Tensor) else weight.detach().clone()))
         return self.inner(pred, target, weight, *args, **kwargs)
 
@@ -289,7 +289,7 @@ def probe_model(model_cfg, *, workdir: Optional[str] = None) -> Probe:
     gt = torch.tensor(GT_BOXES)
     probe = Probe(classes={type(module).__name__ for module in model.modules()})
     for name, (head, recorder) in recorders.items():
-        kinds = {classify_targets(target, weight, gt) for _, target, weight in recorder.calls} - {None}
+        kinds = {classify_targets(target, weight, gt) for target, weight in recorder.calls} - {None}
         path = _config_path(name)
         probe.heads[path] = head
         probe.kinds[path] = (kinds.pop() if len(kinds) == 1 else 'mixed' if kinds else

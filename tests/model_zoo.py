@@ -30,8 +30,9 @@ import mmengine
 from mmengine.config import Config
 
 from mmdet_losses import MMDET_LOSS_TYPES
+from mmloss_ext.probe import mmdet_root
 
-CONFIG_ROOT = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+CONFIG_ROOT = osp.join(mmdet_root(), 'configs')
 
 
 @dataclass(frozen=True)

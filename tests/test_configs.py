@@ -8,17 +8,16 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import mmdet
 import mmloss_ext  # noqa: F401
 from mmdet.registry import MODELS
-from mmloss_ext.probe import no_checkpoint_loading
+from mmloss_ext.probe import mmdet_root, no_checkpoint_loading
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
 #: configs that re-use one of mmdet's and differ from it only in the losses (COCO, and LVIS for Seesaw)
 COCO_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) in ('retinanet', 'cascade_rpn', 'ld', 'centernet', 'seesaw', 'ghm')]
 #: mmdet's installed package data: its configs are in configs/ below it, as in its source tree
-ZOO_ROOT = osp.join(osp.dirname(mmdet.__file__), '.mim')
+ZOO_ROOT = mmdet_root()
 SHAPES_CONFIGS = [c for c in CONFIGS if osp.basename(osp.dirname(c)) == 'shapes']
 
 

@@ -67,7 +67,7 @@ def test_recording_loss_records_and_returns_the_wrapped_loss():
     out = rec(pred, target, torch.ones(5), avg_factor=5.0)
     assert torch.equal(out, inner(pred, target, torch.ones(5), avg_factor=5.0))
     assert rec.loss_weight == 2.0  # heads read the wrapped loss's attributes
-    ((p, t, w),) = rec.calls
+    ((t, w),) = rec.calls
     assert torch.equal(t, target) and torch.equal(w, torch.ones(5))
 
 
