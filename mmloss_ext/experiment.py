@@ -21,15 +21,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from .check import SCOPE, loss_dicts
-from .viz import load_scalars
+from .viz import MAP_KEYS, SEGM_MAP_KEYS, load_scalars
 
 __all__ = ['Run', 'mmdet_arm_options', 'run_summary', 'logged_metrics', 'summarise', 'difference', 'markdown_table',
            'variant_labels', 'METRICS']
 
 #: the validation metrics reported (mmdet's COCO metric keys) and their short names, in table order;
 #: a comparison reports those its runs logged (detectors: bbox; instance segmentation: segm and bbox)
-METRICS = {'coco/segm_mAP': 'segm mAP', 'coco/segm_mAP_50': 'segm mAP@0.5', 'coco/segm_mAP_75': 'segm mAP@0.75',
-           'coco/bbox_mAP': 'bbox mAP', 'coco/bbox_mAP_50': 'mAP@0.5', 'coco/bbox_mAP_75': 'mAP@0.75'}
+METRICS = dict(zip(SEGM_MAP_KEYS + MAP_KEYS, ('segm mAP', 'segm mAP@0.5', 'segm mAP@0.75', 'bbox mAP', 'mAP@0.5',
+                                               'mAP@0.75')))
 
 
 @dataclass
