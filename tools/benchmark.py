@@ -643,15 +643,17 @@ def header(meter, cases: Sequence[Case], variants: Sequence[str], missing: Mappi
     return '\n'.join(lines)
 
 
+def version(module: str) -> Optional[str]:
+    """``module``'s version, or None when it does not import (missing or broken: its rows say so)."""
+    try:
+        return importlib.import_module(module).__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _versions() -> Dict[str, str]:
     """The versions of the libraries whose rows the benchmark has (those that import)."""
-    found = {}
-    for name in ('mmdet', 'mmcv', 'mmengine', 'torchvision'):
-        try:
-            found[name] = importlib.import_module(name).__version__
-        except Exception:  # noqa: BLE001 - missing or broken: its rows say so
-            pass
-    return found
+    return {name: v for name in ('mmdet', 'mmcv', 'mmengine', 'torchvision') if (v := version(name)) is not None}
 
 
 def run(cases: Sequence[str], device: str = 'cpu', scale: float = 1.0, repeat: int = 7,

@@ -201,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         meter = bench.CudaMeter(device=device, cuda=cuda)
         results = bench.run(cases, device='cuda', scale=args.scale, repeat=args.repeat, variants=variants,
                             out=sys.stdout, meter=meter, missing=bench.probe_missing())
-    header = meter.header() + f', triton {_version("triton")}'
+    header = meter.header() + f', triton {bench.version("triton") or "missing"}'
     with open(args.out + '.md', 'w') as f:
         f.write(markdown(header, parities, firsts, results))
     with open(args.out + '.json', 'w') as f:
@@ -218,13 +218,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-def _version(module: str) -> str:
-    try:
-        return importlib.import_module(module).__version__
-    except Exception:  # noqa: BLE001
-        return 'missing'
 
 
 if __name__ == '__main__':
