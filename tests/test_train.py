@@ -182,6 +182,30 @@ def test_compare_runs_train_py_with_its_options():
         assert args.cfg_options['randomness.seed'] == 1
 
 
+
+def test_compare_sees_the_models_its_cfg_options_train(tmp_path):
+    """The labels and the mmdet arm's swap come from each config with --cfg-options applied: a loss
+    set there is named in the chart and swapped for mmdet's in the mmdet arm (the swap after it)."""
+    compare = runpy.run_path(osp.join(TOOLS, 'compare.py'))
+    main, module = compare['main'], compare['train_arms'].__globals__  # (main is wrapped elsewhere)
+    trained = []
+    module['train_arms'] = lambda arms, seeds, work_dir, **kw: trained.extend(arms) or []
+    module['report'] = lambda *a, **kw: trained.append(kw.get('labels'))
+    ciou = ['model.bbox_head.loss_bbox.type=mmloss_ext.CIoULoss', 'randomness.seed=3']
+    model = compare['model_config'](RETINANET, ciou)
+    assert model.bbox_head.loss_bbox.type == 'mmloss_ext.CIoULoss'
+    assert compare['model_config'](RETINANET).bbox_head.loss_bbox.type == 'mmloss_ext.GIoULoss'
+
+    main(['--against-mmdet', RETINANET, '--seeds', '1', '--work-dir', str(tmp_path), '--cfg-options', *ciou])
+    (_, _, ours), (_, _, theirs), _ = trained
+    assert ours == ciou
+    assert theirs[:2] == ciou  # then the swap, which wins over the option that set the loss
+    assert theirs[2:] == ['model.bbox_head.loss_cls.type=FocalLoss', 'model.bbox_head.loss_bbox.type=CIoULoss']
+
+    trained.clear()
+    main([RETINANET, '--seeds', '1', '--work-dir', str(tmp_path), '--cfg-options', *ciou])
+    assert trained[-1] == {'retinanet_r18s_fpn_shapes_giou': 'Focal + CIoU'}
+
 def write_log(path, losses, maps, iters_per_epoch):
     """An mmengine scalars.json: one training record per iteration, one val record per epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)

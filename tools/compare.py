@@ -35,8 +35,9 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from mmengine.config import Config
+from mmengine.config import DictAction
 
+from mmloss_ext.check import load_config
 from mmloss_ext.experiment import (METRICS, Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise,
                                    variant_labels)
 from mmloss_ext.quiet import quiet_pkg_resources
@@ -155,6 +156,15 @@ def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: 
     return dict(summary=summary, differences=diffs)
 
 
+def model_config(config: str, cfg_options: Sequence[str] = ()):
+    """``config``'s model as every run trains it: with the ``--cfg-options`` strings (``key=value``,
+    read as tools/train.py reads them) applied."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    options = parser.parse_args(['--cfg-options', *cfg_options] if cfg_options else []).cfg_options
+    return load_config(config, options).model
+
+
 @quiet_pkg_resources()
 def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -183,14 +193,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
         if args.configs:
             parser.error('--against-mmdet takes one config, not a list')
         config = args.against_mmdet
-        cfg = Config.fromfile(config)
         try:
-            mmdet_options = mmdet_arm_options(cfg.model)
+            mmdet_options = mmdet_arm_options(model_config(config, args.cfg_options))
         except ValueError as err:
             parser.exit(2, f'compare.py: {err}\n')
         arms = ('mmloss_ext', 'mmdet')
+        # the swap comes last: it also applies to a loss the --cfg-options set
         runs += train_arms([('mmloss_ext', config, args.cfg_options),
-                            ('mmdet', config, [*mmdet_options, *args.cfg_options])], seeds, args.work_dir, **common)
+                            ('mmdet', config, [*args.cfg_options, *mmdet_options])], seeds, args.work_dir, **common)
         report(runs, arms, out, f'{variant_name(config)}: mmloss_ext losses vs mmdet losses, {len(seeds)} seeds',
                against=arms, command=command)
     else:
@@ -200,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Run]:
         arms = [variant_name(c) for c in configs]
         runs += train_arms([(arm, config, args.cfg_options) for arm, config in zip(arms, configs)], seeds,
                            args.work_dir, **common)
-        labels = variant_labels({arm: Config.fromfile(config).model for arm, config in zip(arms, configs)})
+        labels = variant_labels({arm: model_config(config, args.cfg_options) for arm, config in zip(arms, configs)})
         report(runs, arms, out, f'{len(arms)} variants, {len(seeds)} seeds each', command=command, labels=labels)
     return runs
 
