@@ -92,7 +92,7 @@ def _timing(data: dict) -> str:
     used, which the benchmark records for each case: above ``max_others`` it timed the case again)."""
     env, cases = data['environment'], data['cases']
     others = max(r['others_cpu'] for r in cases)
-    limit = env.get('max_others')  # None: the run timed each case once (as runs did before the retiming)
+    limit = env['max_others']  # None: the run timed each case once (--max-others off)
     busy = [r for r in cases if limit is not None and r['others_cpu'] > limit]
     text = (f'the median of one forward + backward call, the rows of a case timed in turns '
             f'({env["repeat"]} rounds, at least {env["min_time"]:g} s of calls per row; other processes used '
@@ -180,7 +180,7 @@ def benchmarks_markdown(data: dict) -> str:
         lines += ['', f'## {case_title(result)}', '',
                   f'Case `{result["case"]}`, inputs {result["shape"]}; one sigmoid pass: {_fig(result["sigmoid"])} ms; '
                   f'other processes used {result["others_cpu"]:.2f} cores while it was timed'
-                  + (f' (the quietest of {result["timings"]} timings).' if result.get('timings', 1) > 1 else '.'),
+                  + (f' (the quietest of {result["timings"]} timings).' if result['timings'] > 1 else '.'),
                   '', '| impl | fwd+bwd ms | vs mmdet | vs our eager | ÷ sigmoid | extra peak MB | 1st call ms |',
                   '|---|---|---|---|---|---|---|']
         for row in result['rows']:
