@@ -182,7 +182,6 @@ def test_compare_runs_train_py_with_its_options():
         assert args.cfg_options['randomness.seed'] == 1
 
 
-
 def test_compare_sees_the_models_its_cfg_options_train(tmp_path):
     """The labels and the mmdet arm's swap come from each config with --cfg-options applied: a loss
     set there is named in the chart and swapped for mmdet's in the mmdet arm (the swap after it)."""
@@ -205,6 +204,7 @@ def test_compare_sees_the_models_its_cfg_options_train(tmp_path):
     trained.clear()
     main([RETINANET, '--seeds', '1', '--work-dir', str(tmp_path), '--cfg-options', *ciou])
     assert trained[-1] == {'retinanet_r18s_fpn_shapes_giou': 'Focal + CIoU'}
+
 
 def write_log(path, losses, maps, iters_per_epoch):
     """An mmengine scalars.json: one training record per iteration, one val record per epoch."""

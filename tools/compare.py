@@ -35,12 +35,11 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from mmengine.config import DictAction
-
 from mmloss_ext.check import load_config
 from mmloss_ext.experiment import (METRICS, Run, difference, markdown_table, mmdet_arm_options, run_summary, summarise,
                                    variant_labels)
 from mmloss_ext.quiet import quiet_pkg_resources
+from mmloss_ext.runner import add_runner_args
 from mmloss_ext.viz import plot_arms, plot_runs
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))  # each run is tools/train.py in its own process
@@ -157,10 +156,9 @@ def report(runs: List[Run], arms: Sequence[str], out: str, title: str, against: 
 
 
 def model_config(config: str, cfg_options: Sequence[str] = ()):
-    """``config``'s model as every run trains it: with the ``--cfg-options`` strings (``key=value``,
-    read as tools/train.py reads them) applied."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    """``config``'s model as every run trains it: the ``--cfg-options`` strings (``key=value``)
+    parsed by tools/train.py's own option (:func:`~mmloss_ext.runner.add_runner_args`) and applied."""
+    parser = add_runner_args(argparse.ArgumentParser())
     options = parser.parse_args(['--cfg-options', *cfg_options] if cfg_options else []).cfg_options
     return load_config(config, options).model
 
