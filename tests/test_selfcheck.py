@@ -5,6 +5,7 @@ answered eagerly and the loss stays eager there, as after a kernel that fails to
 
 Here the CPU plays the new device (its C++ kernels are otherwise trusted: the rest of the suite
 holds them to the eager spec), and a wrong kernel is injected by wrapping a C++ kernel function."""
+import functools
 import types
 import warnings
 
@@ -197,6 +198,48 @@ def test_a_kernel_that_fails_in_the_check_takes_the_failure_path(new_device, mon
                                             r"CompilationError.* GIoULoss runs eagerly on cpu from now on"):
         out = GIoULoss(impl='fused')(pred, target)
     assert not ran_fused(out) and impl.disabled('GIoULoss', 'cpu')
+
+
+def test_a_backward_that_fails_after_the_forwards_probe_still_takes_the_failure_path(new_device, monkeypatch):
+    """The forward runs the backward once per configuration; a backward that fails only later
+    (here, in the self-check's gradient) is a kernel failure all the same, not a failed check."""
+    def fail_after_the_probe(real, *args):
+        if fail_after_the_probe.calls:
+            raise RuntimeError('triton.CompilationError: at 3:4: unsupported')
+        fail_after_the_probe.calls += 1
+        return real(*args)
+
+    fail_after_the_probe.calls = 0
+    _kernels(monkeypatch, box_backward=fail_after_the_probe)
+    pred, target = _boxes()
+    with pytest.warns(RuntimeWarning, match=r"GIoULoss: the fused kernel 'boxes.*': RuntimeError: triton\."
+                                            r"CompilationError.* GIoULoss runs eagerly on cpu from now on"):
+        out = GIoULoss(impl='fused')(pred, target)
+    assert fail_after_the_probe.calls == 1  # the probe passed: the failure came from the later backward
+    assert not ran_fused(out) and impl.disabled('GIoULoss', 'cpu')
+
+
+def test_the_backwards_probe_is_per_kernels_module_even_when_an_old_modules_id_is_reused(monkeypatch):
+    """The probe's record keeps each kernels module it saw, so a new module never reads as one
+    already probed (a freed object's id is handed to the next one: here each stand-in is freed as
+    soon as the next replaces it)."""
+    real = backends.cpu_kernels()
+    current = []
+    _route(monkeypatch, None)
+    monkeypatch.setattr(backends, 'kernels', lambda op, device: current[-1])
+    names = ('box_forward', 'box_backward')
+    for _ in range(20):
+        calls = []
+        current[:] = [types.SimpleNamespace(**{n: functools.partial(_recorded, calls, n, getattr(real, n))
+                                                for n in names})]
+        pred, target = _boxes()
+        giou_loss(pred, target, impl='fused')
+        assert calls == ['box_forward', 'box_backward']  # each new module's first call probes its backward
+
+
+def _recorded(calls, name, kernel, *args):
+    calls.append(name)
+    return kernel(*args)
 
 
 @pytest.mark.parametrize('loss, wrong', [(siou_loss, True), (giou_loss, False)])

@@ -24,7 +24,7 @@ a float64 0-d tensor; ``ELEMENTS``, the weighted loss per element (per box for t
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -88,34 +88,44 @@ def define(op: str, name: str, args: str, forward: Callable, backward: Optional[
     device (:func:`.backends.kernels`); ``fake`` gives the forward's outputs from its arguments.
 
     Kernels other than the C++ extension (Triton) are guarded: a failure to compile or launch
-    raises :class:`~mmloss_ext.core.errors.KernelError`, which the calling loss answers eagerly
-    (:func:`~mmloss_ext.core.impl.run_with_fallback`). The first forward of each configuration
-    also runs the backward once, so that its kernel fails there, where the loss can still fall
-    back, rather than in ``loss.backward()``."""
+    raises :class:`~mmloss_ext.core.errors.KernelError`, in the forward and in the backward alike,
+    which the calling loss answers eagerly (:func:`~mmloss_ext.core.impl.run_with_fallback`). The
+    first forward of each configuration also runs the backward once, so that its kernel fails
+    there, where the loss can still fall back, rather than in ``loss.backward()``."""
     out = '(Tensor, Tensor)' if aux else 'Tensor'
-    probed = set()
+    #: per kernels module (by id; the module is kept, so that its id is never another's), the
+    #: module and the configurations whose backward has run once
+    probed: Dict[int, Tuple[object, set]] = {}
     backends.OPERATIONS[op] = tuple(kernels_in)
 
-    def run_forward(*a):
+    def kernels_of(device):
         try:
-            k = backends.kernels(op, a[0].device)  # a Triton module that does not import (an older Triton) fails here
+            return backends.kernels(op, device)  # a Triton module that does not import (an older Triton) fails here
         except Exception as err:  # noqa: BLE001
             raise KernelError(name, err) from err
-        if backends.backend_of(a[0].device) == 'cpp':
-            return forward(k, *a)
-        key = (id(k), a[0].dtype) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
-                                          if not isinstance(v, list))
+
+    def guarded(run, k, *a):
+        """``run(k, *a)``, a failure of a kernel other than the C++ extension raised as KernelError."""
         try:
-            result = forward(k, *a)
-            if backward is not None and key not in probed:
-                first = result[0] if aux else result
-                backward(k, torch.ones_like(first), *a, *((result[1],) if aux else ()))
-                probed.add(key)
-            return result
+            return run(k, *a)
         except LossValueError:
             raise
         except Exception as err:  # noqa: BLE001 - any failure of the kernel: compile, launch, dtype
             raise KernelError(name, err) from err
+
+    def run_forward(*a):
+        k = kernels_of(a[0].device)
+        if backends.backend_of(a[0].device) == 'cpp':
+            return forward(k, *a)
+        result = guarded(forward, k, *a)
+        seen = probed.setdefault(id(k), (k, set()))[1]
+        key = (a[0].dtype,) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
+                                    if not isinstance(v, list))
+        if backward is not None and key not in seen:
+            first = result[0] if aux else result
+            guarded(backward, k, torch.ones_like(first), *a, *((result[1],) if aux else ()))
+            seen.add(key)
+        return result
 
     fwd = None
     if HAS_CUSTOM_OP:
@@ -131,7 +141,10 @@ def define(op: str, name: str, args: str, forward: Callable, backward: Optional[
         return call
 
     def run_backward(grad, *a):
-        return backward(backends.kernels(op, a[0].device), grad, *a)
+        k = kernels_of(a[0].device)
+        if backends.backend_of(a[0].device) == 'cpp':
+            return backward(k, grad, *a)
+        return guarded(backward, k, grad, *a)
 
     def setup_context(ctx, inputs, output):
         ctx.consts = [None if isinstance(a, Tensor) else a for a in inputs]
