@@ -98,14 +98,18 @@ def define(op: str, name: str, args: str, forward: Callable, backward: Optional[
     probed: Dict[int, Tuple[object, set]] = {}
     backends.OPERATIONS[op] = tuple(kernels_in)
 
-    def kernels_of(device):
+    def kernels_of(device) -> Tuple[object, bool]:
+        """The kernels of ``device``, and whether their failures are guarded (any but the C++ extension's)."""
         try:
-            return backends.kernels(op, device)  # a Triton module that does not import (an older Triton) fails here
-        except Exception as err:  # noqa: BLE001
+            return backends.kernels(op, device), backends.backend_of(device) != 'cpp'
+        except Exception as err:  # noqa: BLE001 - a Triton module that does not import (an older Triton)
             raise KernelError(name, err) from err
 
-    def guarded(run, k, *a):
-        """``run(k, *a)``, a failure of a kernel other than the C++ extension raised as KernelError."""
+    def run_kernel(run, kernels, *a):
+        """``run(k, *a)`` with ``kernels = (k, guarded)``; a guarded kernel's failure raised as KernelError."""
+        k, guard = kernels
+        if not guard:
+            return run(k, *a)
         try:
             return run(k, *a)
         except LossValueError:
@@ -114,17 +118,17 @@ def define(op: str, name: str, args: str, forward: Callable, backward: Optional[
             raise KernelError(name, err) from err
 
     def run_forward(*a):
-        k = kernels_of(a[0].device)
-        if backends.backend_of(a[0].device) == 'cpp':
-            return forward(k, *a)
-        result = guarded(forward, k, *a)
-        seen = probed.setdefault(id(k), (k, set()))[1]
-        key = (a[0].dtype,) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
-                                    if not isinstance(v, list))
-        if backward is not None and key not in seen:
-            first = result[0] if aux else result
-            guarded(backward, k, torch.ones_like(first), *a, *((result[1],) if aux else ()))
-            seen.add(key)
+        kernels = kernels_of(a[0].device)
+        result = run_kernel(forward, kernels, *a)
+        k, guard = kernels
+        if guard and backward is not None:
+            seen = probed.setdefault(id(k), (k, set()))[1]
+            key = (a[0].dtype,) + tuple(v if isinstance(v, (int, float, bool, str)) else v is None for v in a[1:]
+                                        if not isinstance(v, list))
+            if key not in seen:
+                first = result[0] if aux else result
+                run_kernel(backward, kernels, torch.ones_like(first), *a, *((result[1],) if aux else ()))
+                seen.add(key)
         return result
 
     fwd = None
@@ -141,10 +145,7 @@ def define(op: str, name: str, args: str, forward: Callable, backward: Optional[
         return call
 
     def run_backward(grad, *a):
-        k = kernels_of(a[0].device)
-        if backends.backend_of(a[0].device) == 'cpp':
-            return backward(k, grad, *a)
-        return guarded(backward, k, grad, *a)
+        return run_kernel(backward, kernels_of(a[0].device), grad, *a)
 
     def setup_context(ctx, inputs, output):
         ctx.consts = [None if isinstance(a, Tensor) else a for a in inputs]
